@@ -1,0 +1,188 @@
+"""`o1pruner` command line: one subcommand per stage, all driven by the same RunSpec.
+
+User mistakes (a bad spec, a missing file, a bad row) print a clear message and exit 2;
+nothing prints a traceback for them. Heavy modules are imported only by the subcommand
+that needs them, so `o1pruner validate` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from o1pruner.errors import UserError
+from o1pruner.specio import SpecError, dump_yaml, load_spec
+
+logger = logging.getLogger("o1pruner")
+
+EXIT_USAGE = 2
+
+
+def _add_spec_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument(
+        "spec", nargs=None if required else "?", help="Run spec YAML (see templates/)."
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Override a spec field, e.g. --set reward.lambda=5 (repeatable; values are YAML).",
+    )
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec, args.overrides)
+    sys.stdout.write(dump_yaml(spec))
+    return 0
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    from o1pruner.grading import grade_file
+
+    summary = grade_file(Path(args.input), Path(args.output), workers=args.workers,
+                         timeout=args.timeout)
+    print(summary.describe())
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from o1pruner.data import describe_datasets, preview_dataset
+
+    if args.name:
+        print(preview_dataset(args.name, rows=args.rows, local_dir=args.local_dir))
+    else:
+        print(describe_datasets())
+    return 0
+
+
+def cmd_presample(args: argparse.Namespace) -> int:
+    from o1pruner.sampling import run_presample
+
+    run_presample(load_spec(args.spec, args.overrides))
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from o1pruner.analysis import run_analyze
+
+    print(run_analyze(Path(args.run_dir)))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from o1pruner.training import run_train
+
+    run_train(load_spec(args.spec, args.overrides))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from o1pruner.evaluation import run_eval
+
+    benchmarks = args.benchmarks.split(",") if args.benchmarks else None
+    run_eval(load_spec(args.spec, args.overrides), model=args.model, benchmarks=benchmarks)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from o1pruner.evaluation import run_compare
+
+    print(run_compare([Path(p) for p in args.run_dirs]))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from o1pruner.pipeline import run_pipeline
+
+    run_pipeline(load_spec(args.spec, args.overrides))
+    return 0
+
+
+def cmd_webui(args: argparse.Namespace) -> int:
+    from webui.app import launch
+
+    launch(host=args.host, port=args.port, auth=args.auth, workspace=args.workspace)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="o1pruner",
+        description="Length-harmonizing fine-tuning (O1-Pruner): make reasoning models think "
+        "shorter without getting worse.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str):
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("validate", cmd_validate, "Check a spec and print it resolved, as YAML.")
+    _add_spec_args(p, required=False)
+
+    p = add("grade", cmd_grade, "Grade predictions against gold answers (JSONL in, JSONL out).")
+    p.add_argument("--input", required=True, help="JSONL with `pred` and `gold` on each line.")
+    p.add_argument("--output", required=True, help="JSONL written with `extracted`, `correct`.")
+    p.add_argument("--workers", type=int, default=None, help="Grading processes (default: CPUs).")
+    p.add_argument("--timeout", type=float, default=5.0, help="Seconds allowed per item.")
+
+    p = add("datasets", cmd_datasets, "List the dataset registry, or preview one data set.")
+    p.add_argument("name", nargs="?", help="Registry name or file to preview.")
+    p.add_argument("--rows", type=int, default=3, help="Rows to show in a preview.")
+    p.add_argument("--local-dir", default=None, help="Directory with local data files.")
+
+    p = add("presample", cmd_presample, "Step 1: sample K graded solutions per problem.")
+    _add_spec_args(p)
+    p = add("analyze", cmd_analyze, "Length-disharmony analysis of a run's pre-samples.")
+    p.add_argument("run_dir", help="Run directory (runs/<name>).")
+    p = add("train", cmd_train, "Steps 3-5: reward, reference pass and training.")
+    _add_spec_args(p)
+    p = add("eval", cmd_eval, "Step 6: evaluate a model against its base on benchmarks.")
+    _add_spec_args(p)
+    p.add_argument("--model", default=None, help="Model to evaluate (default: the run's "
+                   "trained model).")
+    p.add_argument("--benchmarks", default=None, help="Comma-separated benchmark names.")
+    p = add("compare", cmd_compare, "One results table over several runs.")
+    p.add_argument("run_dirs", nargs="+", help="Run directories.")
+    p = add("run", cmd_run, "The whole pipeline: presample, train, eval, report.")
+    _add_spec_args(p)
+    p = add("webui", cmd_webui, "Start the web studio.")
+    p.add_argument("--host", default="127.0.0.1", help="Interface to bind (default: local only).")
+    p.add_argument("--port", type=int, default=7860, help="Port (default 7860).")
+    p.add_argument("--auth", default=None, help="user:password login (or $O1PRUNER_AUTH).")
+    p.add_argument("--workspace", default=".", help="Folder the UI may read and write.")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return args.func(args)
+    except SpecError as err:
+        if err.source:
+            print(f"{err.source}: invalid spec", file=sys.stderr)
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

