@@ -1,0 +1,33 @@
+"""Shared fixtures: the benchmark data folder and a tiny real model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.tiny_model import build_tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path | None:
+    env = os.environ.get("O1PRUNER_DATA_DIR")
+    path = Path(env) if env else REPO.parent / "shared" / "data"
+    return path if path.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """../shared/data (or $O1PRUNER_DATA_DIR); tests that need it skip when it is absent."""
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("benchmark data folder ../shared/data not found (set O1PRUNER_DATA_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama + trained BPE tokenizer with a ChatML template (HF format)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model")
