@@ -99,7 +99,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from o1pruner.pipeline import run_pipeline
 
-    run_pipeline(load_spec(args.spec, args.overrides))
+    print(run_pipeline(load_spec(args.spec, args.overrides)))
     return 0
 
 

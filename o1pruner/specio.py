@@ -123,7 +123,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
 
 def _apply_renames(data: dict[str, Any], warnings: list[str]) -> None:
     for old, new in RENAMED_KEYS.items():
-        (osec, okey), (nsec, nkey) = old.split("."), new.split(".")
+        (osec, okey), (_, nkey) = old.split("."), new.split(".")
         section = data.get(osec)
         if isinstance(section, dict) and okey in section:
             if nkey in section:

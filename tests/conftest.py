@@ -9,6 +9,11 @@ import pytest
 
 from tests.tiny_model import build_tiny_model
 
+# Tests never reach a model or dataset hub: everything they load is local.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 
 
