@@ -1,0 +1,194 @@
+"""Answer grading: extraction, math-verify equivalence, time limits and the JSONL file path."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from o1pruner.cli import main as cli_main
+from o1pruner.errors import DataError
+from o1pruner.grading import (
+    GradeResult,
+    extract_answer,
+    grade,
+    grade_file,
+    grade_many,
+    is_correct,
+)
+
+POWER_TOWER = r"The answer is \boxed{9^{9^{9^{9}}}}"
+DEEP_BRACES = r"\boxed{" + "{" * 10_000 + "1" + "}" * 10_000 + "}"
+
+
+# ---------------------------------------------------------------------------- extraction
+def test_last_boxed_answer_wins():
+    assert extract_answer(r"First \boxed{2}, on reflection \boxed{3}.") == "3"
+
+
+def test_boxed_answer_keeps_nested_braces():
+    assert extract_answer(r"So $x = \boxed{\frac{1}{2}}$.") == r"\frac{1}{2}"
+
+
+def test_fbox_counts_as_boxed():
+    assert extract_answer(r"\fbox{7}") == "7"
+
+
+def test_unclosed_last_boxed_falls_back_to_the_previous_one():
+    assert extract_answer(r"\boxed{4} and then \boxed{5") == "4"
+
+
+def test_gsm8k_hashes_answer():
+    assert extract_answer("She pays 1000 + 234 = 1234 dollars.\n#### 1,234") == "1,234"
+
+
+def test_final_answer_phrase():
+    text = "The final answer is $5$. I hope it is correct."
+    assert extract_answer(text) == "5"
+
+
+def test_gsm8k_gpt3_answer_line():
+    assert extract_answer("9 * 2 = <<9*2=18>>18 dollars\nA: 18") == "18"
+
+
+def test_short_bare_answer_is_the_answer():
+    assert extract_answer(" 42 ") == "42"
+    assert extract_answer(r"$\frac{1}{2}$") == r"\frac{1}{2}"
+
+
+def test_no_answer_gives_none():
+    assert extract_answer("Let me think about the eggs step by step, then the") is None
+
+
+def test_ten_thousand_nested_braces_extract_quickly():
+    start = time.perf_counter()
+    extracted = extract_answer(DEEP_BRACES)
+    assert extracted is not None and extracted.startswith("{{{")
+    assert time.perf_counter() - start < 1.0
+
+
+# --------------------------------------------------------------------------- equivalence
+@pytest.mark.parametrize(
+    ("completion", "gold"),
+    [
+        ("0.5", r"\frac{1}{2}"),
+        ("1,000", "1000"),
+        ("#### 1,234", "1234"),
+        ("A: $18", "18"),
+        ("A: 18 dollars", "18"),
+        (r"\boxed{(-\infty,2]}", r"$(-\infty, 2]$"),  # gaokao-style gold, $-wrapped
+        (r"\boxed{(3, \frac{\pi}{2})}", r"\left( 3, \frac{\pi}{2} \right)"),  # MATH-500
+        (r"\boxed{\dfrac{\sqrt{3}}{2}}", r"\frac{\sqrt{3}}{2}"),
+        (r"\boxed{3\sqrt{13}}", r"3\sqrt{13}"),
+    ],
+)
+def test_equivalent_answers_are_correct(completion: str, gold: str):
+    assert is_correct(completion, gold)
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold"),
+    [(r"\boxed{3}", "4"), (r"\boxed{(-\infty,2)}", r"$(-\infty, 2]$"), ("A: 1,250", "125")],
+)
+def test_different_answers_are_wrong(completion: str, gold: str):
+    assert not is_correct(completion, gold)
+
+
+def test_grade_reports_the_extracted_answer():
+    assert grade(r"so \boxed{\frac{1}{2}}", "0.5") == GradeResult(r"\frac{1}{2}", True)
+    assert grade("no final answer in this long rambling text", "3") == GradeResult(None, False)
+
+
+# ------------------------------------------------------------------------- time limits
+def test_pathological_items_are_wrong_and_do_not_stall_the_batch():
+    normal = [(rf"\boxed{{{i}}}", str(i)) for i in range(20)]
+    items = normal[:10] + [(POWER_TOWER, "1"), (DEEP_BRACES, "1")] + normal[10:]
+    start = time.perf_counter()
+    results = grade_many([c for c, _ in items], [g for _, g in items], workers=2, timeout=2.0)
+    assert time.perf_counter() - start < 30
+    assert [r.correct for r in results] == [True] * 10 + [False, False] + [True] * 10
+    assert results[10].extracted == "9^{9^{9^{9}}}"  # extracted is kept for a timed-out item
+    assert results[10].timed_out
+
+
+def test_small_batches_are_time_bounded_too():
+    start = time.perf_counter()
+    results = grade_many([POWER_TOWER, r"\boxed{2}"], ["1", "2"], timeout=1.0)
+    assert time.perf_counter() - start < 30
+    assert [r.correct for r in results] == [False, True]
+
+
+def test_grade_many_rejects_mismatched_lengths():
+    with pytest.raises(ValueError, match="2 completions but 1 gold"):
+        grade_many(["1", "2"], ["1"])
+
+
+# ------------------------------------------------------------------------------ files
+def _write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_grade_file_round_trip(tmp_path: Path):
+    rows = [
+        {"id": "a", "pred": r"so \boxed{\frac{1}{2}}", "gold": "0.5"},
+        {"id": "b", "pred": "#### 1,000", "gold": 1000},  # numeric gold is str()-ed
+        {"id": "c", "pred": "I am not sure.", "gold": "3"},
+    ]
+    out = tmp_path / "out" / "graded.jsonl"
+    summary = grade_file(_write_jsonl(tmp_path / "in.jsonl", rows), out)
+    graded = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [g["id"] for g in graded] == ["a", "b", "c"]
+    assert [g["correct"] for g in graded] == [True, True, False]
+    assert [g["extracted"] for g in graded] == [r"\frac{1}{2}", "1,000", None]
+    assert graded[1]["gold"] == 1000  # input fields are kept as they were
+    assert (summary.n, summary.n_correct, summary.n_no_answer) == (3, 2, 1)
+    assert summary.describe().startswith("graded 3 items: 2 correct (66.7%)")
+    assert not list(out.parent.glob(".graded.jsonl.*"))  # no temporary file left behind
+
+
+def test_malformed_line_names_file_and_line(tmp_path: Path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"pred": "1", "gold": "1"}\n{"pred": "2", "gold": \n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"in\.jsonl:2: not valid JSON"):
+        grade_file(src, tmp_path / "out.jsonl")
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_missing_gold_names_the_line_and_field(tmp_path: Path):
+    src = _write_jsonl(tmp_path / "in.jsonl", [{"pred": "1", "gold": "1"}, {"pred": "2"}])
+    with pytest.raises(DataError, match=r"in\.jsonl:2: `gold` is missing"):
+        grade_file(src, tmp_path / "out.jsonl")
+
+
+def test_cli_grade_exits_2_on_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture):
+    src = tmp_path / "in.jsonl"
+    src.write_text("not json\n", encoding="utf-8")
+    code = cli_main(["grade", "--input", str(src), "--output", str(tmp_path / "o.jsonl")])
+    assert code == 2
+    assert "in.jsonl:1" in capsys.readouterr().err
+
+
+# -------------------------------------------------------------------------- real data
+def test_agrees_with_gsm8k_labels(data_dir: Path):
+    path = data_dir / "gsm8k" / "example_model_solutions.jsonl"
+    if not path.exists():
+        pytest.skip(f"{path} not found (set O1PRUNER_DATA_DIR)")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()[:200]]
+    golds = [extract_answer(r["ground_truth"]) for r in rows]
+    preds = [r["175b_verification"]["solution"] for r in rows]
+    labels = [r["175b_verification"]["is_correct"] for r in rows]
+    results = grade_many(preds, golds, workers=2)
+    agreement = sum(r.correct == lab for r, lab in zip(results, labels, strict=True)) / len(rows)
+    assert agreement >= 0.98
+
+
+def test_math500_reference_solutions_grade_correct(data_dir: Path):
+    path = data_dir / "math500" / "test.jsonl"
+    if not path.exists():
+        pytest.skip(f"{path} not found (set O1PRUNER_DATA_DIR)")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()[:100]]
+    results = grade_many([r["solution"] for r in rows], [r["answer"] for r in rows], workers=2)
+    assert sum(r.correct for r in results) >= 98
