@@ -1,0 +1,207 @@
+"""Web UI handler logic without a browser: preview/export/import, workspace confinement,
+starting runs, history, and the live-view readers on a run directory written here."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from o1pruner import jobs
+from o1pruner.errors import UserError
+from o1pruner.runs import RunDir, atomic_write_json
+from o1pruner.spec import RunSpec
+from o1pruner.specio import load_spec
+from webui import form, handlers
+from webui.app import parse_auth
+from webui.live import LiveView, TextTail
+from webui.workspace import Workspace
+
+
+@pytest.fixture()
+def ws(tmp_path: Path) -> Workspace:
+    (tmp_path / "workspace").mkdir()
+    return Workspace.open(tmp_path / "workspace")
+
+
+def _values(**changes: object) -> list[object]:
+    values = dict(zip([leaf.key for leaf in form.leaves()], form.default_values(), strict=True))
+    values.update(changes)
+    return list(values.values())
+
+
+def test_preview_gives_resolved_yaml_and_the_exact_command(ws: Workspace) -> None:
+    check, text, command = handlers.preview(_values(**{"run.name": "demo"}), ws)
+    assert check.spec is not None and "name: demo" in text
+    assert command == "o1pruner run runs/demo/spec.yaml"
+
+
+def test_export_then_import_restores_the_same_form(ws: Workspace) -> None:
+    values = _values(**{"presample.k": 3, "reward.lambda": 5.0, "reward.samples_per_problem": 1})
+    check, path = handlers.export_yaml(values, ws)
+    assert path is not None and Path(path).suffix == ".yaml"
+    assert load_spec(path) == check.spec
+    imported, message = handlers.import_yaml_file(path)
+    assert imported == form.spec_to_values(check.spec) and message.startswith("OK:")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("presample: {k: [", "malformed YAML"),
+    ("presample:\n  k: 0\n", "presample.k (line 2)"),
+    ("nonsense_section: 1\n", "unknown field"),
+])
+def test_a_broken_yaml_import_changes_nothing(text: str, expected: str) -> None:
+    values, message = handlers.import_yaml_text(text, "bad.yaml")
+    assert values is None
+    assert "form is unchanged" in message and expected in message
+
+
+def test_validation_errors_are_shown_per_section(ws: Workspace) -> None:
+    check = handlers.validate(_values(**{"presample.k": 1}), ws)  # m=2 > K=1
+    assert check.spec is None
+    assert "samples_per_problem" in check.section_markdown("reward")
+    assert check.section_markdown("train") == ""
+    assert check.summary().startswith("Error: 1 problem")
+
+
+@pytest.mark.parametrize("bad", ["../x.yaml", "/etc/passwd", "sub/../../x", "~/x.yaml"])
+def test_workspace_refuses_paths_outside(ws: Workspace, bad: str) -> None:
+    with pytest.raises(UserError, match="outside the workspace"):
+        ws.resolve(bad, "import")
+    values, message = handlers.import_yaml_file(bad, ws)
+    assert values is None and "outside the workspace" in message
+
+
+def test_workspace_refuses_a_symlink_that_leads_outside(ws: Workspace, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("presample: {k: 3}\n")
+    (ws.root / "link.yaml").symlink_to(secret)
+    with pytest.raises(UserError, match="outside the workspace"):
+        ws.resolve("link.yaml")
+    (ws.root / "ok.yaml").write_text("presample: {k: 3}\n")
+    values, _ = handlers.import_yaml_file("ok.yaml", ws)
+    assert values is not None and load_spec(ws.root / "ok.yaml").presample.k == 3
+
+
+def test_a_spec_pointing_outside_the_workspace_is_not_started(ws: Workspace) -> None:
+    check, run, message = handlers.start(_values(**{"model.name_or_path": "/opt/model"}), ws)
+    assert run is None and "model.name_or_path" in check.summary()
+    check, run, _ = handlers.start(_values(**{"run.output_root": "../elsewhere"}), ws)
+    assert run is None and "run.output_root" in check.summary()
+    assert not ws.runs_root.exists()
+
+
+def test_start_launches_the_stage_and_a_failure_shows_stage_code_and_log(ws: Workspace) -> None:
+    values = _values(**{"model.name_or_path": "no-such-model-dir/x", "run.name": "fails",
+                        "presample.k": 2, "data.train_limit": 2})
+    check, run, message = handlers.start(values, ws, "presample")
+    assert run is not None and "o1pruner presample runs/fails/spec.yaml" in message
+    assert load_spec(run.spec_path) == check.spec
+    deadline = time.monotonic() + 120
+    while jobs.status(run)["state"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    job = jobs.status(run)
+    assert job["state"] == "failed" and job["exit_code"] not in (None, 0)
+    report = jobs.failure_report(run)
+    assert report.startswith("stage presample failed (exit code")
+    assert "no-such-model-dir" in report
+    table = handlers.history(ws)
+    assert table.loc[0, "name"] == "fails" and table.loc[0, "state"] == "failed"
+    assert "K=2" in table.loc[0, "parameters"]
+    assert handlers.delete("fails", False, ws).startswith("tick")
+    assert handlers.delete("fails", True, ws) == "deleted fails" and not run.root.exists()
+
+
+def test_attach_target_prefers_a_running_job(ws: Workspace) -> None:
+    for name in ("a", "b"):
+        run = ws.run_dir(name)
+        run.root.mkdir(parents=True)
+        run.spec_path.write_text(RunSpec().to_yaml())
+    ws.run_dir("a").update_job(state="running", pid=os.getpid(), pgid=os.getpgid(0),
+                               started_at=time.time() - 100)
+    ws.run_dir("b").update_job(state="done", started_at=time.time())
+    assert handlers.attach_target(ws) == "a"
+    assert handlers.run_names(ws) == ["b", "a"]
+
+
+def test_dataset_preview_shows_rows_and_reports_broken_files(ws: Workspace) -> None:
+    text = handlers.preview_dataset("arithmetic_test", ws)
+    assert "arithmetic_test:" in text and "gold:" in text
+    (ws.root / "bad.jsonl").write_text('{"problem": "1+1?", "answer": "2"}\n{"problem": \n')
+    bad = handlers.preview_dataset("{name: bad.jsonl, problem_field: problem, answer_field: "
+                                   "answer}", ws)
+    assert bad.startswith("Error:") and "bad.jsonl" in bad and "line 2" in bad
+    assert "outside the workspace" in handlers.preview_dataset("../x.jsonl", ws)
+
+
+def test_auth_needs_user_and_password() -> None:
+    assert parse_auth("ann:s3cret:x") == ("ann", "s3cret:x")
+    assert parse_auth(None) is None
+    with pytest.raises(UserError, match="user:password"):
+        parse_auth("ann")
+
+
+# ------------------------------------------------------------------------ live view
+def test_text_tail_reads_only_appended_bytes(tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    log.write_text("x" * 100_000 + "\nfirst\n")
+    tail = TextTail(log, max_lines=3, first_bytes=1000)
+    assert tail.read_new()[-1] == "first" and tail.offset == log.stat().st_size
+    with open(log, "a") as fh:
+        fh.write("bar 10%\rbar 50%\rbar 100%\nhalf")
+    assert tail.read_new() == ["bar 100%"]
+    assert tail.text().endswith("bar 100%\nhalf")
+    with open(log, "a") as fh:
+        fh.write(" line\n")
+    assert tail.read_new() == ["half line"]
+
+
+def _synthetic_run(root: Path) -> RunDir:
+    run = RunDir(root)
+    run.root.mkdir(parents=True)
+    run.spec_path.write_text(RunSpec().to_yaml())
+    run.emit("progress", "presample", done=3, total=10, unit="problem", elapsed_s=30.0,
+             eta_s=70.0)
+    run.emit("metrics", "presample", mean_length=120.5, mean_accuracy=0.5)
+    for step in (1, 2):
+        run.emit("metrics", "train", step=step, loss=1.0 / step, **{"reward/mean": 0.1 * step},
+                 clip_ratio=0.0, learning_rate=1e-5, completion_length=50.0 + step)
+    (run.root / "presample").mkdir()
+    (run.root / "presample" / "problem_stats.jsonl").write_text("".join(
+        json.dumps({"problem_id": i, "k": 4, "mean_length": 100.0 + 10 * i,
+                    "mean_accuracy": 0.25 * i}) + "\n" for i in range(3)))
+    return run
+
+
+def test_live_view_progress_curves_and_statistics(tmp_path: Path) -> None:
+    run = _synthetic_run(tmp_path / "runs" / "live")
+    view = LiveView(run)
+    view.poll()
+    html = view.progress_html()
+    assert "presample" in html and "3/10 problem" in html and "(30%)" in html
+    assert "elapsed 0m30s" in html and "ETA 1m10s" in html
+    loss = view.curve("loss")
+    assert list(loss["x"]) == [1, 2] and list(loss["value"]) == [1.0, 0.5]
+    length = view.curve("mean sample length")
+    assert set(length["series"]) == {"presample mean_length", "train completion_length"}
+    assert "3 problems, 12 samples" in view.presample_markdown()
+    assert "mean length 110.0" in view.presample_markdown()
+    assert list(view.disharmony().iloc[0]) == ["not available yet"]
+    run.emit("progress", "presample", done=10, total=10, unit="problem", elapsed_s=90.0,
+             eta_s=0.0)
+    run.emit("metrics", "train", step=3, loss=0.25)
+    offset = view._events.offset
+    view.poll()
+    assert view._events.offset > offset and "10/10" in view.progress_html()
+    assert list(view.curve("loss")["value"]) == [1.0, 0.5, 0.25]
+    atomic_write_json(run.root / "report" / "disharmony.json", {"quartiles": [
+        {"quartile": q, "accuracy": a} for q, a in zip([1, 2, 3, 4], [0.8, 0.7, 0.6, 0.5],
+                                                       strict=True)]})
+    atomic_write_json(run.root / "eval" / "results.json", {"rows": [
+        {"benchmark": "arithmetic_test", "accuracy": 0.5}]})
+    assert list(view.disharmony()["accuracy"]) == [0.8, 0.7, 0.6, 0.5]
+    assert view.results().loc[0, "benchmark"] == "arithmetic_test"

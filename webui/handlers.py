@@ -1,0 +1,236 @@
+"""Event-handler logic of the web UI, free of Gradio so it can be tested without a browser.
+
+Each function takes plain values (form values in leaf order, names, paths) and returns
+plain values; `webui.app` wires them to components.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from o1pruner import jobs
+from o1pruner.errors import UserError
+from o1pruner.runs import RunDir
+from o1pruner.spec import RunSpec
+from o1pruner.specio import SpecError, dump_yaml, load_spec, load_spec_text
+from webui import form
+from webui.workspace import Workspace
+
+logger = logging.getLogger(__name__)
+
+STAGE_COMMANDS = ("run", "presample", "train", "eval")
+HISTORY_COLUMNS = ["name", "state", "stage", "model", "parameters", "results", "created"]
+
+
+@dataclass
+class Validation:
+    """The outcome of checking the form: a spec, or problems grouped by section."""
+
+    spec: RunSpec | None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def by_section(self) -> dict[str, list[str]]:
+        return form.problems_by_section(self.problems)
+
+    def section_markdown(self, section: str) -> str:
+        lines = self.by_section.get(section, [])
+        return "\n".join(f"- `{p.split(':', 1)[0]}`:{p.split(':', 1)[1]}" if ":" in p
+                         else f"- {p}" for p in lines)
+
+    def summary(self) -> str:
+        if self.spec is not None:
+            return "OK: spec is valid"
+        return (f"Error: {len(self.problems)} problem(s); each is shown under its section:\n"
+                + "\n".join(f"- {p}" for p in self.problems))
+
+
+def validate(values: Sequence[Any], workspace: Workspace | None = None) -> Validation:
+    """Form values -> a spec (also checking its paths stay inside the workspace)."""
+    try:
+        spec = form.form_to_spec(values)
+    except SpecError as err:
+        return Validation(None, list(err.problems))
+    if workspace is not None:
+        try:
+            workspace.check_spec_paths(spec)
+        except UserError as err:
+            return Validation(None, [str(err)])
+    return Validation(spec)
+
+
+def preview(values: Sequence[Any], workspace: Workspace) -> tuple[Validation, str, str]:
+    """(validation, resolved YAML, the exact CLI command that runs it)."""
+    check = validate(values, workspace)
+    if check.spec is None:
+        return check, "", ""
+    run = workspace.run_dir_for(check.spec)
+    return check, dump_yaml(check.spec), command_line("run", workspace.relative(run.spec_path))
+
+
+def command_line(stage: str, spec_path: str, extra: Sequence[str] = ()) -> str:
+    return " ".join(["o1pruner", stage, spec_path, *extra])
+
+
+def export_yaml(values: Sequence[Any], workspace: Workspace) -> tuple[Validation, str | None]:
+    """Write the spec to a temporary `<run name>.yaml` for download (None if invalid)."""
+    check = validate(values, workspace)
+    if check.spec is None:
+        return check, None
+    folder = Path(tempfile.mkdtemp(prefix="o1pruner-export-"))
+    path = folder / f"{check.spec.run_name()}.yaml"
+    path.write_text(dump_yaml(check.spec), encoding="utf-8")
+    return check, str(path)
+
+
+def import_yaml_text(text: str, source: str) -> tuple[list[Any] | None, str]:
+    """YAML text -> form values, or (None, errors): a bad file changes nothing."""
+    try:
+        spec = load_spec_text(text, source=source)
+    except SpecError as err:
+        return None, f"Error: {source}: not imported, the form is unchanged:\n" + "\n".join(
+            f"- {p}" for p in err.problems)
+    return form.spec_to_values(spec), f"OK: imported {source}"
+
+
+def import_yaml_file(path: str | None, workspace: Workspace | None = None) -> tuple[
+        list[Any] | None, str]:
+    """An uploaded file (or, with `workspace`, a path typed by the user) -> form values."""
+    if not path:
+        return None, "no file given"
+    try:
+        real = workspace.resolve(path, "import") if workspace is not None else Path(path)
+        text = real.read_text(encoding="utf-8")
+    except UserError as err:
+        return None, f"Error: {err}"
+    except (OSError, UnicodeDecodeError) as err:
+        return None, f"Error: cannot read {Path(path).name}: {err}"
+    return import_yaml_text(text, Path(path).name)
+
+
+def preview_dataset(name: str, workspace: Workspace, local_dir: str | None = None,
+                    rows: int = 5) -> str:
+    """Row count and first rows of a registry name or a workspace file, or the error."""
+    from o1pruner.data import load_problems, registry
+    from o1pruner.data import preview_dataset as engine_preview
+    from o1pruner.spec import DatasetRef
+
+    name = (name or "").strip()
+    if not name:
+        return "choose a data set"
+    try:
+        ref = DatasetRef.model_validate(form.text_to_ref(name))
+        target = ref.name
+        if target not in registry():
+            path = workspace.resolve(target, "data set")  # refuses paths outside
+            target = str(path) if path.exists() else target  # else: a hub id
+        if ref == DatasetRef(name=ref.name):
+            return engine_preview(target, rows=rows, local_dir=local_dir)
+        problems = load_problems(ref.model_copy(update={"name": target}), local_dir=local_dir)
+        lines = [f"{ref.name}: {len(problems)} problems"]
+        for p in problems[:rows]:
+            lines += [f"[{p.id}] {' '.join(p.problem.split())[:100]}", f"    gold: {p.gold}"]
+        return "\n".join(lines)
+    except Exception as err:  # a broken file of any kind is reported, not raised
+        logger.info("dataset preview of %r failed: %s", name, err)
+        return f"Error: cannot read data set {name!r}: {err}"
+
+
+# -------------------------------------------------------------------------- runs
+def start(values: Sequence[Any], workspace: Workspace, stage: str = "run") -> tuple[
+        Validation, RunDir | None, str]:
+    """Validate, write the run directory and launch `o1pruner <stage> <run>/spec.yaml`."""
+    if stage not in STAGE_COMMANDS:
+        raise UserError(f"stage {stage!r}: expected one of {', '.join(STAGE_COMMANDS)}")
+    check = validate(values, workspace)
+    if check.spec is None:
+        return check, None, "not started: fix the problems shown under each section"
+    run = workspace.run_dir_for(check.spec)
+    run.root.mkdir(parents=True, exist_ok=True)
+    try:
+        jobs.write_spec(run, dump_yaml(check.spec))
+        spec_rel = workspace.relative(run.spec_path)
+        jobs.launch(run, [stage, spec_rel], cwd=workspace.root)
+    except UserError as err:
+        return check, run, f"Error: {err}"
+    return check, run, f"started `{command_line(stage, spec_rel)}` in {workspace.root}"
+
+
+def evaluate(run_name: str, model: str, benchmarks: str, workspace: Workspace) -> str:
+    """Launch `o1pruner eval <run>/spec.yaml --model MODEL` on a run's spec."""
+    run = workspace.run_dir(run_name)
+    if not run.spec_path.exists():
+        raise UserError(f"run {run_name}: has no spec.yaml")
+    load_spec(run.spec_path)  # a spec the worker would reject fails here, with its message
+    extra: list[str] = []
+    model = (model or "").strip()
+    if model:
+        workspace.resolve(model, "model")  # local paths must stay inside the workspace
+        extra += ["--model", model]
+    if benchmarks and benchmarks.strip():
+        extra += ["--benchmarks", ",".join(b.strip() for b in benchmarks.split(",") if b.strip())]
+    spec_rel = workspace.relative(run.spec_path)
+    jobs.launch(run, ["eval", spec_rel, *extra], cwd=workspace.root)
+    return f"started `{command_line('eval', spec_rel, extra)}`"
+
+
+def stop(run_name: str, workspace: Workspace, timeout: float = 30.0) -> str:
+    run = workspace.run_dir(run_name)
+    job = jobs.stop(run, timeout=timeout)
+    return f"{run_name}: {job['state']}" + (
+        f" ({job['stopped_with']})" if job.get("stopped_with") else "")
+
+
+def delete(run_name: str, confirmed: bool, workspace: Workspace) -> str:
+    if not confirmed:
+        return "tick 'confirm delete' first"
+    jobs.delete_run(workspace.run_dir(run_name))
+    return f"deleted {run_name}"
+
+
+def compare(run_names: Sequence[str], workspace: Workspace) -> str:
+    """`o1pruner compare` over the chosen runs (needs the evaluation stage)."""
+    if len(run_names or []) < 2:
+        return "choose at least two runs to compare"
+    try:
+        from o1pruner.evaluation import run_compare
+    except ImportError:
+        return "compare needs o1pruner.evaluation.run_compare (the evaluation stage)"
+    return run_compare([workspace.run_dir(n).root for n in run_names])
+
+
+def history(workspace: Workspace) -> pd.DataFrame:
+    """The runs table: newest first."""
+    rows = []
+    for row in jobs.list_runs(workspace.runs_root):
+        params = ", ".join(f"{k}={v}" for k, v in row["parameters"].items())
+        created = pd.Timestamp(row["created"], unit="s").strftime("%Y-%m-%d %H:%M") if row[
+            "created"] else ""
+        rows.append({**row, "parameters": params, "created": created})
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+
+
+def run_names(workspace: Workspace) -> list[str]:
+    return [row["name"] for row in jobs.list_runs(workspace.runs_root)]
+
+
+def attach_target(workspace: Workspace) -> str | None:
+    """The run to show on page load: the newest active one, else the newest run."""
+    rows = jobs.list_runs(workspace.runs_root)
+    active = [r for r in rows if r["state"] in jobs.ACTIVE_STATES]
+    return (active or rows or [{"name": None}])[0]["name"]
+
+
+def checkpoints(workspace: Workspace) -> list[str]:
+    """Model folders (with a config.json) under runs/*/train, relative to the workspace."""
+    found = []
+    for pattern in ("*/train/config.json", "*/train/*/config.json", "*/train/*/*/config.json"):
+        found += [workspace.relative(p.parent) for p in workspace.runs_root.glob(pattern)]
+    return sorted(set(found))

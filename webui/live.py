@@ -1,0 +1,231 @@
+"""Live view of one run directory: progress, log tail, curves, statistics, results.
+
+Readers keep byte offsets and only read what was appended since the last tick
+(`JsonlTail` for JSON lines, `TextTail` for logs); small summary files (disharmony table,
+results) are re-read only when their modification time changes. State comes from files
+alone, so a view built after a server restart shows the same thing.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from o1pruner import jobs
+from o1pruner.runs import JsonlTail, RunDir, read_json
+
+logger = logging.getLogger(__name__)
+
+# curve name -> (stage, metric key) series drawn on it
+CURVES: dict[str, list[tuple[str, str]]] = {
+    "loss": [("train", "loss")],
+    "reward mean": [("train", "reward/mean")],
+    "mean sample length": [("presample", "mean_length"), ("train", "completion_length")],
+    "clip fraction": [("train", "clip_ratio")],
+    "learning rate": [("train", "learning_rate")],
+}
+MAX_POINTS = 20_000
+
+
+class TextTail:
+    """The last lines of a growing text file, reading only the bytes appended since the
+    previous call (the first call starts at most `first_bytes` before the end)."""
+
+    def __init__(self, path: Path, max_lines: int = 200, first_bytes: int = 65536):
+        self.path = path
+        self.offset: int | None = None
+        self.lines: deque[str] = deque(maxlen=max_lines)
+        self._partial = ""
+        self._first_bytes = first_bytes
+
+    def read_new(self) -> list[str]:
+        """Complete lines appended since the last call (a carriage-return redraw keeps only
+        its final state, as a terminal shows it)."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return []
+        if self.offset is None or size < self.offset:  # first read, or file replaced
+            self.offset = max(0, size - self._first_bytes) if self.offset is None else 0
+            self._partial = ""
+        if size == self.offset:
+            return []
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            chunk = fh.read(size - self.offset)
+        self.offset += len(chunk)
+        text = self._partial + chunk.decode("utf-8", errors="replace")
+        *complete, self._partial = text.split("\n")
+        new = [line.rsplit("\r", 1)[-1] if "\r" in line.rstrip("\r") else line.rstrip("\r")
+               for line in complete]
+        self.lines.extend(new)
+        return new
+
+    def text(self) -> str:
+        return "\n".join([*self.lines, self._partial.rsplit("\r", 1)[-1]]).rstrip("\n")
+
+
+class _Cached:
+    """A small JSON file re-read only when its modification time changes."""
+
+    def __init__(self, path: Path):
+        self.path, self.mtime, self.value = path, None, None
+
+    def get(self) -> Any:
+        try:
+            mtime = os.stat(self.path).st_mtime_ns
+        except FileNotFoundError:
+            return None
+        if mtime != self.mtime:
+            self.mtime, self.value = mtime, read_json(self.path)
+        return self.value
+
+
+class LiveView:
+    """Everything the Runs tab shows about one run, updated incrementally by `poll()`."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+        self._events = JsonlTail(run.events_path)
+        self._stats = JsonlTail(run.root / "presample" / "problem_stats.jsonl")
+        self.log = TextTail(run.root / "logs" / jobs.WORKER_LOG)
+        self.progress: dict[str, dict[str, Any]] = {}
+        self.metrics: dict[str, list[dict[str, Any]]] = {}
+        self.stats = {"problems": 0, "length_sum": 0.0, "accuracy_sum": 0.0, "k": 0}
+        self._disharmony = _Cached(run.root / "report" / "disharmony.json")
+        self._results = _Cached(run.root / "eval" / "results.json")
+        self.sent: list[str | None] | None = None  # what the page shows (see runs_tab)
+
+    def poll(self) -> None:
+        """Read what the worker appended since the last poll."""
+        for event in self._events.read_new():
+            stage = str(event.get("stage", "?"))
+            if event.get("kind") == "progress":
+                self.progress[stage] = event
+            elif event.get("kind") == "metrics":
+                rows = self.metrics.setdefault(stage, [])
+                rows.append(event)
+                del rows[:-MAX_POINTS]
+        for row in self._stats.read_new():
+            self.stats["problems"] += 1
+            self.stats["length_sum"] += float(row.get("mean_length") or 0.0)
+            self.stats["accuracy_sum"] += float(row.get("mean_accuracy") or 0.0)
+            self.stats["k"] += int(row.get("k") or 0)
+        self.log.read_new()
+
+    # ------------------------------------------------------------------ renderings
+    def job(self) -> dict[str, Any]:
+        return jobs.status(self.run)
+
+    def progress_html(self) -> str:
+        """A bar per stage: done/total, percent, elapsed and ETA from its last progress event."""
+        if not self.progress:
+            return "<div class='o1p-progress'>no progress reported yet</div>"
+        parts = []
+        for stage, ev in self.progress.items():
+            done, total = ev.get("done", 0), ev.get("total") or 0
+            pct = 100.0 * done / total if total else 0.0
+            eta = ev.get("eta_s")
+            parts.append(
+                f"<div class='o1p-stage' data-stage='{html.escape(stage)}'>"
+                f"<b>{html.escape(stage)}</b> {done}/{total} {html.escape(str(ev.get('unit', '')))}"
+                f" ({pct:.0f}%) · elapsed {format_seconds(ev.get('elapsed_s'))} · "
+                f"ETA {format_seconds(eta) if eta is not None else '-'}"
+                "<div style='background:#e5e7eb;border-radius:4px;height:10px'>"
+                f"<div style='width:{pct:.1f}%;background:#f97316;height:10px;"
+                "border-radius:4px'></div></div></div>")
+        return "<div class='o1p-progress'>" + "".join(parts) + "</div>"
+
+    def curve(self, name: str) -> pd.DataFrame:
+        """Long-format rows (x, value, series) for one curve of CURVES."""
+        rows = []
+        for stage, key in CURVES[name]:
+            for i, ev in enumerate(self.metrics.get(stage, [])):
+                value = ev.get(key)
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    x = ev.get("step", ev.get("done", i))
+                    rows.append({"x": x, "value": float(value), "series": f"{stage} {key}"})
+        return pd.DataFrame(rows, columns=["x", "value", "series"])
+
+    def presample_markdown(self) -> str:
+        """Running pre-sample statistics from problem_stats.jsonl (and metrics events)."""
+        n = self.stats["problems"]
+        if not n:
+            last = (self.metrics.get("presample") or [None])[-1]
+            if last is None:
+                return "_no pre-sample statistics yet_"
+            return ("pre-sample: " + ", ".join(f"{k} {_fmt(v)}" for k, v in last.items()
+                                               if k not in ("time", "kind", "stage")))
+        return (f"**pre-sample**: {n} problems, {self.stats['k']} samples · mean length "
+                f"{self.stats['length_sum'] / n:.1f} tokens · mean accuracy "
+                f"{100 * self.stats['accuracy_sum'] / n:.1f}%")
+
+    def disharmony(self) -> pd.DataFrame:
+        """The length-quartile table (report/disharmony.json) once it exists."""
+        return table_frame(self._disharmony.get())
+
+    def results(self) -> pd.DataFrame:
+        """eval/results.json as a table once it exists (the evaluation stage's rows)."""
+        data = self._results.get()
+        if isinstance(data, dict) and "methods" in data:
+            try:
+                from o1pruner.evaluation.report import results_rows
+
+                return pd.DataFrame(results_rows(data))
+            except (ImportError, KeyError, TypeError) as err:
+                logger.debug("results.json: %s", err)
+        return table_frame(data)
+
+    def report_images(self) -> list[str]:
+        report = self.run.root / "report"
+        return sorted(str(p) for p in report.glob("*.png")) if report.is_dir() else []
+
+
+def table_frame(data: Any) -> pd.DataFrame:
+    """A JSON table (list of rows, {rows: [...]}, or {name: {col: value}}) as a DataFrame."""
+    if data is None:
+        return pd.DataFrame({"": ["not available yet"]})
+    if isinstance(data, dict):
+        for key in ("quartiles", "table", "rows"):
+            if isinstance(data.get(key), list):
+                data = data[key]
+                break
+    if isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values()):
+        data = [{"name": k, **v} for k, v in data.items()]
+    rows = [r for r in data if isinstance(r, dict)] if isinstance(data, list) else [data]
+    frame = pd.DataFrame([{k: v for k, v in r.items() if not isinstance(v, (dict, list))}
+                          for r in rows])
+    return frame.round(4) if not frame.empty else frame
+
+
+def format_seconds(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "-"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def job_markdown(run: RunDir, job: dict[str, Any]) -> str:
+    """One status line: run, state, stage, pid, exit code and message."""
+    parts = [f"**{run.root.name}**", f"state: **{job['state']}**"]
+    if job.get("stage"):
+        parts.append(f"stage: {job['stage']}")
+    if job.get("alive") and job.get("pid"):
+        parts.append(f"pid {job['pid']}")
+    if job.get("exit_code") is not None:
+        parts.append(f"exit code {job['exit_code']}")
+    if job.get("message"):
+        parts.append(str(job["message"]))
+    return " · ".join(parts)

@@ -1,0 +1,171 @@
+"""The "Runs" tab: history table, live view of the chosen run, stop / evaluate / compare /
+delete. Everything shown is read from run directories (webui.live, o1pruner.jobs)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from o1pruner import jobs
+from o1pruner.errors import UserError
+from o1pruner.specio import SpecError
+from webui import handlers
+from webui.live import CURVES, LiveView, job_markdown
+from webui.workspace import Workspace
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.5
+HISTORY_SECONDS = 5.0
+
+
+@dataclass
+class RunsTab:
+    """Components of the Runs tab that other parts of the app wire to."""
+
+    run: gr.Dropdown
+    history: gr.Dataframe
+    compare_pick: gr.Dropdown
+    eval_model: gr.Dropdown
+    refresh_lists: Callable[[str | None], list[Any]]
+
+    def lists(self) -> list[gr.Component]:
+        """Outputs of refresh_lists: history, run picker, compare picker, model picker."""
+        return [self.history, self.run, self.compare_pick, self.eval_model]
+
+
+def _view_outputs(view: LiveView | None, force: bool = False) -> list[Any]:
+    """Values for the live components; unchanged parts are skipped (no re-render)."""
+    n = 8 + len(CURVES)
+    if view is None:
+        return ["_no run selected_", "", "", "", *[None] * len(CURVES), "", None, None, []]
+    view.poll()
+    job = view.job()
+    images = view.report_images()
+    values = [
+        job_markdown(view.run, job),
+        view.progress_html(),
+        jobs.failure_report(view.run) if job["state"] == "failed" else "",
+        view.log.text(),
+        *(view.curve(name) for name in CURVES),
+        view.presample_markdown(),
+        view.disharmony(),
+        view.results(),
+        images,
+    ]
+    sent = view.sent or [None] * n
+    out = []
+    for i, value in enumerate(values):
+        key = value.to_json() if hasattr(value, "to_json") else repr(value)
+        out.append(value if force or key != sent[i] else gr.skip())
+        sent[i] = key
+    view.sent = sent
+    return out
+
+
+def runs_tab(workspace: Workspace) -> RunsTab:
+    """Lay out the Runs tab and wire its timers and buttons."""
+    with gr.Row():
+        refresh = gr.Button("Refresh", scale=0, min_width=100)
+        run = gr.Dropdown([], label="run", info="choose a run to watch; on page load the UI "
+                          "re-attaches to the newest running job", elem_id="run-pick", scale=3)
+        stop_btn = gr.Button("Stop", variant="stop", scale=0, min_width=100, elem_id="btn-stop")
+    status = gr.Markdown(elem_id="run-status")
+    progress = gr.HTML(elem_id="run-progress")
+    failure = gr.Textbox(label="failure (stage, exit code, last log lines)", lines=6,
+                         max_lines=20, interactive=False, elem_id="run-failure")
+    with gr.Row():
+        presample = gr.Markdown(elem_id="run-presample")
+    plots = []
+    with gr.Row():
+        for name in CURVES:
+            plots.append(gr.LinePlot(x="x", y="value", color="series", title=name,
+                                     label=name, height=220, min_width=240))
+    with gr.Row():
+        disharmony = gr.Dataframe(label="accuracy by length quartile (pre-samples)",
+                                  interactive=False, elem_id="run-disharmony")
+        results = gr.Dataframe(label="evaluation results", interactive=False,
+                               elem_id="run-results")
+    gallery = gr.Gallery(label="report plots", columns=3, height=320, elem_id="run-report")
+    log = gr.Textbox(label="log (worker output)", lines=12, max_lines=12, autoscroll=True,
+                     interactive=False, elem_id="run-log")
+    message = gr.Markdown(elem_id="runs-message")
+    with gr.Accordion("Evaluate a checkpoint or any model", open=False,
+                      elem_id="section-evaluate"):
+        with gr.Row():
+            eval_model = gr.Dropdown([], allow_custom_value=True, label="model",
+                                     info="a run's trained model, or a model in the workspace, "
+                                     "a hub id or pypi: model (empty: the run's trained model)",
+                                     elem_id="eval-model")
+            eval_bench = gr.Textbox(label="benchmarks", info="comma separated (empty: the "
+                                    "spec's eval.benchmarks)")
+            eval_btn = gr.Button("Evaluate", scale=0, elem_id="btn-evaluate")
+    with gr.Accordion("History", open=True):
+        history = gr.Dataframe(handlers.history(workspace), label="runs", interactive=False,
+                               elem_id="runs-history", wrap=True)
+        with gr.Row():
+            compare_pick = gr.Dropdown([], multiselect=True, label="compare runs", scale=3)
+            compare_btn = gr.Button("Compare", scale=0)
+            confirm = gr.Checkbox(label="confirm delete", value=False, scale=0)
+            delete_btn = gr.Button("Delete selected run", variant="stop", scale=0)
+        compare_view = gr.Markdown()
+    view = gr.State(None)
+    live_outputs = [status, progress, failure, log, *plots, presample, disharmony, results,
+                    gallery]
+
+    def select(name: str | None) -> list[Any]:
+        if not name:
+            return [None, *_view_outputs(None)]
+        try:
+            new = LiveView(workspace.run_dir(name))
+        except UserError as err:
+            return [None, f"Error: {err}", *_view_outputs(None)[1:]]
+        return [new, *_view_outputs(new, force=True)]
+
+    def tick(current: LiveView | None) -> list[Any]:
+        if current is None:
+            return [gr.skip()] * len(live_outputs)
+        return _view_outputs(current)
+
+    def refresh_lists(selected: str | None) -> list[Any]:
+        names = handlers.run_names(workspace)
+        value = selected if selected in names else handlers.attach_target(workspace)
+        return [handlers.history(workspace), gr.update(choices=names, value=value),
+                gr.update(choices=names), gr.update(choices=handlers.checkpoints(workspace))]
+
+    def guarded(func: Any) -> Any:
+        def call(*args: Any) -> str:
+            try:
+                return func(*args)
+            except (UserError, SpecError) as err:
+                return f"Error: {err}"
+        return call
+
+    run.change(select, run, [view, *live_outputs])
+    gr.Timer(POLL_SECONDS).tick(tick, view, live_outputs, show_progress="hidden")
+    lists = [history, run, compare_pick, eval_model]
+    shown_history = gr.State("")
+
+    def history_tick(shown: str) -> list[Any]:
+        table = handlers.history(workspace)
+        key = table.to_json()
+        return [gr.skip() if key == shown else table, key]
+
+    gr.Timer(HISTORY_SECONDS).tick(history_tick, shown_history, [history, shown_history],
+                                   show_progress="hidden")
+    refresh.click(refresh_lists, run, lists)
+    stop_btn.click(guarded(lambda name: handlers.stop(name, workspace) if name
+                           else "no run selected"), run, message)
+    eval_btn.click(guarded(lambda name, model, bench: handlers.evaluate(
+        name, model, bench, workspace) if name else "choose a run first"),
+        [run, eval_model, eval_bench], message)
+    compare_btn.click(guarded(lambda names: handlers.compare(names, workspace)),
+                      compare_pick, compare_view)
+    delete_btn.click(guarded(lambda name, ok: handlers.delete(name, ok, workspace) if name
+                             else "no run selected"), [run, confirm], message).then(
+        refresh_lists, run, lists)
+    return RunsTab(run, history, compare_pick, eval_model, refresh_lists)
