@@ -1,0 +1,161 @@
+"""The length-harmonizing reward and the choice of training samples (METHOD.md steps 3-4).
+
+    R_LH(x, y) = L_ref(x) / L(y) - 1 + lambda * (A(x, y) - A_ref(x))
+
+L(y) is the sample's full token count (also for samples that training truncates), L_ref and
+A_ref are the per-problem means over the K pre-samples (`problem_stats.jsonl`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+from o1pruner.errors import DataError, UserError
+from o1pruner.runs import iter_jsonl
+
+logger = logging.getLogger(__name__)
+
+PRESAMPLE_FILES = ("problems.jsonl", "samples.jsonl", "problem_stats.jsonl")
+
+
+def length_harmonizing_reward(
+    L_ref: float, L: float, lam: float, A: float, A_ref: float  # noqa: N803 (paper names)
+) -> tuple[float, float, float]:
+    """R_LH = L_ref/L - 1 + lam*(A - A_ref), returned with its two terms:
+    (reward, length_term, accuracy_term). A zero length counts as one token."""
+    length_term = L_ref / max(L, 1) - 1.0
+    accuracy_term = lam * (A - A_ref)
+    return length_term + accuracy_term, length_term, accuracy_term
+
+
+# ---------------------------------------------------------------------------- reading
+def _read_rows(path: Path, required: dict[str, type | tuple[type, ...]]) -> list[dict[str, Any]]:
+    """Rows of a pre-sample JSONL file, each checked for the required fields and types."""
+    rows = []
+    try:
+        for line_no, row in enumerate(iter_jsonl(path), start=1):
+            for name, kind in required.items():
+                if name not in row:
+                    raise DataError(f"{path}, line {line_no}: missing field {name!r}")
+                if not isinstance(row[name], kind) or isinstance(row[name], bool) and kind is int:
+                    raise DataError(f"{path}, line {line_no}: field {name!r} should be "
+                                    f"{getattr(kind, '__name__', kind)}, got {row[name]!r}")
+            rows.append(row)
+    except ValueError as err:  # json.JSONDecodeError
+        raise DataError(f"{path}: not valid JSON lines ({err})") from None
+    return rows
+
+
+def read_presample(presample_dir: Path) -> tuple[list[dict], dict[str, list[dict]], dict[str, dict]]:
+    """(problems, samples by problem id, stats by problem id) from a presample/ folder."""
+    missing = [name for name in PRESAMPLE_FILES if not (presample_dir / name).exists()]
+    if missing:
+        raise UserError(f"pre-sample outputs missing in {presample_dir}: {', '.join(missing)}; "
+                        "run `o1pruner presample SPEC` first")
+    problems = _read_rows(presample_dir / "problems.jsonl",
+                          {"problem_id": (str, int), "prompt": str, "prompt_tokens": int})
+    samples = _read_rows(presample_dir / "samples.jsonl", {
+        "problem_id": (str, int), "sample_idx": int, "completion": str, "num_tokens": int,
+        "finish_reason": str, "correct": bool})
+    stats = _read_rows(presample_dir / "problem_stats.jsonl", {
+        "problem_id": (str, int), "mean_length": (int, float), "mean_accuracy": (int, float)})
+    by_problem: dict[str, list[dict]] = {}
+    for s in samples:
+        by_problem.setdefault(str(s["problem_id"]), []).append(s)
+    for group in by_problem.values():
+        group.sort(key=lambda s: s["sample_idx"])
+    return problems, by_problem, {str(s["problem_id"]): s for s in stats}
+
+
+# -------------------------------------------------------------------------- selection
+def build_training_set(spec: Any, presample_dir: Path) -> list[dict[str, Any]]:
+    """The training rows for spec.train.method, with each sample's reward and its terms.
+
+    - `lh`: m = reward.samples_per_problem samples per problem drawn at random (run.seed),
+      rewards clipped (reward_clip) and then standardised over the chosen set
+      (reward_normalize);
+    - `sft`: the m shortest correct samples per problem;
+    - `dpo`: the m shortest correct samples (chosen), each paired with the longest sample
+      of the problem (`rejected`).
+    Problems without enough samples (correct ones, for sft/dpo) are skipped and counted.
+    """
+    problems, samples, stats = read_presample(Path(presample_dir))
+    m, method = spec.reward.samples_per_problem, spec.train.method
+    rng = random.Random(spec.run.seed)
+    rows: list[dict[str, Any]] = []
+    skipped = 0
+    for problem in problems:
+        pid = str(problem["problem_id"])
+        group, stat = samples.get(pid, []), stats.get(pid)
+        if not group or stat is None:
+            skipped += 1
+            logger.warning("problem %s has no samples or no statistics; skipped", pid)
+            continue
+        if method == "lh":
+            chosen = rng.sample(group, min(m, len(group)))
+            rejected = None
+        else:
+            correct = sorted((s for s in group if s["correct"]),
+                             key=lambda s: (s["num_tokens"], s["sample_idx"]))
+            longest = max(group, key=lambda s: (s["num_tokens"], -s["sample_idx"]))
+            chosen = correct[:m]
+            rejected = longest
+            if len(chosen) < m or (method == "dpo" and longest in chosen):
+                skipped += 1
+                continue
+        for s in chosen:
+            rows.append(_row(spec, problem, s, stat, rejected if method == "dpo" else None))
+    if skipped:
+        logger.info("%s selection: %d of %d problems skipped (%s)", method, skipped,
+                    len(problems), "no samples" if method == "lh" else
+                    f"fewer than {m} correct samples, or no longer rejected sample")
+    if not rows:
+        raise UserError(f"no training samples selected from {presample_dir} for method "
+                        f"{method} (m={m}); check the pre-samples (are any correct?)")
+    _postprocess_rewards(rows, spec.reward.reward_clip, spec.reward.reward_normalize)
+    return rows
+
+
+def _row(spec: Any, problem: dict, s: dict, stat: dict, rejected: dict | None) -> dict[str, Any]:
+    reward, length_term, accuracy_term = length_harmonizing_reward(
+        float(stat["mean_length"]), float(s["num_tokens"]), spec.reward.lambda_,
+        float(s["correct"]), float(stat["mean_accuracy"]))
+    max_length = spec.train.max_length
+    row = {
+        "problem_id": s["problem_id"], "sample_idx": s["sample_idx"],
+        "prompt": problem["prompt"], "completion": s["completion"],
+        "num_tokens": s["num_tokens"], "finish_reason": s["finish_reason"],
+        "correct": s["correct"], "length_term": length_term, "accuracy_term": accuracy_term,
+        "reward_raw": reward, "reward": reward,
+        "truncated": problem["prompt_tokens"] + s["num_tokens"] > max_length,
+    }
+    if rejected is not None:
+        row["rejected"] = {k: rejected[k] for k in
+                           ("sample_idx", "completion", "num_tokens", "finish_reason", "correct")}
+        row["truncated"] = row["truncated"] or (
+            problem["prompt_tokens"] + rejected["num_tokens"] > max_length)
+    return row
+
+
+def _postprocess_rewards(rows: list[dict], clip: tuple[float, float] | None,
+                         normalize: bool) -> None:
+    """Clip to [lo, hi], then standardise over `rows` (in place, field `reward`)."""
+    values = [r["reward_raw"] for r in rows]
+    if clip is not None:
+        lo, hi = clip
+        values = [min(max(v, lo), hi) for v in values]
+    if normalize:
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        if std > 0:
+            values = [(v - mean) / std for v in values]
+        else:
+            values = [v - mean for v in values]
+            logger.warning("reward_normalize: all %d rewards are equal (std 0); rewards "
+                           "centred only (all zero)", len(values))
+    for row, value in zip(rows, values, strict=True):
+        row["reward"] = value

@@ -1,0 +1,153 @@
+"""Processes and precision: the Accelerator, the DeepSpeed config, and multi-process launch.
+
+One process on CPU by default. `train.devices > 1` re-launches `o1pruner train` under
+`accelerate launch`; DeepSpeed ZeRO runs through accelerate's DeepSpeedPlugin, with its
+config built from templates/deepspeed/zero{2,3}.json or read from train.deepspeed_config.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from o1pruner.errors import UserError
+from o1pruner.runs import free_port
+
+logger = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "deepspeed"
+LAUNCH_VARS = ("LOCAL_RANK", "RANK", "WORLD_SIZE")
+
+
+def is_launched_worker() -> bool:
+    """True inside a process started by accelerate launch / torchrun / deepspeed."""
+    return all(v in os.environ for v in LAUNCH_VARS)
+
+
+def prepare_environment(train: Any) -> None:
+    """Environment DeepSpeed needs before it is imported: its CPU accelerator when there is
+    no GPU, and the launcher's variables for a single process started without a launcher."""
+    if train.deepspeed_stage == 0:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if not is_launched_worker():
+        for key, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"),
+                           ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(free_port()))):
+            os.environ.setdefault(key, value)
+
+
+def deepspeed_config(train: Any, world_size: int) -> dict[str, Any]:
+    """The DeepSpeed config: train.deepspeed_config, or the zero2/zero3 template with its
+    "auto" values filled from the spec (the hidden-size ones are left to accelerate)."""
+    if train.deepspeed_config:
+        path = Path(train.deepspeed_config)
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"train.deepspeed_config: file not found: {path}") from None
+        except (OSError, ValueError) as err:
+            raise UserError(f"train.deepspeed_config: {path} is not valid JSON ({err})") from None
+        if not isinstance(config, dict) or "zero_optimization" not in config:
+            raise UserError(f"train.deepspeed_config: {path} needs a zero_optimization section")
+    else:
+        name = "zero3.json" if train.deepspeed_stage == 3 else "zero2.json"
+        config = json.loads((TEMPLATES / name).read_text(encoding="utf-8"))
+        config["zero_optimization"]["stage"] = train.deepspeed_stage
+        if train.deepspeed_stage == 1:
+            config["zero_optimization"] = {"stage": 1}
+    config = copy.deepcopy(config)
+    fill = {
+        "train_micro_batch_size_per_gpu": train.batch_size,
+        "gradient_accumulation_steps": train.gradient_accumulation_steps,
+        "train_batch_size": train.batch_size * train.gradient_accumulation_steps * world_size,
+        "gradient_clipping": train.max_grad_norm,
+    }
+    for key, value in fill.items():
+        if config.get(key, "auto") == "auto":
+            config[key] = value
+    for key in ("bf16", "fp16"):
+        section = config.setdefault(key, {})
+        if section.get("enabled", "auto") == "auto":
+            section["enabled"] = train.precision == key
+    if train.deepspeed_offload:
+        zero = config["zero_optimization"]
+        zero.setdefault("offload_optimizer", {"device": "cpu", "pin_memory": False})
+        if zero.get("stage") == 3:
+            zero.setdefault("offload_param", {"device": "cpu", "pin_memory": False})
+    return config
+
+
+def make_accelerator(train: Any) -> Any:
+    """An Accelerator for the spec: mixed precision as autocast over fp32 weights (or
+    DeepSpeed's own bf16/fp16 with fp32 master weights), our own gradient accumulation."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
+
+    if train.precision == "fp16" and not torch.cuda.is_available():
+        raise UserError("train.precision: fp16 needs a GPU; use bf16 or fp32 on CPU")
+    mixed = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}[train.precision]
+    reset_accelerate_state()
+    plugin = None
+    if train.deepspeed_stage:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        plugin = DeepSpeedPlugin(hf_ds_config=deepspeed_config(train, world))
+    # Without a GPU: plain multi-process runs need cpu=True (gloo), and DeepSpeed needs the
+    # backend named, or accelerate treats every worker as a lone process.
+    on_cpu = not torch.cuda.is_available()
+    handlers = [InitProcessGroupKwargs(backend="gloo")] if on_cpu and plugin else []
+    return Accelerator(mixed_precision=mixed, deepspeed_plugin=plugin,
+                       cpu=on_cpu and plugin is None, kwargs_handlers=handlers,
+                       gradient_accumulation_steps=train.gradient_accumulation_steps,
+                       step_scheduler_with_optimizer=False)
+
+
+def reset_accelerate_state() -> None:
+    """Forget accelerate's process-wide state, so that one process can train several specs
+    one after the other (the web UI, tests, the pipeline)."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def launch_workers(train: Any, spec_path: Path) -> int:
+    """Run `o1pruner train SPEC` in train.devices processes under accelerate launch; return
+    its exit code. SIGTERM/SIGINT are passed on, so the workers save a checkpoint."""
+    import torch
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "accelerate.commands.launch",
+           "--num_processes", str(train.devices), "--num_machines", "1",
+           "--main_process_port", str(port), "--multi_gpu",
+           "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "o1pruner.cli", "train", str(spec_path)]
+    env = dict(os.environ)
+    if not torch.cuda.is_available():
+        env.setdefault("DS_ACCELERATOR", "cpu")
+    logger.info("launching %d training processes: %s", train.devices, " ".join(cmd))
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def forward(signum: int, _frame: Any) -> None:
+        logger.warning("signal %d: asking the workers to save a checkpoint and stop", signum)
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return proc.wait()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)

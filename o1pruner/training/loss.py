@@ -1,0 +1,90 @@
+"""The training objectives: length-harmonizing PPO-clip, and the SFT / DPO baselines.
+
+All three work on per-sequence sums of completion-token log-probs (prompt and padding
+tokens are masked out by `completion_logprobs`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+
+def completion_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of log pi(y_t | x, y_<t) over each row's completion tokens, and their count.
+
+    batch: input_ids, attention_mask, completion_mask, all [B, T] (right padded).
+    Returns (logp_sum [B] float32, n_tokens [B] float32).
+    """
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logits = logits[:, :-1].float()                                   # [B, T-1, V]
+    targets = batch["input_ids"][:, 1:]                               # [B, T-1]
+    token_logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+    mask = batch["completion_mask"][:, 1:].to(token_logp.dtype)       # [B, T-1]
+    return (token_logp * mask).sum(-1), mask.sum(-1)
+
+
+def length_harmonizing_loss(
+    logp_sum: torch.Tensor,
+    ref_logp_sum: torch.Tensor,
+    n_tokens: torch.Tensor,
+    rewards: torch.Tensor,
+    epsilon: float,
+    ratio_level: str = "token_mean",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO-clip with the length-harmonizing reward as the advantage (O1-Pruner):
+
+        loss = - mean_i min( r_i * R_i , clip(r_i, 1 - eps, 1 + eps) * R_i )
+
+    with r_i = pi_theta(y_i|x_i) / pi_ref(y_i|x_i) computed at `ratio_level`:
+    `sequence`:   r = exp( sum_t logp_theta - sum_t logp_ref )
+    `token_mean`: r = exp( mean_t logp_theta - mean_t logp_ref )  (geometric mean of the
+                  per-token ratios; the published code's choice).
+    All inputs are [B]; returns the scalar loss and detached statistics.
+    """
+    log_ratio = logp_sum - ref_logp_sum                               # [B]
+    if ratio_level == "token_mean":
+        log_ratio = log_ratio / n_tokens.clamp(min=1)
+    ratio = torch.exp(log_ratio)                                      # [B]
+    unclipped = ratio * rewards
+    clipped = torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * rewards
+    objective = torch.minimum(unclipped, clipped)                     # [B]
+    loss = -objective.mean()
+    stats = {
+        "ratio": ratio.detach(),
+        "clipped": (clipped < unclipped).detach().float(),            # the clip is active
+    }
+    return loss, stats
+
+
+def sft_loss(logp_sum: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood per completion token over the batch:
+    loss = - sum_i sum_t logp(y_it) / sum_i |y_i|."""
+    return -logp_sum.sum() / n_tokens.sum().clamp(min=1)
+
+
+def dpo_loss(
+    chosen_logp: torch.Tensor,
+    rejected_logp: torch.Tensor,
+    ref_chosen_logp: torch.Tensor,
+    ref_rejected_logp: torch.Tensor,
+    beta: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """DPO (Rafailov et al. 2023), sigmoid loss, on sequence log-prob sums (all [B]):
+
+        loss = - mean_i log sigmoid( beta * [ (logp_c - ref_c) - (logp_r - ref_r) ] )
+
+    The implicit rewards beta*(logp - ref) of chosen and rejected are returned as stats.
+    """
+    chosen_reward = beta * (chosen_logp - ref_chosen_logp)           # [B]
+    rejected_reward = beta * (rejected_logp - ref_rejected_logp)     # [B]
+    margin = chosen_reward - rejected_reward
+    loss = -F.logsigmoid(margin).mean()
+    stats = {"chosen": chosen_reward.detach(), "rejected": rejected_reward.detach(),
+             "margin": margin.detach()}
+    return loss, stats

@@ -1,0 +1,184 @@
+"""Length-harmonizing training end to end on a tiny random model: reward -> reference pass
+-> PPO-clip steps -> checkpoints -> final Hugging Face model; fine-tuning types; baselines."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from o1pruner.errors import UserError
+from o1pruner.models import load_tokenizer
+from o1pruner.runs import read_jsonl, run_dir_for
+from o1pruner.training import run_train
+from o1pruner.training.dataset import collate, tokenize_rows
+from o1pruner.training.finetuning import apply_freeze
+from o1pruner.training.loss import completion_logprobs
+from tests.presample_files import make_spec, write_presample
+
+
+def prepared(model_dir, root, name, n_problems=6, k=4, **sections):
+    """A spec whose run directory already holds pre-sample outputs."""
+    spec = make_spec(model_dir, root, name=name, k=k, **sections)
+    write_presample(run_dir_for(spec).root, load_tokenizer(spec.model, str(model_dir)),
+                    n_problems=n_problems, k=k)
+    return spec
+
+
+def metrics(run):
+    return [e for e in run.events() if e["kind"] == "metrics" and e["stage"] == "train"]
+
+
+def load_state(path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).state_dict()
+
+
+@pytest.fixture(scope="module")
+def lh_run(tiny_model_dir, tmp_path_factory):
+    """One bf16 run with gradient checkpointing and accumulation (shared by the tests)."""
+    spec = prepared(tiny_model_dir, tmp_path_factory.mktemp("lh"), "lh",
+                    train={"gradient_accumulation_steps": 2, "gradient_checkpointing": True,
+                           "precision": "bf16"})
+    return spec, run_train(spec)
+
+
+def test_ratio_is_exactly_one_at_the_first_step(lh_run):
+    _, run = lh_run
+    first = metrics(run)[0]
+    assert first["step"] == 1
+    assert first["ratio/min"] == 1.0 and first["ratio/max"] == 1.0
+    assert first["clip_ratio"] == 0.0
+    later = metrics(run)[1:]
+    assert later and any(m["ratio/mean"] != 1.0 for m in later)
+    for key in ("loss", "reward/mean", "grad_norm", "learning_rate", "tokens_per_s", "epoch",
+                "completion_length"):
+        assert key in first
+
+
+def test_outputs_dataset_reference_summary_and_tensorboard(lh_run):
+    spec, run = lh_run
+    train = run.root / "train"
+    rows = read_jsonl(train / "dataset.jsonl")
+    assert len(rows) == 12
+    assert {"length_term", "accuracy_term", "reward_raw", "reward", "truncated"} <= set(rows[0])
+    ref = {r["row"] for r in read_jsonl(train / "reference_logprobs.jsonl")}
+    assert ref == set(range(12))
+    summary = json.loads((train / "summary.json").read_text())
+    truncated = sum(r["truncated"] for r in rows)
+    assert truncated > 0 and summary["truncated"] == truncated
+    assert [e["truncated"] for e in run.events() if e["kind"] == "dataset"] == [truncated]
+    assert summary["steps"] == 3 and summary["samples"] == 12
+    assert summary["tokens_per_s"] > 0 and summary["peak_rss_mb"] > 0
+    assert list((train / "tensorboard").glob("events.out.tfevents.*"))
+    assert (train / "checkpoints" / "step-3" / "trainer_state.json").exists()
+    assert run.read_job()["state"] == "done"
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(train / "final")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert (train / "final" / "tokenizer_config.json").exists()
+
+
+def test_rerun_of_a_finished_stage_is_skipped(lh_run):
+    spec, run = lh_run
+    before = len(metrics(run))
+    run_train(spec)
+    assert len(metrics(run)) == before
+    assert run.events()[-1]["kind"] == "skipped"
+
+
+def test_one_step_moves_logprobs_in_the_direction_of_the_reward(tiny_model_dir, tmp_path):
+    # one problem, two samples: a short wrong one (negative reward), a longer right one
+    spec = prepared(tiny_model_dir, tmp_path, "dir", n_problems=1, k=2,
+                    train={"precision": "fp32", "learning_rate": 1e-4},
+                    reward={"ratio_level": "sequence"})
+    run = run_train(spec)
+    rows = read_jsonl(run.root / "train" / "dataset.jsonl")
+    assert sorted(r["reward"] > 0 for r in rows) == [False, True]
+    ref = {r["row"]: r["sum_logprob"] for r in read_jsonl(
+        run.root / "train" / "reference_logprobs.jsonl")}
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(run.root / "train" / "final",
+                                                 dtype=torch.float32)
+    tok = load_tokenizer(spec.model, str(tiny_model_dir))
+    items = tokenize_rows(tok, rows, spec.train.max_length)
+    with torch.no_grad():
+        new, _ = completion_logprobs(model, collate([i["chosen"] for i in items],
+                                                    tok.pad_token_id))
+    for i, row in enumerate(rows):
+        moved = new[i].item() - ref[i]
+        assert (moved > 0) == (row["reward"] > 0), (row["reward"], moved)
+
+
+def test_freeze_trains_exactly_the_requested_parameters(tiny_model_dir, tmp_path):
+    spec = prepared(tiny_model_dir, tmp_path, "freeze",
+                    train={"finetuning": "freeze", "freeze_trainable_layers": 1,
+                           "freeze_trainable_modules": ["mlp"],
+                           "freeze_extra_modules": ["lm_head"], "precision": "fp32"})
+    run = run_train(spec)
+    before, after = load_state(tiny_model_dir), load_state(run.root / "train" / "final")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    expected = {k for k in before if k.startswith("model.layers.1.mlp.") or k == "lm_head.weight"}
+    assert changed == expected
+    summary = json.loads((run.root / "train" / "summary.json").read_text())
+    assert summary["trainable_params"] == sum(before[k].numel() for k in expected)
+
+
+def test_freeze_names_the_valid_modules_when_one_is_wrong(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with pytest.raises(UserError, match=r"freeze_trainable_modules.*mlpp.*self_attn"):
+        apply_freeze(model, 1, ["mlpp"], [])
+    with pytest.raises(UserError, match=r"freeze_extra_modules.*embed_tokens.*lm_head"):
+        apply_freeze(model, 1, ["all"], ["head"])
+    with pytest.raises(UserError, match="freeze_trainable_layers: -3"):
+        apply_freeze(model, -3, ["all"], [])
+    trainable = apply_freeze(model, -1, ["all"], ["norm"])
+    assert all(n.startswith("model.layers.0.") or n == "model.norm.weight" for n in trainable)
+
+
+def test_lora_adapter_saves_loads_and_merges(tiny_model_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    spec = prepared(tiny_model_dir, tmp_path, "lora",
+                    train={"finetuning": "lora", "lora_rank": 4, "lora_target": ["q_proj",
+                           "v_proj", "down_proj"], "precision": "fp32"})
+    run = run_train(spec)
+    train = run.root / "train"
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
+    with torch.no_grad():
+        base_logits = base(input_ids=ids).logits
+        adapted = PeftModel.from_pretrained(base, train / "adapter").eval()
+        adapter_logits = adapted(input_ids=ids).logits
+        merged = AutoModelForCausalLM.from_pretrained(train / "final", dtype=torch.float32)
+        merged_logits = merged.eval()(input_ids=ids).logits
+    assert not (train / "final" / "adapter_config.json").exists()
+    assert not torch.allclose(base_logits, adapter_logits, atol=1e-4)
+    assert torch.allclose(merged_logits, adapter_logits, atol=1e-5)
+    summary = json.loads((train / "summary.json").read_text())
+    assert 0 < summary["trainable_params"] < summary["total_params"]
+
+
+@pytest.mark.parametrize("method", ["sft", "dpo"])
+def test_baselines_train_and_write_a_loadable_model(tiny_model_dir, tmp_path, method):
+    from transformers import AutoModelForCausalLM
+
+    spec = prepared(tiny_model_dir, tmp_path, method, train={"method": method,
+                                                             "precision": "fp32"})
+    run = run_train(spec)
+    steps = metrics(run)
+    assert len(steps) >= 2 and all(m["loss"] == m["loss"] for m in steps)
+    if method == "dpo":
+        assert steps[0]["reward/margin"] == 0.0  # policy == reference at the first step
+        rows = read_jsonl(run.root / "train" / "dataset.jsonl")
+        assert all("rejected" in r for r in rows)
+    before = load_state(tiny_model_dir)
+    after = AutoModelForCausalLM.from_pretrained(run.root / "train" / "final").state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
