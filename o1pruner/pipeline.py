@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from o1pruner.errors import UserError
-from o1pruner.runs import RunDir, init_run_dir, read_json, stage_logging
+from o1pruner.runs import PARENT_ENV, RunDir, init_run_dir, read_json, stage_logging
 from o1pruner.spec import RunSpec
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def run_stage(stage: str, run: RunDir) -> float:
     logger.info("stage %s: %s", stage, " ".join(cmd))
     run.emit("stage", stage, state="started")
     start = time.time()
-    code = subprocess.call(cmd)
+    code = subprocess.call(cmd, env={**os.environ, PARENT_ENV: str(os.getpid())})
     wall = time.time() - start
     if code != 0:
         run.emit("stage", stage, state="failed", exit_code=code, wall_s=round(wall, 1))

@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 STAGES = ("presample", "train", "eval", "report")
 
+#: Set by `o1pruner run` for its stage processes: the job is the pipeline's, not the stage's.
+PARENT_ENV = "O1PRUNER_PARENT_PID"
+
 
 # ------------------------------------------------------------------------ file helpers
 def atomic_write_text(path: Path, text: str) -> None:
@@ -186,6 +189,62 @@ class RunDir:
 
     def events(self) -> list[dict[str, Any]]:
         return read_jsonl(self.events_path)
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() else None
+
+
+def _pid_alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, PermissionError, ValueError, TypeError):
+        return False
+    return True
+
+
+@contextmanager
+def stage_job(run: RunDir, stage: str, record: bool = True) -> Iterator[None]:
+    """Record a stage's life in job.json, and refuse to run a stage twice at once.
+
+    `stages.<stage>` holds {state, pid, started_at, finished_at, error}. The top-level
+    state/stage/pid describe the job as a whole: a stage sets them only when it is the job
+    itself, not when it runs under `o1pruner run` (which sets O1PRUNER_PARENT_PID).
+    `record=False` (a non-main distributed rank) only runs the body.
+    """
+    if not record:
+        yield
+        return
+    job = run.read_job()
+    previous = (job.get("stages") or {}).get(stage) or {}
+    ours = {None, os.getpid(), _int(os.environ.get(PARENT_ENV))}  # this process or its launcher
+    if previous.get("state") == "running" and previous.get("pid") not in ours \
+            and _pid_alive(previous["pid"]):
+        from o1pruner.errors import UserError
+
+        raise UserError(f"{run.root}: {stage} is already running (pid {previous['pid']}); "
+                        f"wait for it or stop it first")
+    own_job = PARENT_ENV not in os.environ
+
+    def record_state(state: str, **extra: Any) -> None:
+        stages = run.read_job().get("stages") or {}
+        stages[stage] = {**(stages.get(stage) or {}), "state": state, **extra}
+        top = {"state": state, "stage": stage} if own_job else {}
+        run.update_job(stages=stages, **top)
+
+    pids = {"pid": os.getpid(), "pgid": os.getpgid(0)}
+    record_state("running", started_at=time.time(), finished_at=None, error=None, **pids)
+    if own_job:
+        run.update_job(**pids)
+    try:
+        yield
+    except KeyboardInterrupt:
+        record_state("stopped", finished_at=time.time())
+        raise
+    except BaseException as err:
+        record_state("failed", finished_at=time.time(), error=f"{type(err).__name__}: {err}"[-2000:])
+        raise
+    record_state("done", finished_at=time.time())
 
 
 def run_dir_for(spec: Any) -> RunDir:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from o1pruner.errors import UserError
-from o1pruner.runs import free_port
+from o1pruner.runs import PARENT_ENV, free_port
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def launch_workers(train: Any, spec_path: Path) -> int:
            "--main_process_port", str(port), "--multi_gpu",
            "--mixed_precision", "no", "--dynamo_backend", "no",
            "-m", "o1pruner.cli", "train", str(spec_path)]
-    env = dict(os.environ)
+    env = {**os.environ, PARENT_ENV: str(os.getpid())}  # the workers belong to this launcher
     if not torch.cuda.is_available():
         env.setdefault("DS_ACCELERATOR", "cpu")
     logger.info("launching %d training processes: %s", train.devices, " ".join(cmd))

@@ -22,6 +22,7 @@ from o1pruner.runs import (
     atomic_write_text,
     init_run_dir,
     read_json,
+    stage_job,
     stage_logging,
 )
 from o1pruner.training.distributed import is_launched_worker, launch_workers, prepare_environment
@@ -40,36 +41,26 @@ def run_train(spec: Any) -> RunDir:
         return _run_launched(spec, run)
     prepare_environment(spec.train)
     main = int(os.environ.get("RANK", "0")) == 0
-    with stage_logging(run, "train"):
-        if main:
-            run.update_job(stage="train", state="running", pid=os.getpid(),
-                           pgid=os.getpgid(0), started_at=time.time())
+    with stage_logging(run, "train"), stage_job(run, "train", record=main):
         try:
             _train(spec, run, main)
         except KeyboardInterrupt:
             if main:
-                run.update_job(stage="train", state="interrupted")
                 run.emit("interrupted", "train")
             raise
-        except BaseException as err:
-            if main:
-                run.update_job(stage="train", state="failed", error=str(err)[-2000:])
-            raise
-        if main:
-            run.update_job(stage="train", state="done", finished_at=time.time())
     return run
 
 
 def _run_launched(spec: Any, run: RunDir) -> RunDir:
-    run.update_job(stage="train", state="running", pid=os.getpid(), pgid=os.getpgid(0),
-                   started_at=time.time())
-    code = launch_workers(spec.train, run.spec_path)
-    if code == 0:
-        run.update_job(stage="train", state="done", finished_at=time.time())
-        return run
-    state = "interrupted" if code in (130, -2, -15, 143) else "failed"
-    run.update_job(stage="train", state=state, exit_code=code)
-    raise UserError(f"training processes exited with code {code}; see {run.log_path('train')}")
+    """Start `train.devices` worker processes under accelerate and wait for them."""
+    with stage_logging(run, "train"), stage_job(run, "train"):
+        code = launch_workers(spec.train, run.spec_path)
+        if code in (130, -2, -15, 143):
+            raise KeyboardInterrupt(f"training processes stopped (exit code {code})")
+        if code != 0:
+            raise UserError(f"training processes exited with code {code}; see "
+                            f"{run.log_path('train')}")
+    return run
 
 
 def training_fingerprint(spec: Any, rows: list[dict]) -> str:
