@@ -1,0 +1,236 @@
+"""Evaluation reports: report/report.md (a table shaped like the paper's Table 2, details,
+plots) and the rows the web UI shows, all derived from eval/results.json."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from o1pruner.errors import UserError
+from o1pruner.runs import atomic_write_text, read_json, read_jsonl
+
+logger = logging.getLogger(__name__)
+
+ACC_VS_TOKENS_PNG = "accuracy_vs_tokens.png"
+MARKERS = {"base": "o", "fast_solving": "s", "trained": "^"}
+
+
+# --------------------------------------------------------------------------- formatting
+def fmt_pct(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{100 * value:.{digits}f}"
+
+
+def fmt_num(value: float | None, digits: int = 0) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def fmt_aes(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def metrics_cell(metrics: dict[str, Any], comp: dict[str, Any] | None) -> str:
+    text = f"{fmt_pct(metrics['accuracy'])} / {fmt_num(metrics['mean_tokens'])}"
+    return text if comp is None else f"{text} / {fmt_aes(comp['aes'])}"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- UI rows
+def results_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One flat row per (method, benchmark) plus an AVG row per method: what the web UI
+    shows and what the final `metrics` event carries (percentages as numbers)."""
+    rows = []
+    for label in results["methods"]:
+        per = results["metrics"][label]
+        comps = results["comparison"].get(label, {})
+        avg = results["averages"][label]
+        for bench, m in [*per.items(), ("AVG", avg)]:
+            c = comps.get(bench, {})
+            rows.append({
+                "method": label, "benchmark": bench, "n": m["n"],
+                "accuracy %": _round(m["accuracy"], 100),
+                "mean tokens": _round(m["mean_tokens"]),
+                "median tokens": _round(m["median_tokens"]),
+                "truncation %": _round(m["truncation_rate"], 100),
+                "wall s": _round(m["wall_s"]),
+                "dLen %": _round(c.get("d_len"), 100),
+                "dAcc %": _round(c.get("d_acc"), 100),
+                "AES": None if c.get("aes") is None else round(c["aes"], 4),
+            })
+    return rows
+
+
+def _round(value: float | None, scale: float = 1.0) -> float | None:
+    return None if value is None else round(value * scale, 2)
+
+
+def results_table(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The evaluation table of a run directory (see `results_rows`), for the web UI."""
+    path = Path(run_dir) / "eval" / "results.json"
+    results = read_json(path)
+    if results is None:
+        raise UserError(f"{run_dir}: no evaluation results ({path} is missing or unreadable); "
+                        "run `o1pruner eval` on this run's spec first")
+    return results_rows(results)
+
+
+def headline_lines(results: dict[str, Any]) -> list[str]:
+    """A few lines for the end of `o1pruner run`: AVG accuracy and tokens of each method,
+    and for the others their length change, accuracy change (points) and AES vs base."""
+    benches = ", ".join(results["benchmarks"])
+    base = results["averages"]["base"]
+    lines = [f"base: accuracy {fmt_pct(base['accuracy'])}%, {fmt_num(base['mean_tokens'])} "
+             f"tokens (mean over {benches})"]
+    for label in results["methods"]:
+        if label == "base":
+            continue
+        avg, comp = results["averages"][label], results["comparison"][label]["AVG"]
+        d_len = "n/a" if comp["d_len"] is None else f"{-100 * comp['d_len']:+.1f}%"
+        points = 100 * (avg["accuracy"] - base["accuracy"])
+        lines.append(f"{label}: accuracy {fmt_pct(avg['accuracy'])}% ({points:+.1f} points), "
+                     f"{fmt_num(avg['mean_tokens'])} tokens ({d_len} length), AES "
+                     f"{fmt_aes(comp['aes'])}" + (f" ({comp['note']})" if comp["note"] else ""))
+    return lines
+
+
+# ------------------------------------------------------------------------------- plots
+def _save(fig: Any, out: Path) -> None:
+    """Save a figure atomically (a reader never sees half a PNG) and free it."""
+    import matplotlib.pyplot as plt
+
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, out)
+
+
+def _plot_accuracy_vs_tokens(results: dict[str, Any], out: Path) -> None:
+    """One point per (method, benchmark) and per method's AVG: colour = benchmark, marker =
+    method; a faint line joins the methods of one benchmark (base -> trained)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    groups = [*results["benchmarks"], "AVG"]
+    colors = {b: plt.cm.tab10(i % 10) for i, b in enumerate(groups)}
+    for bench in groups:
+        xs, ys = [], []
+        for label in results["methods"]:
+            m = results["averages"][label] if bench == "AVG" else results["metrics"][label][bench]
+            xs.append(m["mean_tokens"])
+            ys.append(100 * m["accuracy"])
+            ax.scatter(xs[-1], ys[-1], color=colors[bench], marker=MARKERS.get(label, "D"),
+                       s=90 if bench == "AVG" else 55, edgecolors="black", linewidths=0.6,
+                       zorder=3)
+        ax.plot(xs, ys, color=colors[bench], alpha=0.4, linewidth=1, zorder=2)
+    handles = [Line2D([], [], color=colors[b], marker="o", linestyle="", label=b) for b in groups]
+    handles += [Line2D([], [], color="gray", marker=MARKERS.get(label, "D"), linestyle="",
+                       label=label) for label in results["methods"]]
+    ax.legend(handles=handles, fontsize=8, loc="best")
+    ax.set_xlabel("mean tokens per solution")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Accuracy vs length per benchmark and method")
+    ax.grid(alpha=0.3)
+    _save(fig, out)
+
+
+def _plot_histogram(run_dir: Path, results: dict[str, Any], bench: str, out: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = {}
+    for label in results["methods"]:
+        records = read_jsonl(run_dir / "eval" / label / bench / "generations.jsonl")
+        if records:
+            series[label] = [r["num_tokens"] for r in records]
+    if not series:
+        return False
+    top = max(max(v) for v in series.values())
+    bins = list(range(0, top + max(1, top // 30) + 1, max(1, top // 30)))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, tokens in series.items():
+        ax.hist(tokens, bins=bins, alpha=0.5, label=f"{label} (mean {sum(tokens)/len(tokens):.0f})")
+    ax.set_xlabel("tokens per solution")
+    ax.set_ylabel("solutions")
+    ax.set_title(f"Token counts on {bench}")
+    ax.legend()
+    _save(fig, out)
+    return True
+
+
+# ------------------------------------------------------------------------------ report
+def render_report(results: dict[str, Any], images: list[tuple[str, str]]) -> str:
+    """report.md text: Table 2 layout, per-benchmark details, notes, plots, command."""
+    benches = list(results["benchmarks"])
+    methods = results["methods"]
+    s = results["settings"]
+    lines = ["# Evaluation report", "",
+             f"Run: `{results['run']}`  ", f"Command: `{results['command']}`  ",
+             f"Decoding: {s['decoding']}, max {s['max_new_tokens']} new tokens, engine "
+             f"{s['engine']}; AES alpha={s['aes_alpha']}, beta={s['aes_beta']}, "
+             f"gamma={s['aes_gamma']}", "", "## Models", ""]
+    for label in methods:
+        m = results["models"][label]
+        extra = " + Fast-Solving suffix" if m["prompt_suffix"] else ""
+        lines.append(f"- **{label}**: `{m['ref']}`{extra}")
+    lines += ["", "## Results (accuracy % / mean tokens / AES)", "",
+              "As in the paper's Table 2; AES is against the base model, AVG is the mean of "
+              "the per-benchmark values.", ""]
+    rows = []
+    for label in methods:
+        comps = results["comparison"].get(label)
+        cells = [metrics_cell(results["metrics"][label][b], comps[b] if comps else None)
+                 for b in benches]
+        cells.append(metrics_cell(results["averages"][label], comps["AVG"] if comps else None))
+        rows.append([label, *cells])
+    lines += [markdown_table(["model, method", *benches, "AVG"], rows), ""]
+    lines += ["## Details", ""]
+    header = ["method", "benchmark", "n", "acc %", "mean tok", "median tok", "trunc %",
+              "wall s", "dLen %", "dAcc %", "AES"]
+    detail = []
+    for r in results_rows(results):
+        cells = [fmt_num(r[k], 1) for k in ("accuracy %", "mean tokens", "median tokens",
+                                            "truncation %", "wall s")]
+        against = [fmt_num(r["dLen %"], 1), fmt_num(r["dAcc %"], 1), fmt_aes(r["AES"])]
+        detail.append([str(r["method"]), str(r["benchmark"]), str(r["n"]), *cells,
+                       *(["-"] * 3 if r["method"] == "base" else against)])
+    lines += [markdown_table(header, detail), ""]
+    notes = sorted({f"{label} on {b}: {c['note']}" for label, comps in
+                    results["comparison"].items() for b, c in comps.items() if c.get("note")})
+    if notes:
+        lines += ["Notes (n/a cells):", "", *[f"- {n}" for n in notes], ""]
+    reused = [k for k, v in results.get("cache", {}).items() if v["reused"]]
+    if reused:
+        lines += [f"Reused cached baseline results: {', '.join(reused)}.", ""]
+    lines += ["## Plots", ""]
+    lines += [f"![{title}]({name})" for title, name in images]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run_dir: Path, results: dict[str, Any]) -> Path:
+    """Write report/report.md and its PNG plots for a run; return the report path."""
+    out = run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    images = []
+    _plot_accuracy_vs_tokens(results, out / ACC_VS_TOKENS_PNG)
+    images.append(("accuracy vs mean tokens", ACC_VS_TOKENS_PNG))
+    for bench in results["benchmarks"]:
+        name = f"tokens_{bench}.png"
+        if _plot_histogram(run_dir, results, bench, out / name):
+            images.append((f"token counts on {bench}", name))
+    path = out / "report.md"
+    atomic_write_text(path, render_report(results, images))
+    logger.info("report written to %s", path)
+    return path

@@ -1,0 +1,319 @@
+"""`o1pruner eval`: generate, grade and score every (model, benchmark), with resume and a
+shared cache for the base model.
+
+Methods evaluated:
+- `base`: the reference model (spec.model), cached under <output_root>/.cache/eval/;
+- `fast_solving` (eval.fast_solving_prompt): the base model with the paper's Fast-Solving
+  suffix appended to the user turn, cached the same way;
+- `trained`: `--model`, else `<run>/train/final` when it exists.
+
+Generations are appended per batch to `<run>/eval/<label>/<benchmark>/generations.jsonl`
+(for cached methods: to the cache entry, linked into the run when complete), so an
+interrupted evaluation resumes with the problems not yet generated.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from o1pruner.errors import UserError
+from o1pruner.evaluation import cache
+from o1pruner.evaluation.metrics import average_row, benchmark_metrics, compare
+from o1pruner.runs import (
+    JsonlWriter,
+    Progress,
+    RunDir,
+    atomic_write_json,
+    init_run_dir,
+    read_jsonl,
+    stage_job,
+    stage_logging,
+)
+from o1pruner.spec import DatasetRef, RunSpec
+
+logger = logging.getLogger(__name__)
+
+BASE, TRAINED, FAST = "base", "trained", "fast_solving"
+METHOD_ORDER = (BASE, FAST, TRAINED)
+
+
+@dataclass
+class Benchmark:
+    """A benchmark's problems and the key fields that identify them."""
+
+    name: str  # short name used in paths and tables
+    ref: DatasetRef
+    problems: list[Any]
+    fingerprint: dict[str, Any]
+
+
+@dataclass
+class Method:
+    """A model (plus prompt suffix) to evaluate, under a label."""
+
+    label: str
+    ref: str  # what the user named (pypi:..., a path, a hub id)
+    path: str  # what the engine loads
+    suffix: str = ""
+    cached: bool = False  # base-model methods live in the shared cache
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Task:
+    """One (method, benchmark): where it is written and which problems remain."""
+
+    method: Method
+    bench: Benchmark
+    workdir: Path
+    rundir: Path
+    key: dict[str, Any]
+    todo: list[Any]
+    reused: bool = False
+
+
+# ------------------------------------------------------------------------------ planning
+def _bench_name(ref: DatasetRef, taken: set[str]) -> str:
+    name = ref.name
+    if "/" in name or "." in name:  # a file path or hub id: a readable, path-safe stem
+        name = Path(name).stem if Path(name).suffix else name.replace("/", "_")
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "benchmark"
+    base, i = name, 2
+    while name in taken:
+        name, i = f"{base}_{i}", i + 1
+    taken.add(name)
+    return name
+
+
+def load_benchmarks(spec: RunSpec, names: list[str] | None) -> list[Benchmark]:
+    """The benchmarks to evaluate: CLI names (registry names or files), else the spec's."""
+    from o1pruner.data import dataset_fingerprint, load_problems
+
+    refs = [DatasetRef(name=n.strip()) for n in names if n.strip()] if names \
+        else list(spec.eval.benchmarks)
+    if not refs:
+        raise UserError("--benchmarks: no benchmark names given (e.g. gsm8k_test,math500)")
+    taken: set[str] = set()
+    out = []
+    for ref in refs:
+        problems = load_problems(ref, spec.data.local_dir, spec.data.eval_limit,
+                                 spec.data.shuffle_seed)
+        if not problems:
+            raise UserError(f"eval.benchmarks: {ref.name} has no problems")
+        fp = {"name": ref.name, "fingerprint": dataset_fingerprint(ref, spec.data.local_dir),
+              "limit": spec.data.eval_limit, "shuffle_seed": spec.data.shuffle_seed}
+        out.append(Benchmark(_bench_name(ref, taken), ref, problems, fp))
+    return out
+
+
+def trained_model(run: RunDir, model: str | None) -> tuple[str, str] | None:
+    """(reference, loadable path) of the model to compare with the base, or None."""
+    from o1pruner.models import resolve_model
+
+    if model is None:
+        final = run.root / "train" / "final"
+        return (str(final), str(final)) if (final / "config.json").exists() else None
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise UserError(f"--model: {model} is a directory without config.json; expected "
+                            "a model saved in Hugging Face format (e.g. <run>/train/final)")
+        return model, str(path)
+    return model, resolve_model(model)
+
+
+def plan_methods(spec: RunSpec, run: RunDir, model: str | None) -> list[Method]:
+    from o1pruner.models import resolve_model
+    from o1pruner.prompts import FAST_SOLVING_SUFFIX
+
+    base_path = resolve_model(spec.model)
+    base_fp = cache.model_fingerprint(spec.model.name_or_path, base_path, spec.model.revision)
+    methods = [Method(BASE, spec.model.name_or_path, base_path, cached=True, fingerprint=base_fp)]
+    if spec.eval.fast_solving_prompt:
+        methods.append(Method(FAST, spec.model.name_or_path, base_path, FAST_SOLVING_SUFFIX,
+                              cached=True, fingerprint=base_fp))
+    trained = trained_model(run, model)
+    if trained is None:
+        logger.info("no --model given and no trained model at %s: evaluating the base "
+                    "model only", run.root / "train" / "final")
+    else:
+        ref, path = trained
+        methods.append(Method(TRAINED, ref, path,
+                              fingerprint=cache.model_fingerprint(ref, path, None)))
+    return methods
+
+
+def plan_tasks(spec: RunSpec, run: RunDir, methods: list[Method],
+               benches: list[Benchmark], template: Any) -> list[Task]:
+    """Key every (method, benchmark), prepare its directory, find what is left to do."""
+    tasks = []
+    for method in methods:
+        for bench in benches:
+            key = cache.eval_key(spec, method.fingerprint, bench.fingerprint,
+                                 cache.prompt_fingerprint(template, method.suffix))
+            rundir = run.root / "eval" / method.label / bench.name
+            workdir = cache.cache_dir(spec, key) if method.cached else rundir
+            cache.prepare_workdir(workdir, key)
+            done = {r["problem_id"] for r in read_jsonl(workdir / "generations.jsonl")}
+            todo = [p for p in bench.problems if p.id not in done]
+            reused = method.cached and not todo and cache.is_complete(workdir)
+            tasks.append(Task(method, bench, workdir, rundir, key, todo, reused))
+    return tasks
+
+
+# ---------------------------------------------------------------------------- generation
+def _generate(spec: RunSpec, engine: Any, template: Any, task: Task,
+              progress: Progress) -> None:
+    """Generate, grade and append the task's remaining problems, one batch at a time."""
+    from o1pruner.grading import grade_many
+    from o1pruner.prompts import build_prompt
+
+    settings = cache.decoding_settings(spec)
+    size = spec.eval.batch_size
+    with JsonlWriter(task.workdir / "generations.jsonl") as out:
+        for start in range(0, len(task.todo), size):
+            batch = task.todo[start:start + size]
+            prompts = [build_prompt(engine.tokenizer, template, p.problem, task.method.suffix)
+                       for p in batch]
+            began = time.perf_counter()
+            outputs = engine.generate(prompts, 1, temperature=settings["temperature"],
+                                      top_p=settings["top_p"],
+                                      max_new_tokens=settings["max_new_tokens"],
+                                      seed=settings.get("seed"))
+            per_item = (time.perf_counter() - began) / len(batch)
+            completions = [group[0] for group in outputs]
+            grades = grade_many([c.text for c in completions], [p.gold for p in batch])
+            out.write_many({
+                "problem_id": p.id, "prompt": prompt, "completion": c.text,
+                "num_tokens": c.num_tokens, "finish_reason": c.finish_reason,
+                "extracted": g.extracted, "correct": g.correct, "gold": p.gold,
+                "gen_s": round(per_item, 4),
+            } for p, prompt, c, g in zip(batch, prompts, completions, grades, strict=True))
+            progress.update(len(batch), method=task.method.label, benchmark=task.bench.name,
+                            correct=sum(g.correct for g in grades))
+
+
+def _finish(run: RunDir, task: Task) -> dict[str, Any]:
+    """Metrics of a completed task from its saved generations (metrics.json); cached
+    results are linked into the run directory."""
+    metrics_path = task.workdir / cache.COMPLETE_MARKER
+    wanted = {p.id for p in task.bench.problems}
+    records: dict[str, dict[str, Any]] = {}
+    for r in read_jsonl(task.workdir / "generations.jsonl"):
+        if r["problem_id"] in wanted:
+            records.setdefault(r["problem_id"], r)
+    metrics = benchmark_metrics([records[p.id] for p in task.bench.problems if p.id in records])
+    if not task.method.cached or not metrics_path.exists():  # a cache entry is immutable
+        atomic_write_json(metrics_path, metrics)
+    if task.method.cached:
+        cache.link_results(task.workdir, task.rundir)
+        if task.reused:
+            logger.info("reused cached baseline for %s/%s from %s", task.method.label,
+                        task.bench.name, task.workdir)
+        run.emit("cache", "eval", method=task.method.label, benchmark=task.bench.name,
+                 reused=task.reused, path=str(task.workdir))
+    return metrics
+
+
+def _command(spec_path: Path, model: str | None, benchmarks: list[str] | None) -> str:
+    parts = ["o1pruner", "eval", str(spec_path)]
+    if model:
+        parts += ["--model", model]
+    if benchmarks:
+        parts += ["--benchmarks", ",".join(benchmarks)]
+    return shlex.join(parts)
+
+
+# ---------------------------------------------------------------------------------- entry
+def run_eval(spec: RunSpec, model: str | None = None,
+             benchmarks: list[str] | None = None) -> dict[str, Any]:
+    """Evaluate the base model (cached), the Fast-Solving baseline (if asked) and the
+    trained model on the benchmarks; write eval/results.json and report/; return results."""
+    from o1pruner.evaluation.report import results_rows, write_report
+    from o1pruner.prompts import load_template
+    from o1pruner.sampling import create_engine
+
+    run = init_run_dir(spec)
+    with stage_logging(run, "eval"), stage_job(run, "eval"):
+        started = time.time()
+        benches = load_benchmarks(spec, benchmarks)
+        template = load_template(spec.model)
+        methods = plan_methods(spec, run, model)
+        tasks = plan_tasks(spec, run, methods, benches, template)
+        total = sum(len(t.todo) for t in tasks)
+        logger.info("eval: %s on %s; %d problem(s) to generate", ", ".join(
+            m.label for m in methods), ", ".join(b.name for b in benches), total)
+        with Progress(run, "eval", total=total, unit="problem") as progress:
+            for method in methods:
+                todo = [t for t in tasks if t.method is method and t.todo]
+                if not todo:
+                    continue
+                engine = create_engine(spec.model, spec.eval.engine, model_path=method.path,
+                                       batch_size=spec.eval.batch_size, seed=spec.run.seed)
+                logger.info("%s: engine %s (%s)", method.label, engine.name, engine.reason)
+                try:
+                    for task in todo:
+                        with cache.locked(task.workdir) if method.cached else nullcontext():
+                            task.todo = _remaining(task)  # another run may have filled it
+                            _generate(spec, engine, template, task, progress)
+                finally:
+                    engine.close()
+        results = build_results(spec, run, methods, benches, tasks,
+                                _command(run.spec_path, model, benchmarks))
+        results["elapsed_s"] = round(time.time() - started, 1)
+        atomic_write_json(run.root / "eval" / "results.json", results)
+        report = write_report(run.root, results)
+        run.emit("metrics", "eval", table=results_rows(results), report=str(report))
+        logger.info("eval done: %s", run.root / "eval" / "results.json")
+    return results
+
+
+def _remaining(task: Task) -> list[Any]:
+    done = {r["problem_id"] for r in read_jsonl(task.workdir / "generations.jsonl")}
+    return [p for p in task.bench.problems if p.id not in done]
+
+
+def build_results(spec: RunSpec, run: RunDir, methods: list[Method], benches: list[Benchmark],
+                  tasks: list[Task], command: str) -> dict[str, Any]:
+    """results.json: every method x benchmark metric, the comparison against the base,
+    the models, settings and the command used."""
+    ev = spec.eval
+    metrics: dict[str, dict[str, Any]] = {m.label: {} for m in methods}
+    for task in tasks:
+        metrics[task.method.label][task.bench.name] = _finish(run, task)
+    comparison: dict[str, dict[str, Any]] = {}
+    for m in methods:
+        if m.label == BASE:
+            continue
+        comps = {b.name: compare(metrics[m.label][b.name], metrics[BASE][b.name],
+                                 ev.aes_alpha, ev.aes_beta, ev.aes_gamma) for b in benches}
+        avg = average_row(metrics[m.label], comps)
+        comparison[m.label] = {b: c.to_dict() for b, c in comps.items()}
+        comparison[m.label]["AVG"] = {k: avg[k] for k in ("d_len", "d_acc", "aes", "note")}
+    averages = {m.label: average_row(metrics[m.label]) for m in methods}
+    return {
+        "run": str(run.root),
+        "command": command,
+        "argv": list(sys.argv),
+        "benchmarks": {b.name: b.fingerprint | {"n": len(b.problems)} for b in benches},
+        "models": {m.label: {"ref": m.ref, "path": m.path, "fingerprint": m.fingerprint,
+                             "prompt_suffix": m.suffix, "cached": m.cached} for m in methods},
+        "settings": cache.decoding_settings(spec) | {
+            "engine": ev.engine, "batch_size": ev.batch_size, "aes_alpha": ev.aes_alpha,
+            "aes_beta": ev.aes_beta, "aes_gamma": ev.aes_gamma},
+        "methods": [m.label for m in sorted(methods, key=lambda m: METHOD_ORDER.index(m.label))],
+        "metrics": metrics,
+        "averages": averages,
+        "comparison": comparison,
+        "cache": {f"{t.method.label}/{t.bench.name}": {"reused": t.reused, "path": str(t.workdir)}
+                  for t in tasks if t.method.cached},
+    }
+

@@ -1,0 +1,241 @@
+"""`o1pruner eval` / `compare` on real tiny models and real benchmark rows (hf engine).
+
+A random tiny Llama never finishes within a few tokens, so every solution is truncated
+and wrong: the tests check bookkeeping (files, resume, cache, truncation, reports), and
+the AES arithmetic is covered by tests/test_aes.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from o1pruner.cli import main as cli_main
+from o1pruner.data import load_problems
+from o1pruner.errors import UserError
+from o1pruner.evaluation import (
+    benchmark_metrics,
+    compare,
+    headline_lines,
+    results_table,
+    run_compare,
+    run_eval,
+)
+from o1pruner.prompts import FAST_SOLVING_SUFFIX
+from o1pruner.runs import RunDir, read_json, read_jsonl
+from o1pruner.specio import save_spec, spec_from_dict
+from tests.tiny_model import build_tiny_model
+
+MAX_NEW = 12
+LIMIT = 6
+BENCHES = ["gsm8k_test", "arithmetic_test"]
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second tiny model standing in for a fine-tuned checkpoint."""
+    return build_tiny_model(tmp_path_factory.mktemp("trained") / "model", seed=1)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One output root for the module, so runs share the base-model cache."""
+    return tmp_path_factory.mktemp("runs")
+
+
+def make_spec(root: Path, base: Path, data_dir: Path, name: str, **extra: Any):
+    data: dict[str, Any] = {
+        "model": {"name_or_path": str(base), "prompt_template": "generic", "dtype": "float32"},
+        "data": {"eval_limit": LIMIT, "local_dir": str(data_dir)},
+        "eval": {"benchmarks": BENCHES, "max_new_tokens": MAX_NEW, "engine": "hf",
+                 "batch_size": LIMIT},
+        "run": {"name": name, "output_root": str(root)},
+    }
+    for dotted, value in extra.items():
+        section, key = dotted.split("__")
+        data.setdefault(section, {})[key] = value
+    return spec_from_dict(data)
+
+
+def generations(run: Path, label: str, bench: str) -> list[dict[str, Any]]:
+    return read_jsonl(run / "eval" / label / bench / "generations.jsonl")
+
+
+@pytest.fixture(scope="module")
+def first(root: Path, tiny_model_dir: Path, trained_dir: Path, data_dir: Path):
+    spec = make_spec(root, tiny_model_dir, data_dir, "first", eval__fast_solving_prompt=True)
+    results = run_eval(spec, model=str(trained_dir))
+    return root / "first", results
+
+
+def test_results_are_consistent_with_saved_generations(first, data_dir: Path) -> None:
+    run, results = first
+    assert results["methods"] == ["base", "fast_solving", "trained"]
+    assert read_json(run / "eval" / "results.json") == results
+    for bench in BENCHES:
+        ids = [p.id for p in load_problems(bench, str(data_dir), LIMIT)]
+        for label in results["methods"]:
+            records = generations(run, label, bench)
+            assert [r["problem_id"] for r in records] == ids
+            assert results["metrics"][label][bench] == benchmark_metrics(records)
+            assert read_json(run / "eval" / label / bench / "metrics.json") == \
+                results["metrics"][label][bench]
+        for label in ("fast_solving", "trained"):
+            expected = compare(results["metrics"][label][bench],
+                               results["metrics"]["base"][bench]).to_dict()
+            assert results["comparison"][label][bench] == expected
+
+
+def test_truncated_solutions_are_counted_and_wrong_without_an_answer(first) -> None:
+    run, results = first
+    for bench in BENCHES:
+        records = generations(run, "base", bench)
+        truncated = [r for r in records if r["finish_reason"] == "length"]
+        assert truncated, "a random tiny model should hit the 12-token limit"
+        assert all(r["num_tokens"] == MAX_NEW for r in truncated)
+        assert all(not r["correct"] for r in truncated if r["extracted"] is None)
+        m = results["metrics"]["base"][bench]
+        assert m["n_truncated"] == len(truncated)
+        assert m["truncation_rate"] == pytest.approx(len(truncated) / LIMIT)
+
+
+def test_base_accuracy_zero_gives_null_aes_with_a_reason(first) -> None:
+    _, results = first
+    comp = results["comparison"]["trained"]
+    if any(results["metrics"]["base"][b]["accuracy"] > 0 for b in BENCHES):
+        pytest.skip("the random base model answered something right")
+    assert all(comp[b]["aes"] is None and "base accuracy is 0" in comp[b]["note"]
+               for b in BENCHES)
+    assert comp["AVG"]["aes"] is None
+
+
+def test_fast_solving_prompt_appends_the_published_suffix(first) -> None:
+    run, _ = first
+    fast = generations(run, "fast_solving", "gsm8k_test")[0]["prompt"]
+    base = generations(run, "base", "gsm8k_test")[0]["prompt"]
+    assert FAST_SOLVING_SUFFIX in fast and FAST_SOLVING_SUFFIX.strip() not in base
+    assert generations(run, "trained", "gsm8k_test")[0]["prompt"] == base
+
+
+def test_report_has_the_table_and_existing_plots(first) -> None:
+    run, _ = first
+    text = (run / "report" / "report.md").read_text()
+    assert "| model, method | gsm8k_test | arithmetic_test | AVG |" in text
+    for label in ("base", "fast_solving", "trained"):
+        assert f"| {label} |" in text
+    images = [line.split("](")[1].rstrip(")") for line in text.splitlines()
+              if line.startswith("![")]
+    assert {"accuracy_vs_tokens.png", "tokens_gsm8k_test.png"} <= set(images)
+    for name in images:
+        assert (run / "report" / name).read_bytes()[:4] == b"\x89PNG"
+    rows = results_table(run)
+    assert len(rows) == 3 * (len(BENCHES) + 1)
+    assert {r["benchmark"] for r in rows} == {*BENCHES, "AVG"}
+    metrics_events = [e for e in RunDir(run).events() if e["kind"] == "metrics"]
+    assert metrics_events[-1]["table"] == rows
+
+
+def test_headline_summarises_each_method_against_the_base(first) -> None:
+    _, results = first
+    lines = headline_lines(results)
+    assert [line.split(":")[0] for line in lines] == ["base", "fast_solving", "trained"]
+    assert all("tokens" in line for line in lines) and "AES" in lines[-1]
+
+
+def test_second_run_reuses_the_cached_baseline(first, root: Path, tiny_model_dir: Path,
+                                               trained_dir: Path, data_dir: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="o1pruner")
+    run1, results1 = first
+    cached = Path(results1["cache"]["base/gsm8k_test"]["path"]) / "generations.jsonl"
+    before = cached.stat().st_mtime_ns, cached.stat().st_size
+    spec = make_spec(root, tiny_model_dir, data_dir, "second", eval__fast_solving_prompt=True,
+                     reward__lambda=5.0)
+    results = run_eval(spec, model=str(trained_dir))
+    run2 = root / "second"
+    assert (cached.stat().st_mtime_ns, cached.stat().st_size) == before
+    assert all(v["reused"] for v in results["cache"].values())
+    assert results["metrics"]["base"] == results1["metrics"]["base"]
+    assert generations(run2, "base", "gsm8k_test") == generations(run1, "base", "gsm8k_test")
+    events = RunDir(run2).events()
+    assert max(e["total"] for e in events if e["kind"] == "progress") == LIMIT * len(BENCHES)
+    assert all(e["reused"] for e in events if e["kind"] == "cache")
+    assert "reused cached baseline" in (run2 / "logs" / "eval.log").read_text()
+
+    table = run_compare([run1, run2])
+    assert "reward.lambda" in table and "first" in table and "second" in table
+    lines = [line for line in table.splitlines() if line.startswith("| first") or
+             line.startswith("| second")]
+    assert sum(" base " in line for line in lines) == 1  # one shared base row
+    assert any("| 2.0 |" in line for line in lines) and any("| 5.0 |" in line for line in lines)
+
+
+def test_interrupted_evaluation_resumes(root: Path, tiny_model_dir: Path, trained_dir: Path,
+                                        data_dir: Path) -> None:
+    spec = make_spec(root, tiny_model_dir, data_dir, "resume")
+    run_eval(spec, model=str(trained_dir), benchmarks=["gsm8k_test"])
+    path = root / "resume" / "eval" / "trained" / "gsm8k_test" / "generations.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    kept = "".join(lines[:2])
+    path.write_text(kept + lines[2][:25])  # two records and a torn third line
+    n_events = len(RunDir(root / "resume").events())
+
+    results = run_eval(spec, model=str(trained_dir), benchmarks=["gsm8k_test"])
+    assert path.read_text().startswith(kept)
+    records = read_jsonl(path)
+    assert len(records) == LIMIT == len({r["problem_id"] for r in records})
+    new = RunDir(root / "resume").events()[n_events:]
+    assert max(e["total"] for e in new if e["kind"] == "progress") == LIMIT - 2
+    assert results["metrics"]["trained"]["gsm8k_test"] == benchmark_metrics(records)
+
+
+def test_retrained_model_is_not_mixed_with_old_generations(
+        root: Path, tiny_model_dir: Path, tmp_path: Path, data_dir: Path) -> None:
+    model = shutil.copytree(tiny_model_dir, tmp_path / "ckpt")
+    spec = make_spec(root, tiny_model_dir, data_dir, "retrain")
+    run_eval(spec, model=str(model), benchmarks=["arithmetic_test"])
+    weights = next(model.glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    run_eval(spec, model=str(model), benchmarks=["arithmetic_test"])
+    trained = root / "retrain" / "eval" / "trained"
+    assert len(list(trained.glob("arithmetic_test.stale-*"))) == 1
+    assert len(generations(root / "retrain", "trained", "arithmetic_test")) == LIMIT
+
+
+def test_without_a_trained_model_only_the_base_is_evaluated(
+        root: Path, tiny_model_dir: Path, trained_dir: Path, data_dir: Path) -> None:
+    spec = make_spec(root, tiny_model_dir, data_dir, "baseonly")
+    results = run_eval(spec)
+    assert results["methods"] == ["base"] and results["comparison"] == {}
+    assert "| base |" in (root / "baseonly" / "report" / "report.md").read_text()
+    shutil.copytree(trained_dir, root / "baseonly" / "train" / "final")
+    results = run_eval(spec)  # now the run's own trained model is picked up
+    assert results["methods"] == ["base", "trained"]
+    assert results["models"]["trained"]["path"] == str(root / "baseonly" / "train" / "final")
+
+
+def test_cli_eval_and_compare_errors(root: Path, tiny_model_dir: Path, trained_dir: Path,
+                                     data_dir: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    spec = make_spec(root, tiny_model_dir, data_dir, "cli")
+    save_spec(spec, tmp_path / "spec.yaml")
+    code = cli_main(["eval", str(tmp_path / "spec.yaml"), "--model", str(trained_dir),
+                     "--benchmarks", "arithmetic_test"])
+    assert code == 0
+    results = read_json(root / "cli" / "eval" / "results.json")
+    assert list(results["benchmarks"]) == ["arithmetic_test"]
+    assert "--benchmarks arithmetic_test" in results["command"]
+
+    empty = tmp_path / "not-evaluated"
+    empty.mkdir()
+    assert cli_main(["compare", str(root / "cli"), str(empty)]) == 2
+    assert str(empty) in capsys.readouterr().err
+    with pytest.raises(UserError, match="no evaluation results"):
+        results_table(empty)
+    with pytest.raises(UserError, match="--model"):
+        run_eval(spec, model=str(empty))
