@@ -1,0 +1,157 @@
+"""The pre-sampling stage on a tiny real model: output files, statistics, resume after a
+crash (a real `kill -9` of the CLI worker) and refusal to mix specs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from o1pruner.errors import UserError
+from o1pruner.runs import read_jsonl
+from o1pruner.sampling import run_presample
+from o1pruner.sampling.presample import problem_stats
+from o1pruner.specio import load_spec, spec_from_dict
+from tests import test_engines
+
+REPO = Path(__file__).resolve().parents[1]
+one_torch_thread = test_engines.one_torch_thread  # fixtures shared with the engine tests
+stopping_model = test_engines.stopping_model
+
+
+def make_spec(model, root: Path, n: int = 6, k: int = 4, **presample):
+    return spec_from_dict({
+        "model": {"name_or_path": model.name_or_path, "dtype": "float32"},
+        "data": {"train": "arithmetic_train", "train_limit": n},
+        "presample": {"k": k, "engine": "hf", "max_new_tokens": 16, "temperature": 1.0,
+                      "top_p": 1.0, "batch_size": 2, **presample},
+        "reward": {"samples_per_problem": 2},
+        "run": {"name": "ps", "output_root": str(root)},
+    })
+
+
+def assert_complete(out: Path, n: int, k: int) -> None:
+    """Exactly n*k unique samples, one stats line per problem, consistent with them."""
+    samples = read_jsonl(out / "samples.jsonl")
+    stats = read_jsonl(out / "problem_stats.jsonl")
+    pairs = Counter((s["problem_id"], s["sample_idx"]) for s in samples)
+    assert len(samples) == len(pairs) == n * k
+    assert sorted(idx for (_, idx) in pairs) == sorted(list(range(k)) * n)
+    assert len(stats) == len({s["problem_id"] for s in stats}) == n
+    by_problem: dict[str, list] = {}
+    for s in samples:
+        by_problem.setdefault(s["problem_id"], []).append(s)
+    for line in stats:
+        assert line == problem_stats(line["problem_id"], by_problem[line["problem_id"]])
+
+
+def test_presample_writes_problems_samples_and_stats(stopping_model, tmp_path, caplog):
+    from o1pruner.models import load_tokenizer
+    from o1pruner.prompts import build_prompt, load_template
+
+    caplog.set_level(logging.INFO, logger="o1pruner")
+    spec = make_spec(stopping_model, tmp_path)
+    run = run_presample(spec)
+    out = run.root / "presample"
+    problems = read_jsonl(out / "problems.jsonl")
+    tok = load_tokenizer(spec.model)
+    assert [p["prompt"] for p in problems] == [
+        build_prompt(tok, load_template(spec.model), p["problem"]) for p in problems]
+    assert all(p["prompt_tokens"] == len(tok(p["prompt"])["input_ids"]) for p in problems)
+    assert_complete(out, 6, 4)
+    sample = read_jsonl(out / "samples.jsonl")[0]
+    assert set(sample) == {"problem_id", "sample_idx", "completion", "num_tokens",
+                           "finish_reason", "extracted", "correct"}
+    stats = read_jsonl(out / "problem_stats.jsonl")
+    assert set(stats[0]) == {"problem_id", "k", "mean_length", "mean_accuracy", "min_length",
+                             "max_length", "truncated"}
+    job = run.read_job()
+    assert job["stage"] == "presample" and job["state"] == "done"
+    events = run.events()
+    metrics = [e for e in events if e["kind"] == "metrics"][-1]
+    assert metrics["n_problems"] == 6 and metrics["n_samples"] == 24
+    assert metrics["engine"] == "hf" and metrics["tokens_per_s"] > 0
+    assert [e for e in events if e["kind"] == "progress"][-1]["done"] == 6
+    assert (run.root / "logs" / "presample.log").read_text().count("presample done") == 1
+
+
+def test_truncated_completion_without_answer_is_wrong():
+    samples = [{"num_tokens": 16, "correct": False, "finish_reason": "length"},
+               {"num_tokens": 4, "correct": True, "finish_reason": "stop"}]
+    assert problem_stats("p", samples) == {
+        "problem_id": "p", "k": 2, "mean_length": 10.0, "mean_accuracy": 0.5,
+        "min_length": 4, "max_length": 16, "truncated": 1}
+
+
+def test_rerun_of_a_finished_stage_is_skipped(stopping_model, tmp_path):
+    spec = make_spec(stopping_model, tmp_path, n=2)
+    run = run_presample(spec)
+    before = (run.root / "presample" / "samples.jsonl").read_bytes()
+    run_presample(spec)
+    assert (run.root / "presample" / "samples.jsonl").read_bytes() == before
+    assert [e for e in run.events() if e["kind"] == "skipped"][-1]["stage"] == "presample"
+
+
+def test_resume_drops_samples_of_unfinished_problems(stopping_model, tmp_path):
+    spec = make_spec(stopping_model, tmp_path, n=6)
+    out = run_presample(spec).root / "presample"
+    # simulate a crash: the last 2 problems lost their stats line, one sample is torn
+    stats_path, samples_path = out / "problem_stats.jsonl", out / "samples.jsonl"
+    lines = stats_path.read_text().splitlines(keepends=True)
+    stats_path.write_text("".join(lines[:4]))
+    with open(samples_path, "a") as fh:
+        fh.write('{"problem_id": "torn", "sampl')
+    kept = {s["problem_id"] for s in read_jsonl(stats_path)}
+    old = [s for s in read_jsonl(samples_path) if s["problem_id"] in kept]
+    run_presample(spec)
+    assert_complete(out, 6, 4)
+    assert [s for s in read_jsonl(samples_path) if s["problem_id"] in kept] == old
+
+
+def test_changed_data_in_the_same_run_dir_is_refused(stopping_model, tmp_path):
+    run_presample(make_spec(stopping_model, tmp_path, n=2))
+    with pytest.raises(UserError, match="other problems or prompts"):
+        run_presample(make_spec(stopping_model, tmp_path, n=3))
+
+
+def test_changed_k_in_the_same_run_dir_is_refused(stopping_model, tmp_path):
+    run_presample(make_spec(stopping_model, tmp_path, n=2, k=4))
+    with pytest.raises(UserError, match="presample.k is 3"):
+        run_presample(make_spec(stopping_model, tmp_path, n=2, k=3))
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_gives_every_sample_exactly_once(stopping_model, tmp_path):
+    n, k = 24, 4
+    spec = make_spec(stopping_model, tmp_path, n=n, k=k, batch_size=1, max_new_tokens=32)
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True)))
+    out = tmp_path / "ps" / "presample"
+    log = open(tmp_path / "worker.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "o1pruner.cli", "presample", str(spec_path)],
+                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while len(read_jsonl(out / "problem_stats.jsonl")) < 3:
+            assert proc.poll() is None, (tmp_path / "worker.log").read_text()[-2000:]
+            assert time.time() < deadline, "the worker wrote no stats in 120 s"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log.close()
+    done_at_kill = len(read_jsonl(out / "problem_stats.jsonl"))
+    assert 3 <= done_at_kill < n  # really killed mid-way
+    assert (tmp_path / "ps" / "job.json").exists()
+    run_presample(load_spec(spec_path))
+    assert_complete(out, n, k)
