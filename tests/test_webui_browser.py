@@ -29,9 +29,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
-# The stage the UI starts. TODO(lead): switch to "run" once `o1pruner run` can start its
-# presample stage (today presample refuses: the pipeline's own pid holds stage presample).
-START_STAGE = "presample"
+# The UI starts the whole pipeline, the command a user would type.
+START_STAGE = "run"
 TINY_SPEC = """\
 model: {name_or_path: tiny-model, dtype: float32}
 data: {train: arithmetic_train, train_limit: 4, eval_limit: 4}
@@ -171,9 +170,11 @@ def test_build_import_export_start_watch_and_evaluate(browser, workspace: Path, 
     _wait_text(page, "run-status", "e2e-run", 30)
     _wait_text(page, "run-progress", "/4 problem", 120)
     page.screenshot(path=str(shots / "webui-running.png"), full_page=False)
-    _wait_text(page, "run-status", "state: done", 240)
-    assert "presample" in page.locator("#run-progress").inner_text()
+    _wait_text(page, "run-status", "state: done", 420)
+    progress = page.locator("#run-progress").inner_text()
+    assert "presample" in progress and "train" in progress and "eval" in progress
     assert page.locator("#run-presample").inner_text().startswith("pre-sample: 4 problems")
+    _wait_text(page, "run-results", "trained", 60)
 
     _open(page, "section-evaluate")
     model = _field(page, "eval-model")
