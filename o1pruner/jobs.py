@@ -206,7 +206,7 @@ def _status(run_dir: RunDir) -> dict[str, Any]:
     if alive:
         state = "stopping" if state == "stopping" else "running"
     elif state in ACTIVE_STATES or state not in FINAL_STATES:
-        if state == "stopping" or state == "interrupted":
+        if state in ("stopping", "stopped"):
             final, message = "stopped", "stopped by the user"
         elif code == 0:
             final, message = "done", None

@@ -93,7 +93,7 @@ def test_trained_model_loads_and_differs_from_the_base(finished_run, tiny_model_
     assert summary["steps"] >= 1
     trained = AutoModelForCausalLM.from_pretrained(run / "train" / "final")
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    diffs = [not torch.equal(a, b) for a, b in zip(trained.parameters(), base.parameters())]
+    diffs = [not torch.equal(a, b) for a, b in zip(trained.parameters(), base.parameters(), strict=True)]
     assert any(diffs)
 
 

@@ -94,7 +94,8 @@ def test_sigterm_and_sigint_save_a_checkpoint_before_exiting(tiny_model_dir, tmp
     assert len(ckpts) == 1 and (ckpts[0] / "trainer_state.json").exists()
     step = json.loads((ckpts[0] / "trainer_state.json").read_text())["step"]
     assert 1 <= step < 40
-    assert run.read_job()["state"] == "interrupted"
+    job = run.read_job()
+    assert job["state"] == "stopped" and job["stages"]["train"]["state"] == "stopped"
     summary = finish(spec_path, run)
     assert summary["steps"] == 40
     assert [e["step"] for e in run.events() if e["kind"] == "resume"] == [step]
