@@ -24,10 +24,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import o1pruner
-from o1pruner.errors import UserError
+from o1pruner.errors import UserError, read_yaml_file
 from o1pruner.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -65,17 +63,7 @@ class PromptTemplate:
 # ------------------------------------------------------------------------------ loading
 def _parse_template(path: Path) -> PromptTemplate:
     """Read and validate one template file; every mistake names the file and the field."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"model.prompt_template: file not found: {path}") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}: malformed YAML{where}: "
-                        f"{getattr(err, 'problem', None) or err}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: cannot read prompt template: {err}") from None
+    data = read_yaml_file(path, "prompt template (model.prompt_template)")
     if not isinstance(data, dict):
         raise UserError(f"{path}: a prompt template must be a mapping with fields "
                         f"{', '.join(sorted(_KNOWN))}; got {type(data).__name__}")

@@ -13,13 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import o1pruner
 from o1pruner.data.answers import ANSWER_FORMATS
 from o1pruner.data.arithmetic import PARTITIONS
 from o1pruner.data.readers import FILE_FORMATS
-from o1pruner.errors import DataError
+from o1pruner.errors import DataError, read_yaml_file
 from o1pruner.spec import ArithmeticOptions
 
 logger = logging.getLogger(__name__)
@@ -140,14 +138,7 @@ def _entry(name: str, raw: Any, where: str) -> RegistryEntry:
 def registry(path: Path | None = None) -> dict[str, RegistryEntry]:
     """All registry entries by name, parsed and checked from `data/datasets.yaml`."""
     path = path or registry_path()
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: dataset registry not found") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise DataError(f"{path}{line}: invalid YAML ({err})") from None
+    document = read_yaml_file(path, "dataset registry", DataError)
     datasets = (document or {}).get("datasets") if isinstance(document, dict) else None
     if not isinstance(datasets, dict):
         raise DataError(f"{path}: expected a top-level `datasets:` mapping of name -> entry")
