@@ -76,7 +76,7 @@ def test_user_template_file(tmp_path: Path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("name: x\nuser: [unclosed\n", "malformed YAML in prompt template (model.prompt_template) at line"),
+    ("name: x\nuser: [unclosed\n", "malformed YAML in prompt template .* at line"),
     ("name: x\nuser: 'no placeholder'\n", "must contain {problem}"),
     ("name: x\nuser: '{problem}'\ncolour: red\n", "unknown field.*colour"),
     ("user: '{problem}'\n", "`name` is required"),
