@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -65,10 +64,6 @@ def run_stage(stage: str, run: RunDir) -> float:
     return wall
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def headline(run: RunDir) -> str:
     """The final lines: tokens and accuracy before/after, AES, and where the report is."""
     results = read_json(run.root / "eval" / "results.json")
@@ -83,9 +78,6 @@ def run_pipeline(spec: RunSpec) -> str:
     """Run every stage of `spec` in order and return the headline text."""
     run = init_run_dir(spec)
     walls: dict[str, float] = {}
-    # A stop request (SIGTERM to the process group) reaches the running stage, which saves
-    # its work; here it only has to unwind and record the state.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     with stage_logging(run, "run"):
         run.update_job(command="run", state="running", stage="run", pid=os.getpid(),
                        pgid=os.getpgid(0), started_at=time.time())

@@ -3,6 +3,7 @@ crash (a real `kill -9` of the CLI worker) and refusal to mix specs."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -155,3 +156,24 @@ def test_kill_9_then_rerun_gives_every_sample_exactly_once(stopping_model, tmp_p
     assert (tmp_path / "ps" / "job.json").exists()
     run_presample(load_spec(spec_path))
     assert_complete(out, n, k)
+
+
+def test_sigterm_stops_the_stage_and_records_it(stopping_model, tmp_path):
+    spec = make_spec(stopping_model, tmp_path, n=24, k=4, batch_size=1, max_new_tokens=32)
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True)))
+    out = tmp_path / "ps" / "presample"
+    proc = subprocess.Popen([sys.executable, "-m", "o1pruner.cli", "presample", str(spec_path)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+    deadline = time.time() + 120
+    while not read_jsonl(out / "problem_stats.jsonl"):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    job = json.loads((tmp_path / "ps" / "job.json").read_text())
+    assert job["state"] == "stopped" and job["stages"]["presample"]["state"] == "stopped"
+    run_presample(load_spec(spec_path))  # and a re-run completes what was left
+    assert_complete(out, 24, 4)
