@@ -28,6 +28,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from o1pruner.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 STAGES = ("presample", "train", "eval", "report")
@@ -220,8 +222,6 @@ def stage_job(run: RunDir, stage: str, record: bool = True) -> Iterator[None]:
     ours = {None, os.getpid(), _int(os.environ.get(PARENT_ENV))}  # this process or its launcher
     if previous.get("state") == "running" and previous.get("pid") not in ours \
             and _pid_alive(previous["pid"]):
-        from o1pruner.errors import UserError
-
         raise UserError(f"{run.root}: {stage} is already running (pid {previous['pid']}); "
                         f"wait for it or stop it first")
     own_job = PARENT_ENV not in os.environ
