@@ -13,9 +13,9 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from o1pruner.errors import UserError
+from o1pruner.jobs import tail_lines
 from o1pruner.runs import PARENT_ENV, RunDir, init_run_dir, read_json, stage_logging
 from o1pruner.spec import RunSpec
 
@@ -34,18 +34,6 @@ def _stage_argv(stage: str, run: RunDir) -> list[str]:
     return [stage, str(run.spec_path)]
 
 
-def log_tail(path: Path, lines: int = 20) -> str:
-    """The last `lines` lines of a text file, reading only its end."""
-    if not path.exists():
-        return ""
-    with open(path, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        size = fh.tell()
-        fh.seek(max(0, size - 16384))
-        text = fh.read().decode("utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-lines:])
-
-
 def run_stage(stage: str, run: RunDir) -> float:
     """Run one stage as a child process; return its wall time, or raise StageFailed."""
     cmd = [sys.executable, "-m", "o1pruner.cli", *_stage_argv(stage, run)]
@@ -56,7 +44,7 @@ def run_stage(stage: str, run: RunDir) -> float:
     wall = time.time() - start
     if code != 0:
         run.emit("stage", stage, state="failed", exit_code=code, wall_s=round(wall, 1))
-        tail = log_tail(run.log_path(stage))
+        tail = "\n".join(tail_lines(run.log_path(stage), lines=20))
         raise StageFailed(f"stage {stage} failed with exit code {code} after {wall:.0f} s; "
                           f"last lines of {run.log_path(stage)}:\n{tail}")
     run.emit("stage", stage, state="done", wall_s=round(wall, 1))

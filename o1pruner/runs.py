@@ -32,8 +32,6 @@ from o1pruner.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("presample", "train", "eval", "report")
-
 #: Set by `o1pruner run` for its stage processes: the job is the pipeline's, not the stage's.
 PARENT_ENV = "O1PRUNER_PARENT_PID"
 
