@@ -4,6 +4,8 @@ one run, through the project's own engines (o1pruner.sampling.create_engine).
     .venv/bin/python benchmarks/presample.py                       # SmolLM2-135M, K=8
     .venv/bin/python benchmarks/presample.py --top-k 1000          # + vLLM with top_k
     .venv/bin/python benchmarks/presample.py --model pypi:qwen2.5-coder-0.5b-instruct
+    .venv/bin/python benchmarks/presample.py --model pypi:qwen2.5-coder-0.5b-instruct \
+        --engines vllm --top-k 40 --top-k-only                    # top-k without top-p
 
 Each engine gets the same prompts (16 generated arithmetic problems, the generic prompt
 template, K=8 samples each at temperature 0.7 / top_p 0.95, 256 new tokens) and is timed
@@ -29,7 +31,7 @@ import time
 
 
 def bench(engine_name: str, model: str, prompts_of, n: int, k: int, max_new_tokens: int,
-          top_k: int, hf_batch_size: int) -> dict:
+          top_k: int, hf_batch_size: int, top_p: float = 0.95) -> dict:
     from o1pruner.sampling import create_engine
     from o1pruner.spec import ModelSpec
 
@@ -40,13 +42,14 @@ def bench(engine_name: str, model: str, prompts_of, n: int, k: int, max_new_toke
     startup = time.perf_counter() - t0
     prompts = prompts_of(engine.tokenizer, spec)
     t0 = time.perf_counter()
-    groups = engine.generate(prompts, k, temperature=0.7, top_p=0.95, top_k=top_k,
+    groups = engine.generate(prompts, k, temperature=0.7, top_p=top_p, top_k=top_k,
                              max_new_tokens=max_new_tokens, seed=0)
     seconds = time.perf_counter() - t0
     engine.close()
     completions = [c for g in groups for c in g]
     tokens = sum(c.num_tokens for c in completions)
-    return {"engine": engine_name, "top_k": top_k, "startup_s": round(startup, 1),
+    return {"engine": engine_name, "top_k": top_k, "top_p": top_p,
+            "startup_s": round(startup, 1),
             "generate_s": round(seconds, 1), "samples": len(completions), "tokens": tokens,
             "tokens_per_s": round(tokens / seconds, 1),
             "truncated": sum(c.finish_reason == "length" for c in completions)}
@@ -62,6 +65,9 @@ def main() -> None:
                         help="Sequences per transformers generate call.")
     parser.add_argument("--top-k", type=int, default=0,
                         help="Also time vLLM with this top_k (0: skip).")
+    parser.add_argument("--top-k-only", action="store_true",
+                        help="Time the top_k run with top_p 1.0 (vLLM then skips the "
+                        "vocabulary sort).")
     parser.add_argument("--engines", default="hf,vllm")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -79,7 +85,8 @@ def main() -> None:
                   max_new_tokens=args.max_new_tokens, hf_batch_size=args.hf_batch_size)
     results = [bench(name, top_k=0, **common) for name in args.engines.split(",")]
     if args.top_k and "vllm" in args.engines:
-        results.append(bench("vllm", top_k=args.top_k, **common))
+        results.append(bench("vllm", top_k=args.top_k, top_p=1.0 if args.top_k_only else 0.95,
+                             **common))
     print(f"model {args.model}, {args.problems} problems x K={args.k}, "
           f"{args.max_new_tokens} new tokens")
     for r in results:

@@ -175,6 +175,7 @@ def test_build_import_export_start_watch_and_evaluate(browser, workspace: Path, 
     assert "presample" in progress and "train" in progress and "eval" in progress
     assert page.locator("#run-presample").inner_text().startswith("pre-sample: 4 problems")
     _wait_text(page, "run-results", "trained", 60)
+    page.locator("#run-curves img").first.wait_for(timeout=30_000)  # training curves drawn
 
     _open(page, "section-evaluate")
     model = _field(page, "eval-model")

@@ -17,7 +17,7 @@ from o1pruner.spec import RunSpec
 from o1pruner.specio import load_spec
 from webui import form, handlers
 from webui.app import parse_auth
-from webui.live import LiveView, TextTail
+from webui.live import CURVES, LiveView, TextTail
 from webui.workspace import Workspace
 
 
@@ -205,3 +205,25 @@ def test_live_view_progress_curves_and_statistics(tmp_path: Path) -> None:
         {"benchmark": "arithmetic_test", "accuracy": 0.5}]})
     assert list(view.disharmony()["accuracy"]) == [0.8, 0.7, 0.6, 0.5]
     assert view.results().loc[0, "benchmark"] == "arithmetic_test"
+
+
+def test_curves_figure_draws_every_series(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "runs" / "empty")
+    run.root.mkdir(parents=True)
+    assert LiveView(run).curves_figure() is None  # nothing to draw yet
+    view = LiveView(_synthetic_run(tmp_path / "runs" / "curves"))
+    view.poll()
+    fig = view.curves_figure()
+    axes = {ax.get_title(): ax for ax in fig.axes}
+    assert list(axes) == list(CURVES)
+    line = axes["loss"].get_lines()[0]
+    assert list(line.get_xdata()) == [1, 2] and list(line.get_ydata()) == [1.0, 0.5]
+    # the y axis grows upwards (the native plot drew it inverted, as categories)
+    low, high = axes["loss"].get_ylim()
+    assert low < high
+    length = {ln.get_label(): ln for ln in axes["mean sample length"].get_lines()}
+    assert list(length["train completion_length"].get_ydata()) == [51.0, 52.0]
+    assert list(length["presample mean_length"].get_ydata()) == [120.5, 120.5]  # reference
+    png = tmp_path / "curves.png"
+    fig.savefig(png)
+    assert png.stat().st_size > 10_000

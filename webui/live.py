@@ -22,7 +22,9 @@ from o1pruner.runs import JsonlTail, RunDir, read_json
 
 logger = logging.getLogger(__name__)
 
-# curve name -> (stage, metric key) series drawn on it
+# curve name -> (stage, metric key) series drawn on it. Every series is plotted against the
+# training step; a pre-sample metric (one value per finished stage) is drawn as a dashed
+# horizontal reference line.
 CURVES: dict[str, list[tuple[str, str]]] = {
     "loss": [("train", "loss")],
     "reward mean": [("train", "reward/mean")],
@@ -30,6 +32,7 @@ CURVES: dict[str, list[tuple[str, str]]] = {
     "clip fraction": [("train", "clip_ratio")],
     "learning rate": [("train", "learning_rate")],
 }
+_COLORS = ("#f97316", "#2563eb", "#16a34a", "#9333ea")
 MAX_POINTS = 20_000
 
 
@@ -101,6 +104,7 @@ class LiveView:
         self._disharmony = _Cached(run.root / "report" / "disharmony.json")
         self._results = _Cached(run.root / "eval" / "results.json")
         self.sent: list[str | None] | None = None  # what the page shows (see runs_tab)
+        self.state: str | None = None  # the job state last shown
 
     def poll(self) -> None:
         """Read what the worker appended since the last poll."""
@@ -152,6 +156,41 @@ class LiveView:
                     x = ev.get("step", ev.get("done", i))
                     rows.append({"x": x, "value": float(value), "series": f"{stage} {key}"})
         return pd.DataFrame(rows, columns=["x", "value", "series"])
+
+    def curves_figure(self) -> Any:
+        """All CURVES as one matplotlib figure, a panel each (None before any metric).
+
+        Rendered on the server: gradio's native LinePlot fixes its axis types and colour
+        domain from the first value it receives, so curves that start empty never showed.
+        """
+        frames = {name: self.curve(name) for name in CURVES}
+        if all(frame.empty for frame in frames.values()):
+            return None
+        from matplotlib.figure import Figure  # no pyplot: no global figure registry
+
+        fig = Figure(figsize=(3.2 * len(frames), 2.6), layout="constrained")
+        for ax, (name, frame) in zip(fig.subplots(1, len(frames)), frames.items()):
+            ax.set_title(name, fontsize=10)
+            ax.set_xlabel("step", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+            if frame.empty:
+                ax.text(0.5, 0.5, "no data yet", ha="center", va="center",
+                        transform=ax.transAxes, color="gray", fontsize=9)
+                continue
+            for i, (series, rows) in enumerate(frame.groupby("series", sort=False)):
+                color = _COLORS[i % len(_COLORS)]
+                if series.startswith("presample "):
+                    ax.axhline(rows["value"].iloc[-1], color=color, linestyle="--",
+                               linewidth=1, label=series)
+                else:
+                    ax.plot(rows["x"], rows["value"], color=color, linewidth=1.5,
+                            marker="o" if len(rows) < 30 else None, markersize=3,
+                            label=series)
+            if frame["series"].nunique() > 1:
+                ax.legend(fontsize=7, loc="best")
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))
+        return fig
 
     def presample_markdown(self) -> str:
         """Running pre-sample statistics from problem_stats.jsonl (and metrics events)."""

@@ -38,30 +38,43 @@ class RunsTab:
         return [self.history, self.run, self.compare_pick, self.eval_model]
 
 
+class _Lazy:
+    """A value that is costly to build (a figure): sent only when its key changes."""
+
+    def __init__(self, key: str, build: Callable[[], Any]):
+        self.key, self.build = key, build
+
+
 def _view_outputs(view: LiveView | None, force: bool = False) -> list[Any]:
     """Values for the live components; unchanged parts are skipped (no re-render)."""
-    n = 8 + len(CURVES)
     if view is None:
-        return ["_no run selected_", "", "", "", *[None] * len(CURVES), "", None, None, []]
+        return ["_no run selected_", "", "", "", None, "", None, None, []]
     view.poll()
     job = view.job()
-    images = view.report_images()
+    view.state = job["state"]
+    curves_key = "|".join(view.curve(name).to_json() for name in CURVES)
     values = [
         job_markdown(view.run, job),
         view.progress_html(),
         jobs.failure_report(view.run) if job["state"] == "failed" else "",
         view.log.text(),
-        *(view.curve(name) for name in CURVES),
+        _Lazy(curves_key, view.curves_figure),
         view.presample_markdown(),
         view.disharmony(),
         view.results(),
-        images,
+        view.report_images(),
     ]
-    sent = view.sent or [None] * n
+    sent = view.sent or [None] * len(values)
     out = []
     for i, value in enumerate(values):
-        key = value.to_json() if hasattr(value, "to_json") else repr(value)
-        out.append(value if force or key != sent[i] else gr.skip())
+        if isinstance(value, _Lazy):
+            key = value.key
+        else:
+            key = value.to_json() if hasattr(value, "to_json") else repr(value)
+        if force or key != sent[i]:
+            out.append(value.build() if isinstance(value, _Lazy) else value)
+        else:
+            out.append(gr.skip())
         sent[i] = key
     view.sent = sent
     return out
@@ -80,17 +93,15 @@ def runs_tab(workspace: Workspace) -> RunsTab:
                          max_lines=20, interactive=False, elem_id="run-failure")
     with gr.Row():
         presample = gr.Markdown(elem_id="run-presample")
-    plots = []
-    with gr.Row():
-        for name in CURVES:
-            plots.append(gr.LinePlot(x="x", y="value", color="series", title=name,
-                                     label=name, height=220, min_width=240))
+    curves = gr.Plot(label="training curves", show_label=False, format="png",
+                     elem_id="run-curves")  # the panels carry their own titles
     with gr.Row():
         disharmony = gr.Dataframe(label="accuracy by length quartile (pre-samples)",
                                   interactive=False, elem_id="run-disharmony")
         results = gr.Dataframe(label="evaluation results", interactive=False,
                                elem_id="run-results")
-    gallery = gr.Gallery(label="report plots", columns=3, height=320, elem_id="run-report")
+    gallery = gr.Gallery(label="report plots", columns=3, height=360, object_fit="contain",
+                         elem_id="run-report")
     log = gr.Textbox(label="log (worker output)", lines=12, max_lines=12, autoscroll=True,
                      interactive=False, elem_id="run-log")
     message = gr.Markdown(elem_id="runs-message")
@@ -114,7 +125,7 @@ def runs_tab(workspace: Workspace) -> RunsTab:
             delete_btn = gr.Button("Delete selected run", variant="stop", scale=0)
         compare_view = gr.Markdown()
     view = gr.State(None)
-    live_outputs = [status, progress, failure, log, *plots, presample, disharmony, results,
+    live_outputs = [status, progress, failure, log, curves, presample, disharmony, results,
                     gallery]
 
     def select(name: str | None) -> list[Any]:
@@ -126,10 +137,14 @@ def runs_tab(workspace: Workspace) -> RunsTab:
             return [None, f"Error: {err}", *_view_outputs(None)[1:]]
         return [new, *_view_outputs(new, force=True)]
 
-    def tick(current: LiveView | None) -> list[Any]:
+    def tick(current: LiveView | None, shown: str) -> list[Any]:
         if current is None:
-            return [gr.skip()] * len(live_outputs)
-        return _view_outputs(current)
+            return [gr.skip()] * (len(live_outputs) + 2)
+        before = current.state
+        out = _view_outputs(current)
+        if current.state == before:
+            return [*out, gr.skip(), gr.skip()]
+        return [*out, *history_tick(shown)]  # the history table follows a state change now
 
     def refresh_lists(selected: str | None) -> list[Any]:
         names = handlers.run_names(workspace)
@@ -145,9 +160,6 @@ def runs_tab(workspace: Workspace) -> RunsTab:
                 return f"Error: {err}"
         return call
 
-    run.change(select, run, [view, *live_outputs])
-    gr.Timer(POLL_SECONDS).tick(tick, view, live_outputs, show_progress="hidden")
-    lists = [history, run, compare_pick, eval_model]
     shown_history = gr.State("")
 
     def history_tick(shown: str) -> list[Any]:
@@ -155,6 +167,10 @@ def runs_tab(workspace: Workspace) -> RunsTab:
         key = table.to_json()
         return [gr.skip() if key == shown else table, key]
 
+    run.change(select, run, [view, *live_outputs])
+    gr.Timer(POLL_SECONDS).tick(tick, [view, shown_history],
+                                [*live_outputs, history, shown_history], show_progress="hidden")
+    lists = [history, run, compare_pick, eval_model]
     gr.Timer(HISTORY_SECONDS).tick(history_tick, shown_history, [history, shown_history],
                                    show_progress="hidden")
     refresh.click(refresh_lists, run, lists)
