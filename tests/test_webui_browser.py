@@ -174,7 +174,7 @@ def test_build_import_export_start_watch_and_evaluate(browser, workspace: Path, 
     progress = page.locator("#run-progress").inner_text()
     assert "presample" in progress and "train" in progress and "eval" in progress
     assert page.locator("#run-presample").inner_text().startswith("pre-sample: 4 problems")
-    _wait_text(page, "run-results", "trained", 60)
+    _wait_text(page, "run-results", "trained", 180)
     page.locator("#run-curves img").first.wait_for(timeout=30_000)  # training curves drawn
 
     _open(page, "section-evaluate")
@@ -184,7 +184,7 @@ def test_build_import_export_start_watch_and_evaluate(browser, workspace: Path, 
     page.locator("#btn-evaluate").click()
     _wait_text(page, "runs-message", "o1pruner eval runs/e2e-run/spec.yaml --model tiny-model", 30)
     _wait_text(page, "run-results", "arithmetic_test", 300)
-    _wait_text(page, "run-status", "state: done", 60)
+    _wait_text(page, "run-status", "state: done", 180)
     page.locator("#run-report img").first.wait_for(timeout=30_000)
     page.locator("#run-results").scroll_into_view_if_needed()
     page.screenshot(path=str(shots / "webui-results.png"), full_page=True)
