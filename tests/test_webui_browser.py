@@ -124,6 +124,50 @@ def _choose(page, elem_id: str, option: str) -> None:  # noqa: ANN001
     page.get_by_role("option", name=option, exact=True).click()
 
 
+def _type(page, elem_id: str, text: str, tries: int = 5) -> None:  # noqa: ANN001
+    """Fill a textbox and leave it with Tab, as a user does, then check that the value
+    stays. Right after an import the page can still be applying the imported values and
+    overwrite what was typed (seen under load); type again then, as a user would."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    field = _field(page, elem_id)
+    for _ in range(tries):
+        field.fill(text)
+        field.press("Tab")
+        page.wait_for_timeout(1000)
+        try:
+            page.wait_for_function(
+                "([id, t]) => { const f = document.querySelector(`#${id} textarea, "
+                "#${id} input`); return f && f.value === t; }",
+                arg=[elem_id, text], timeout=2_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError(f"{elem_id} does not keep {text!r}: it shows {field.input_value()!r}")
+
+
+def _preview_command(page, expected: str, tries: int = 3) -> str:  # noqa: ANN001
+    """Click Preview until the command box shows `expected` (a click can be lost while the
+    page is busy under load); fail with what the page shows instead."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(tries):
+        page.locator("#btn-preview").click()
+        try:
+            page.wait_for_function(
+                "e => { const f = document.querySelector('#preview-command textarea, "
+                "#preview-command input'); return f && f.value.includes(e); }",
+                arg=expected, timeout=20_000)
+            return _field(page, "preview-command").input_value()
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError(
+        f"Preview never showed {expected!r}: command {_field(page, 'preview-command').input_value()!r}"
+        f", run name {_field(page, 'field-run-name').input_value()!r}, model "
+        f"{_field(page, 'field-model-name_or_path').input_value()!r}, summary "
+        f"{page.locator('#form-summary').inner_text()!r}")
+
+
 def _start_from_form(page, workspace: Path, name: str, import_by_path: bool) -> None:  # noqa: ANN001
     if import_by_path:
         page.get_by_label("import a spec from the workspace").fill("tiny.yaml")
@@ -136,9 +180,9 @@ def _start_from_form(page, workspace: Path, name: str, import_by_path: bool) -> 
     assert _field(page, "field-model-dtype").input_value() == "float32"
     _open(page, "section-presample")
     assert _field(page, "field-presample-max_new_tokens").input_value() == "16"
-    _field(page, "field-model-name_or_path").fill("tiny-model")
+    _type(page, "field-model-name_or_path", "tiny-model")
     _open(page, "section-run")
-    _field(page, "field-run-name").fill(name)
+    _type(page, "field-run-name", name)
     _choose(page, "start-stage", START_STAGE)
 
 
@@ -150,11 +194,8 @@ def test_build_import_export_start_watch_and_evaluate(browser, workspace: Path, 
     _field(page, "field-model-name_or_path").wait_for(timeout=60_000)
     _start_from_form(page, workspace, "e2e-run", import_by_path=False)
 
-    page.locator("#btn-preview").click()
-    page.wait_for_function("document.querySelector('#preview-command textarea, "
-                           "#preview-command input').value.includes('runs/e2e-run/spec.yaml')",
-                           timeout=30_000)
-    assert _field(page, "preview-command").input_value() == "o1pruner run runs/e2e-run/spec.yaml"
+    assert _preview_command(page, "runs/e2e-run/spec.yaml") == \
+        "o1pruner run runs/e2e-run/spec.yaml"
     page.screenshot(path=str(shots / "webui-form.png"), full_page=False)
 
     page.locator("#btn-export").click()
