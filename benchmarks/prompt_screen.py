@@ -7,7 +7,8 @@ much the lengths of K samples of one problem spread (the contrast O1-Pruner lear
 Problems come from the *training* partition (arithmetic_train, rows --skip .. --skip+--problems,
 past the quickstart's own training problems), so the held-out set never guides the choice.
 Per prompt it prints one JSON line: greedy accuracy and mean tokens; sampled accuracy and
-mean tokens (K samples, temperature 0.7, top-k 40); the mean over problems of
+mean tokens (K samples with the quickstart's presample settings: temperature, top-p,
+top-k, token limit; greedy answers use its eval token limit); the mean over problems of
 shortest/mean sample length (lower: more to prune); and the share of greedy answers that
 mention a check.
 
@@ -47,7 +48,6 @@ def main() -> None:
     parser.add_argument("--skip", type=int, default=100,
                         help="Training-partition rows to skip (the run's own problems).")
     parser.add_argument("--k", type=int, default=4)
-    parser.add_argument("--max-new-tokens", type=int, default=512)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -57,7 +57,8 @@ def main() -> None:
     from o1pruner.sampling import create_engine
     from o1pruner.specio import load_spec
 
-    quickstart = load_spec("templates/quickstart.yaml").model
+    spec = load_spec("templates/quickstart.yaml")
+    quickstart, sampling = spec.model, spec.presample
     prompts = ({f"prompt {i + 1}": text for i, text in enumerate(args.system)} if args.system
                else {name: text or quickstart.system_prompt for name, text in PROMPTS.items()})
     problems = load_problems("arithmetic_train", limit=args.skip + args.problems)[args.skip:]
@@ -70,10 +71,11 @@ def main() -> None:
             texts = [build_prompt(engine.tokenizer, template, p.problem) for p in problems]
             t0 = time.perf_counter()
             greedy = [g[0] for g in engine.generate(texts, 1, temperature=0.0, top_p=1.0,
-                                                    max_new_tokens=args.max_new_tokens)]
+                                                    max_new_tokens=spec.eval.max_new_tokens)]
             graded = grade_many([c.text for c in greedy], golds)
-            groups = engine.generate(texts, args.k, temperature=0.7, top_p=1.0, top_k=40,
-                                     max_new_tokens=args.max_new_tokens)
+            groups = engine.generate(texts, args.k, temperature=sampling.temperature,
+                                     top_p=sampling.top_p, top_k=sampling.top_k,
+                                     max_new_tokens=sampling.max_new_tokens)
             sampled = [c for g in groups for c in g]
             sampled_ok = grade_many([c.text for c in sampled],
                                     [gold for gold in golds for _ in range(args.k)])

@@ -197,6 +197,7 @@ def test_live_view_progress_curves_and_statistics(tmp_path: Path) -> None:
     offset = view._events.offset
     view.poll()
     assert view._events.offset > offset and "10/10" in view.progress_html()
+    assert view.metrics_seen == 4  # 3 before plus the new one: the curves are redrawn
     assert list(view.curve("loss")["value"]) == [1.0, 0.5, 0.25]
     atomic_write_json(run.root / "report" / "disharmony.json", {"quartiles": [
         {"quartile": q, "accuracy": a} for q, a in zip([1, 2, 3, 4], [0.8, 0.7, 0.6, 0.5],

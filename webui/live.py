@@ -105,6 +105,7 @@ class LiveView:
         self._results = _Cached(run.root / "eval" / "results.json")
         self.sent: list[str | None] | None = None  # what the page shows (see runs_tab)
         self.state: str | None = None  # the job state last shown
+        self.metrics_seen = 0  # metrics events read so far: the curves' version
 
     def poll(self) -> None:
         """Read what the worker appended since the last poll."""
@@ -113,6 +114,7 @@ class LiveView:
             if event.get("kind") == "progress":
                 self.progress[stage] = event
             elif event.get("kind") == "metrics":
+                self.metrics_seen += 1
                 rows = self.metrics.setdefault(stage, [])
                 rows.append(event)
                 del rows[:-MAX_POINTS]

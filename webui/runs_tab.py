@@ -14,7 +14,7 @@ from o1pruner import jobs
 from o1pruner.errors import UserError
 from o1pruner.specio import SpecError
 from webui import handlers
-from webui.live import CURVES, LiveView, job_markdown
+from webui.live import LiveView, job_markdown
 from webui.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -52,13 +52,12 @@ def _view_outputs(view: LiveView | None, force: bool = False) -> list[Any]:
     view.poll()
     job = view.job()
     view.state = job["state"]
-    curves_key = "|".join(view.curve(name).to_json() for name in CURVES)
     values = [
         job_markdown(view.run, job),
         view.progress_html(),
         jobs.failure_report(view.run) if job["state"] == "failed" else "",
         view.log.text(),
-        _Lazy(curves_key, view.curves_figure),
+        _Lazy(str(view.metrics_seen), view.curves_figure),  # redrawn when a metric arrives
         view.presample_markdown(),
         view.disharmony(),
         view.results(),
