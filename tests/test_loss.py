@@ -83,6 +83,26 @@ def test_completion_logprobs_masks_prompt_and_padding(tiny_model_dir):
             assert batch_n[b].item() == len(seq.input_ids) - seq.n_prompt
             assert batch_sum[b].item() == pytest.approx(expected.item(), abs=1e-4)
 
+        class NoLogitsToKeep(torch.nn.Module):  # a forward without logits_to_keep
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, input_ids, attention_mask):
+                return self.inner(input_ids=input_ids, attention_mask=attention_mask)
+
+        wrapped_sum, wrapped_n = completion_logprobs(NoLogitsToKeep(model),
+                                                     collate([short, long], tok.pad_token_id))
+        assert torch.allclose(wrapped_sum, batch_sum, atol=1e-4)
+        assert torch.equal(wrapped_n, batch_n)
+        # a row without completion tokens counts none
+        empty = tokenize_pair(tok, "<|im_start|>user\nMia has 12 apples.<|im_end|>\n", "",
+                              "length", 64)
+        both_sum, both_n = completion_logprobs(model, collate([empty, short], tok.pad_token_id))
+        assert both_n.tolist() == [0.0, batch_n[0].item()]
+        assert both_sum[0].item() == 0.0
+        assert both_sum[1].item() == pytest.approx(batch_sum[0].item(), abs=1e-4)
+
 
 def test_batch_plan_covers_every_row_and_fills_the_last_step():
     plan = BatchPlan(n_rows=10, batch_size=2, world_size=2, grad_accum=2, seed=3, epochs=1)

@@ -20,13 +20,40 @@ def completion_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> tuple[tor
 
     batch: input_ids, attention_mask, completion_mask, all [B, T] (right padded).
     Returns (logp_sum [B] float32, n_tokens [B] float32).
+
+    Logits are computed only from the position that predicts the batch's first completion
+    token onward (transformers' `logits_to_keep`): the prompt positions need none, and the
+    [B, T, vocabulary] fp32 logits are the largest tensors of a training step.
     """
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logits = logits[:, :-1].float()                                   # [B, T-1, V]
-    targets = batch["input_ids"][:, 1:]                               # [B, T-1]
-    token_logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-    mask = batch["completion_mask"][:, 1:].to(token_logp.dtype)       # [B, T-1]
+    ids, completion = batch["input_ids"], batch["completion_mask"]
+    width = ids.shape[1]
+    starts = completion.float().argmax(-1)[completion.any(-1)]       # first completion token
+    start = max(int(starts.min()) - 1, 0) if starts.numel() else 0
+    logits = _logits(model, ids, batch["attention_mask"], width - start)  # [B, T-start, V]
+    logits = logits[:, :-1].float()                                   # predict start+1 .. T-1
+    targets = ids[:, start + 1:]                                      # [B, T-start-1]
+    token_logp = -F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                  reduction="none").view(targets.shape)
+    mask = completion[:, start + 1:].to(token_logp.dtype)
     return (token_logp * mask).sum(-1), mask.sum(-1)
+
+
+_NO_LOGITS_TO_KEEP: set[type] = set()
+
+
+def _logits(model: Any, ids: torch.Tensor, attention_mask: torch.Tensor, keep: int) -> torch.Tensor:
+    """The logits of the last `keep` positions; models whose forward has no `logits_to_keep`
+    (some remote-code models) compute all positions and are sliced."""
+    if keep < ids.shape[1] and type(model) not in _NO_LOGITS_TO_KEEP:
+        try:
+            return model(input_ids=ids, attention_mask=attention_mask, logits_to_keep=keep).logits
+        except TypeError as err:
+            if "logits_to_keep" not in str(err):
+                raise
+            logger.info("%s takes no logits_to_keep; computing logits at every position",
+                        type(model).__name__)
+            _NO_LOGITS_TO_KEEP.add(type(model))
+    return model(input_ids=ids, attention_mask=attention_mask).logits[:, -keep:]
 
 
 def length_harmonizing_loss(
