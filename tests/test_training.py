@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from o1pruner.training import run_train
 from o1pruner.training.dataset import collate, tokenize_rows
 from o1pruner.training.finetuning import apply_freeze
 from o1pruner.training.loss import completion_logprobs
+from o1pruner.training.prefix import FrozenPrefix
 from tests.presample_files import make_spec, write_presample
 
 
@@ -126,6 +128,71 @@ def test_freeze_trains_exactly_the_requested_parameters(tiny_model_dir, tmp_path
     assert changed == expected
     summary = json.loads((run.root / "train" / "summary.json").read_text())
     assert summary["trainable_params"] == sum(before[k].numel() for k in expected)
+
+
+def test_frozen_prefix_trains_exactly_like_the_whole_model(tiny_model_dir, tmp_path,
+                                                           monkeypatch, caplog):
+    # two epochs at micro-batch 2: the second pass pairs rows differently than the
+    # reference pass that recorded the prefix
+    train = {"finetuning": "freeze", "freeze_trainable_layers": 1, "precision": "fp32",
+             "epochs": 2, "freeze_extra_modules": ["lm_head"]}
+    with caplog.at_level(logging.INFO, logger="o1pruner.training.prefix"):
+        fast = run_train(prepared(tiny_model_dir, tmp_path, "prefix", train=train))
+    assert "frozen prefix: layers 0-0 run once per sample" in caplog.text
+    monkeypatch.setattr(FrozenPrefix, "for_training", classmethod(lambda cls, *args: None))
+    whole = run_train(prepared(tiny_model_dir, tmp_path, "whole", train=train))
+    fast_m, whole_m = metrics(fast), metrics(whole)
+    assert len(fast_m) == len(whole_m) > 2
+    assert fast_m[0]["ratio/min"] == 1.0 == fast_m[0]["ratio/max"]
+    for a, b in zip(fast_m, whole_m, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+        assert a["ratio/mean"] == pytest.approx(b["ratio/mean"], abs=1e-5)
+    before = load_state(tiny_model_dir)
+    fast_w = load_state(fast.root / "train" / "final")
+    whole_w = load_state(whole.root / "train" / "final")
+    assert not torch.equal(fast_w["lm_head.weight"], before["lm_head.weight"])
+    for key in before:
+        assert torch.allclose(fast_w[key], whole_w[key], atol=1e-6), key
+
+
+def test_frozen_prefix_records_replays_and_restores_the_layers(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    apply_freeze(model, 1, ["all"], [])
+    spec = make_spec(tiny_model_dir, tmp_path, train={"finetuning": "freeze",
+                                                      "freeze_trainable_layers": 1})
+    prefix = FrozenPrefix.for_training(spec, model, n_tokens=100, world_size=1)
+    assert prefix is not None and prefix.first == 1
+    tok = load_tokenizer(spec.model)
+    rows = [{"prompt": "<|im_start|>user\nMia has 12 apples.<|im_end|>\n",
+             "completion": text, "finish_reason": "stop"} for text in ("12 + 7 = 19", "6")]
+    batch = collate([i["chosen"] for i in tokenize_rows(tok, rows, 64)], tok.pad_token_id)
+    lengths = batch["attention_mask"].sum(-1).tolist()
+    with torch.no_grad():
+        prefix.ensure(model, batch, [0, 1])  # after a resume: a forward stopped at layer 1
+        stopped = dict(prefix.states)
+        assert [t.shape[0] for t in stopped.values()] == lengths
+        with prefix.recording([0, 1], lengths):
+            whole = model(**{k: batch[k] for k in ("input_ids", "attention_mask")}).logits
+        assert all(torch.equal(stopped[r], prefix.states[r]) for r in (0, 1))
+        layer0 = model.model.layers[0]
+        with prefix.replaying([0, 1], batch["input_ids"].shape[1], "cpu"):
+            assert type(model.model.layers[0]).__name__ == "_PassThrough"
+            replayed = model(**{k: batch[k] for k in ("input_ids", "attention_mask")}).logits
+        assert model.model.layers[0] is layer0
+    mask = batch["attention_mask"].bool()
+    assert torch.allclose(replayed[mask], whole[mask], atol=1e-5)
+    # cases that must run the whole model
+    for train in ({"gradient_checkpointing": True}, {"freeze_extra_modules": ["embed_tokens"]},
+                  {"freeze_trainable_layers": -1}):
+        other = make_spec(tiny_model_dir, tmp_path, train={"finetuning": "freeze",
+                                                           "freeze_trainable_layers": 1, **train})
+        fresh = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+        apply_freeze(fresh, other.train.freeze_trainable_layers, ["all"],
+                     other.train.freeze_extra_modules)
+        assert FrozenPrefix.for_training(other, fresh, 100, 1) is None, train
+    assert FrozenPrefix.for_training(spec, model, 100, world_size=2) is None
 
 
 def test_freeze_names_the_valid_modules_when_one_is_wrong(tiny_model_dir):

@@ -61,9 +61,11 @@ def finish(spec_path, run):
 
 @pytest.mark.slow
 def test_killed_run_resumes_at_its_last_checkpoint(tiny_model_dir, tmp_path):
-    # 20 problems x 2 samples, batch 1: 40 optimizer steps, a checkpoint every 3
+    # 20 problems x 2 samples, batch 1: 40 optimizer steps, a checkpoint every 3; freeze
+    # tuning, so the resumed process rebuilds the frozen prefix's records (prefix.ensure)
     spec_path, run = cli_spec(tiny_model_dir, tmp_path, "kill", n_problems=20, batch_size=1,
-                              save_steps=3, precision="fp32")
+                              save_steps=3, precision="fp32", finetuning="freeze",
+                              freeze_trainable_layers=1)
     proc = start(spec_path)
     wait_for_checkpoint(run, proc)
     proc.send_signal(signal.SIGKILL)

@@ -26,8 +26,9 @@ logger = logging.getLogger(__name__)
 
 def reference_pass(acc: Any, model: Any, plan: BatchPlan, items: list, rows: list[dict],
                    pad_id: int, pairs: bool, run: RunDir, fingerprint: str,
-                   started_training: bool) -> dict[int, dict[str, float]]:
-    """{row index: {sum_logprob, n_tokens[, rejected_sum_logprob, rejected_n_tokens]}}."""
+                   started_training: bool, prefix: Any = None) -> dict[int, dict[str, float]]:
+    """{row index: {sum_logprob, n_tokens[, rejected_sum_logprob, rejected_n_tokens]}}.
+    With a FrozenPrefix, the input of its first trainable layer is recorded on the way."""
     train_dir = run.stage_dir("train")
     path, meta_path = train_dir / "reference_logprobs.jsonl", train_dir / "reference_meta.json"
     per_batch = plan.batch_size * plan.world_size
@@ -50,7 +51,7 @@ def reference_pass(acc: Any, model: Any, plan: BatchPlan, items: list, rows: lis
     if todo:
         logger.info("reference pass: %d of %d micro-batches to compute", len(todo),
                     plan.micro_per_pass)
-        _compute(acc, model, plan, items, rows, pad_id, pairs, run, path, todo)
+        _compute(acc, model, plan, items, rows, pad_id, pairs, run, path, todo, prefix)
     else:
         logger.info("reference log-probs complete (%s); reusing them", path)
     acc.wait_for_everyone()
@@ -64,7 +65,8 @@ def reference_pass(acc: Any, model: Any, plan: BatchPlan, items: list, rows: lis
 
 
 def _compute(acc: Any, model: Any, plan: BatchPlan, items: list, rows: list[dict],
-             pad_id: int, pairs: bool, run: RunDir, path: Path, todo: list[int]) -> None:
+             pad_id: int, pairs: bool, run: RunDir, path: Path, todo: list[int],
+             prefix: Any) -> None:
     from accelerate.utils import gather_object
 
     writer = JsonlWriter(path) if acc.is_main_process else None
@@ -77,7 +79,11 @@ def _compute(acc: Any, model: Any, plan: BatchPlan, items: list, rows: list[dict
                 idx = plan.micro_batch(i, acc.process_index)
                 batch = {k: v.to(acc.device) for k, v in
                          make_batch(items, idx, pad_id, pairs).items()}
-                logp, n = completion_logprobs(model, batch)
+                if prefix is None:
+                    logp, n = completion_logprobs(model, batch)
+                else:
+                    with prefix.recording(idx, batch["attention_mask"].sum(-1).tolist()):
+                        logp, n = completion_logprobs(model, batch)
                 records = []
                 for b, row in enumerate(idx):
                     rec = {"batch": i, "row": row, "problem_id": rows[row]["problem_id"],

@@ -27,6 +27,7 @@ from o1pruner.training.dataset import BatchPlan, make_batch
 from o1pruner.training.finetuning import count_parameters, load_training_model
 from o1pruner.training.loss import completion_logprobs, dpo_loss, length_harmonizing_loss, sft_loss
 from o1pruner.training.metrics import MetricsWindow
+from o1pruner.training.prefix import FrozenPrefix
 from o1pruner.training.reference import reference_pass
 from o1pruner.training.saving import save_final_model
 
@@ -84,10 +85,13 @@ def train_model(spec: Any, run: RunDir, rows: list[dict], items: list, tokenizer
     pairs = method == "dpo"
 
     ckpt = latest_checkpoint(train_dir)
+    prefix = FrozenPrefix.for_training(spec, acc.unwrap_model(model),
+                                       sum(len(i["chosen"].input_ids) for i in items),
+                                       acc.num_processes)
     ref = None
     if method != "sft":
         ref = reference_pass(acc, model, plan, items, rows, pad_id, pairs, run, fingerprint,
-                             started_training=ckpt is not None)
+                             started_training=ckpt is not None, prefix=prefix)
     state = {"step": 0, "tokens": 0, "train_s": 0.0}
     if ckpt is not None:
         saved = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
@@ -115,7 +119,8 @@ def train_model(spec: Any, run: RunDir, rows: list[dict], items: list, tokenizer
                 batch = {k: v.to(acc.device) for k, v in
                          make_batch(items, idx, pad_id, pairs).items()}
                 with acc.accumulate(model):
-                    loss, stats = _micro_step(method, model, batch, idx, ref, rewards, spec)
+                    loss, stats = _micro_step(method, model, batch, idx, ref, rewards, spec,
+                                              prefix)
                     acc.backward(loss)
                     if acc.sync_gradients:
                         norm = acc.clip_grad_norm_(params, train.max_grad_norm)
@@ -156,9 +161,15 @@ def train_model(spec: Any, run: RunDir, rows: list[dict], items: list, tokenizer
 
 
 def _micro_step(method: str, model: Any, batch: dict, idx: list[int], ref: dict | None,
-                rewards: torch.Tensor, spec: Any) -> tuple[torch.Tensor, dict]:
+                rewards: torch.Tensor, spec: Any,
+                prefix: FrozenPrefix | None = None) -> tuple[torch.Tensor, dict]:
     """Loss and statistics of one micro-batch for train.method."""
-    logp, n = completion_logprobs(model, batch)  # [B] (dpo: [2B], chosen first)
+    if prefix is not None:
+        prefix.ensure(model, batch, idx)
+        with prefix.replaying(idx, batch["input_ids"].shape[1], batch["input_ids"].device):
+            logp, n = completion_logprobs(model, batch)
+    else:
+        logp, n = completion_logprobs(model, batch)  # [B] (dpo: [2B], chosen first)
     if method == "sft":
         return sft_loss(logp, n), {"completion_length": n}
     if method == "dpo":
