@@ -291,7 +291,12 @@ class TrainSpec(Section):
     )
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps spent warming up.")
     epochs: float = Field(1.0, gt=0, le=100, description="Passes over the training samples.")
-    batch_size: int = Field(4, ge=1, description="Samples per device per micro-batch.")
+    batch_size: int = Field(
+        4,
+        ge=1,
+        description="Samples per device per micro-batch. On CPU, 1 (with more accumulation "
+        "steps) avoids padding, which costs as much as real tokens there.",
+    )
     gradient_accumulation_steps: int = Field(
         8,
         ge=1,

@@ -96,7 +96,7 @@ class FrozenPrefix:
         def hook(_module: Any, args: tuple, kwargs: dict) -> None:
             states = (args[0] if args else kwargs["hidden_states"]).detach()
             for b, row in enumerate(rows):
-                self.states[row] = states[b, :lengths[b]].float().cpu().clone()
+                self.states[row] = states[b, :lengths[b]].cpu().clone()
 
         handle = self.layers[self.first].register_forward_pre_hook(hook, with_kwargs=True)
         try:
@@ -125,7 +125,8 @@ class FrozenPrefix:
     @contextmanager
     def replaying(self, rows: list[int], width: int, device: Any) -> Iterator[None]:
         """Inside: a forward skips layers below `first` and feeds the recorded inputs."""
-        states = torch.zeros(len(rows), width, self.hidden_size)
+        dtype = self.states[rows[0]].dtype
+        states = torch.zeros(len(rows), width, self.hidden_size, dtype=dtype)
         for b, row in enumerate(rows):
             seq = self.states[row]
             states[b, :seq.shape[0]] = seq
