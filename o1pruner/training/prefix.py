@@ -62,7 +62,8 @@ class FrozenPrefix:
     @classmethod
     def for_training(cls, spec: Any, model: Any, n_tokens: int,
                      world_size: int) -> FrozenPrefix | None:
-        """A FrozenPrefix when this run can use one, else None (the reason is logged)."""
+        """A FrozenPrefix when this run can use one, else None (only a memory refusal is
+        logged; the other conditions are in the module docstring)."""
         train = spec.train
         if (train.finetuning != "freeze" or train.method != "lh"
                 or train.deepspeed_stage or world_size > 1 or train.gradient_checkpointing):
