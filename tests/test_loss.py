@@ -91,10 +91,15 @@ def test_completion_logprobs_masks_prompt_and_padding(tiny_model_dir):
             def forward(self, input_ids, attention_mask):
                 return self.inner(input_ids=input_ids, attention_mask=attention_mask)
 
-        wrapped_sum, wrapped_n = completion_logprobs(NoLogitsToKeep(model),
-                                                     collate([short, long], tok.pad_token_id))
-        assert torch.allclose(wrapped_sum, batch_sum, atol=1e-4)
-        assert torch.equal(wrapped_n, batch_n)
+        class IgnoresLogitsToKeep(NoLogitsToKeep):  # takes it, returns every position
+            def forward(self, input_ids, attention_mask, **kwargs):
+                return self.inner(input_ids=input_ids, attention_mask=attention_mask)
+
+        for wrapper in (NoLogitsToKeep, IgnoresLogitsToKeep):
+            wrapped_sum, wrapped_n = completion_logprobs(wrapper(model),
+                                                         collate([short, long], tok.pad_token_id))
+            assert torch.allclose(wrapped_sum, batch_sum, atol=1e-4), wrapper.__name__
+            assert torch.equal(wrapped_n, batch_n)
         # a row without completion tokens counts none
         empty = tokenize_pair(tok, "<|im_start|>user\nMia has 12 apples.<|im_end|>\n", "",
                               "length", 64)

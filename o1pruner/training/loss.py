@@ -43,10 +43,12 @@ _NO_LOGITS_TO_KEEP: set[type] = set()
 
 def _logits(model: Any, ids: torch.Tensor, attention_mask: torch.Tensor, keep: int) -> torch.Tensor:
     """The logits of the last `keep` positions; models whose forward has no `logits_to_keep`
-    (some remote-code models) compute all positions and are sliced."""
+    or ignores it (some remote-code models) compute all positions, which are sliced."""
     if keep < ids.shape[1] and type(model) not in _NO_LOGITS_TO_KEEP:
         try:
-            return model(input_ids=ids, attention_mask=attention_mask, logits_to_keep=keep).logits
+            logits = model(input_ids=ids, attention_mask=attention_mask,
+                           logits_to_keep=keep).logits
+            return logits[:, -keep:]
         except TypeError as err:
             if "logits_to_keep" not in str(err):
                 raise
