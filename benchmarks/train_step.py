@@ -49,8 +49,8 @@ def main() -> None:
 
     import torch
 
+    from o1pruner.files import read_jsonl
     from o1pruner.models import load_tokenizer, resolve_model
-    from o1pruner.runs import read_jsonl
     from o1pruner.specio import load_spec
     from o1pruner.training.dataset import make_batch, tokenize_rows
     from o1pruner.training.finetuning import load_training_model

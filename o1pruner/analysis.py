@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from o1pruner.errors import UserError
-from o1pruner.runs import RunDir, atomic_write_json, atomic_write_text, read_jsonl
+from o1pruner.files import atomic_write_json, atomic_write_text, read_jsonl
+from o1pruner.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 

@@ -12,10 +12,12 @@ import logging
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from o1pruner.errors import UserError
+from o1pruner.jobs import exit_code_of, user_message
 from o1pruner.specio import SpecError, dump_yaml, load_spec
 
 logger = logging.getLogger("o1pruner")
@@ -105,10 +107,52 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stop(args: argparse.Namespace) -> int:
+    from o1pruner import jobs
+    from o1pruner.rundir import RunDir
+
+    run = RunDir(Path(args.run_dir))
+    if not run.is_run():
+        raise UserError(f"{run.root}: not a run directory (no spec.yaml or job.json)")
+    shown: list[int] = []
+
+    def waiting(seconds: float) -> None:
+        if int(seconds) // 10 not in shown:
+            shown.append(int(seconds) // 10)
+            print(f"stopping: the running stage is saving ({seconds:.0f} s)", file=sys.stderr)
+
+    job = jobs.stop(run, timeout=args.timeout, on_wait=waiting)
+    print(f"{run.root.name}: {job['state']}" + (f" ({job['message']})" if job.get("message")
+                                                  else ""))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from o1pruner import jobs
+    from o1pruner.rundir import RunDir
+
+    run = RunDir(Path(args.run_dir))
+    job = jobs.status(run)
+    parts = [f"{run.root.name}: {job['state']}"]
+    if job.get("stage"):
+        parts.append(f"stage {job['stage']}")
+    if job.get("alive") and job.get("pid"):
+        parts.append(f"pid {job['pid']}")
+    if job.get("message"):
+        parts.append(str(job["message"]))
+    print(" · ".join(parts))
+    return 0
+
+
 def cmd_webui(args: argparse.Namespace) -> int:
     from webui.app import launch
 
-    launch(host=args.host, port=args.port, auth=args.auth, workspace=args.workspace)
+    if args.auth is not None:
+        raise UserError("--auth on the command line is visible to every user of this machine "
+                        "(ps, shell history); put user:password in a file and pass "
+                        "--auth-file FILE, or set $O1PRUNER_AUTH")
+    launch(host=args.host, port=args.port, auth_file=args.auth_file, workspace=args.workspace,
+           insecure=args.insecure)
     return 0
 
 
@@ -155,15 +199,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+", help="Run directories.")
     p = add("run", cmd_run, "The whole pipeline: presample, train, eval, report.")
     _add_spec_args(p)
+    p = add("stop", cmd_stop, "Stop a run's job: the running stage saves (the trainer a "
+            "checkpoint) and exits; a re-run resumes.")
+    p.add_argument("run_dir", help="Run directory (runs/<name>).")
+    p.add_argument("--timeout", type=float, default=None, help="Seconds to wait for the save "
+                   "before the job is killed (default: the run's run.stop_timeout).")
+    p = add("status", cmd_status, "The state of a run's job (from its files).")
+    p.add_argument("run_dir", help="Run directory (runs/<name>).")
     p = add("webui", cmd_webui, "Start the web studio.")
     p.add_argument("--host", default="127.0.0.1", help="Interface to bind (default: local only).")
     p.add_argument("--port", type=int, default=7860, help="Port (default 7860).")
-    p.add_argument("--auth", default=None, help="user:password login (or $O1PRUNER_AUTH).")
+    p.add_argument("--auth-file", default=None, metavar="FILE",
+                   help="File holding user:password for a login (or set $O1PRUNER_AUTH); "
+                   "never on the command line.")
+    p.add_argument("--auth", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--insecure", action="store_true",
+                   help="Allow a non-local --host without a login (anyone who reaches the "
+                   "port can start jobs and read the workspace's runs).")
     p.add_argument("--workspace", default=".", help="Folder the UI may read and write.")
     return parser
 
 
+_stop_signals: list[int] = []
+
+
 def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM/SIGINT unwind like Ctrl-C, once: a repeated signal (a stop sent to the whole
+    process group and forwarded by a parent) does not interrupt the clean-up."""
+    if _stop_signals:
+        logger.info("signal %d: already stopping", signum)
+        return
+    _stop_signals.append(signum)
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -173,6 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # records itself as stopped; the trainer installs its own handler to save a checkpoint.
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -186,12 +253,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in err.problems:
             print(problem, file=sys.stderr)
         return EXIT_USAGE
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        print("stopped", file=sys.stderr)
+        return exit_code_of(KeyboardInterrupt())
+    except Exception as err:  # noqa: BLE001 - one message, never a bare traceback
+        message = user_message(err)
+        if not isinstance(err, UserError) and not getattr(err, "_o1pruner_logged", False):
+            traceback.print_exc()
+        print(f"error: {message}", file=sys.stderr)
+        return exit_code_of(err)
 
 
 if __name__ == "__main__":

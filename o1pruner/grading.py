@@ -28,7 +28,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 from o1pruner.errors import DataError
-from o1pruner.runs import atomic_write_text
+from o1pruner.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

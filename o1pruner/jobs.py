@@ -1,124 +1,294 @@
-"""Job control for stage workers: launch detached, stop, and tell their state from files.
+"""Job control: one job per run directory, started from anywhere, stopped without loss.
 
-A stage worker is the same `o1pruner <stage> spec.yaml` command a user would type, started
-in its own session and process group with its output appended to `<run>/logs/worker.log`
-(never a pipe that only the launcher drains). Everything needed to find it again is
-recorded in `job.json` (pid, pgid, process start time, command), so a restarted web UI
-re-attaches by reading files: no job runner keeps state in memory.
+A job is the process that holds the run directory's lock (`o1pruner.joblock`) and the
+processes it starts. Its leader records itself in `job.json` (pid, process start time,
+process group, command); stages started by `o1pruner run` record themselves under
+`stages`; processes outside the leader's group (training ranks, which torch's launcher
+starts in sessions of their own) register in `procs/`. State is read from those files
+alone, so a restarted web UI re-attaches, and nothing is believed or signalled without
+its start time (`o1pruner.procs`).
 
-The web UI imports this module; nothing here imports the web UI.
+A stop is a checkpoint, never a loss: SIGTERM goes to the job's group and its registered
+processes; every stage finishes what it is doing (the trainer its optimizer step and a
+checkpoint), records `stopped` and exits; only after `run.stop_timeout` seconds is what is
+left killed. Whoever watches the job (the web UI's status poll, `o1pruner stop`) enforces
+that deadline.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from o1pruner.errors import UserError
-from o1pruner.runs import RunDir, atomic_write_text, read_json
+from o1pruner.errors import UserError, explain_failure
+from o1pruner.files import CorruptFileError, atomic_write_json, load_json
+from o1pruner.joblock import JobRunning, RunLock
+from o1pruner.procs import (
+    ProcessId,
+    group_alive,
+    pid_alive,
+    signal_group,
+    signal_pid,
+    start_time,
+)
+from o1pruner.progress import stage_logging
+from o1pruner.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
 ACTIVE_STATES = ("running", "stopping")
 FINAL_STATES = ("done", "failed", "stopped")
 WORKER_LOG = "worker.log"
+STOPPED_EXIT_CODE = 130
+DEFAULT_STOP_TIMEOUT = 600.0
+KILL_WAIT = 10.0
 
-# Popen objects of the workers this process started: only used to reap them and learn
-# their exit code. After a restart it is empty, and state still comes from job.json.
+#: Set for the processes a job starts: they belong to that job, not to a job of their own.
+PARENT_ENV = "O1PRUNER_PARENT_PID"
+PARENT_START_ENV = "O1PRUNER_PARENT_START"
+#: Environment variables a worker must never inherit (the web UI's login).
+SECRET_ENV = ("O1PRUNER_AUTH",)
+
+# Popen objects of the workers this process started: only to reap them and learn their
+# exit code. After a restart it is empty, and state still comes from the files.
 _CHILDREN: dict[int, subprocess.Popen] = {}
 _STATUS_LOCK = threading.RLock()
 
 
-# ----------------------------------------------------------------------- /proc probes
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name (state first), or None."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError, OSError):
+class JobStopped(KeyboardInterrupt):
+    """A stage was asked to stop and has saved what it had (exit code 130)."""
+
+
+# --------------------------------------------------------------------------- in a job
+def parent_process() -> ProcessId | None:
+    """The job process that started this one ($O1PRUNER_PARENT_PID), if any."""
+    raw = os.environ.get(PARENT_ENV, "")
+    if not raw.isdigit():
         return None
-    return text[text.rfind(")") + 2:].split()
+    start = os.environ.get(PARENT_START_ENV, "")
+    return ProcessId(int(raw), int(start) if start.isdigit() else None)
 
 
-def process_start_time(pid: int) -> int | None:
-    """Kernel start time of `pid` (clock ticks since boot): tells a reused pid apart."""
-    fields = _proc_stat(pid)
-    return int(fields[19]) if fields and len(fields) > 19 else None
+def child_env(lock: RunLock | None = None) -> dict[str, str]:
+    """Environment for a process this job starts: it knows its parent (and watches it),
+    and holds the run's lock through the open file passed with `pass_fds`."""
+    me = ProcessId.current()
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+    env.update({PARENT_ENV: str(me.pid), PARENT_START_ENV: str(me.start or "")})
+    if lock is not None:
+        env.update(lock.child_env())
+    return env
 
 
-def pid_alive(pid: int | None, start_time: int | None = None) -> bool:
-    """True if `pid` runs (not a zombie) and, when given, started at `start_time`."""
-    if not pid:
-        return False
-    child = _CHILDREN.get(pid)
-    if child is not None and child.poll() is not None:
-        return False
-    fields = _proc_stat(pid)
-    if fields is None:
-        if Path("/proc/self/stat").exists():
-            return False
-        try:  # no procfs: fall back to a signal probe
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    if fields[0] in ("Z", "X"):
-        return False
-    return start_time is None or process_start_time(pid) == start_time
+_watchdog_started = False
 
 
-def group_alive(pgid: int | None) -> bool:
-    """True if any live (non-zombie) process is in process group `pgid`."""
-    if not pgid:
-        return False
-    for child in list(_CHILDREN.values()):
-        child.poll()  # reap our own finished workers so they do not linger as zombies
-    proc = Path("/proc")
-    if not proc.is_dir():
+def watch_parent(interval: float = 1.0) -> None:
+    """If this process belongs to a job's parent process and that parent dies (even by
+    `kill -9`), stop this process as a Stop would (SIGTERM to itself: the trainer saves a
+    checkpoint), so no part of a job outlives it."""
+    global _watchdog_started
+    parent = parent_process()
+    if parent is None or _watchdog_started:
+        return
+    _watchdog_started = True
+
+    def watch() -> None:
+        while parent.alive():
+            time.sleep(interval)
+        logger.warning("the job's parent process %d is gone; stopping", parent.pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="o1pruner-parent-watchdog", daemon=True).start()
+
+
+def register_process(run: RunDir, role: str) -> None:
+    """Record this process in `procs/` so that status and Stop find it although it is not
+    in the job's process group (a training rank), and watch the job's parent."""
+    me = ProcessId.current()
+    path = run.procs_dir / f"{me.pid}.json"
+    atomic_write_json(path, {**me.to_dict(), "role": role, "registered_at": time.time()})
+    watch_parent()
+
+    import atexit
+
+    atexit.register(lambda: path.unlink(missing_ok=True))
+
+
+def registered_processes(run: RunDir) -> list[ProcessId]:
+    """The live registered processes of the run (stale files are ignored)."""
+    out = []
+    for path in sorted(run.procs_dir.glob("*.json")) if run.procs_dir.is_dir() else []:
         try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
+            proc = ProcessId.from_dict(load_json(path))
+        except (FileNotFoundError, CorruptFileError):
             continue
-        fields = _proc_stat(int(entry.name))
-        if fields and len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in "ZX":
-            return True
-    return False
+        if proc is not None and proc.alive():
+            out.append(proc)
+    return out
 
 
-def _exit_code(pid: int | None) -> int | None:
-    """Exit code of a worker this process started and that has ended, else None.
+def _clear_registered(run: RunDir) -> None:
+    if run.procs_dir.is_dir():
+        for path in run.procs_dir.glob("*.json"):
+            path.unlink(missing_ok=True)
 
-    Popen.poll() answers None while another thread is reaping the same child, so a child
-    that /proc no longer shows as running is waited for briefly instead.
+
+@contextmanager
+def job_process(run: RunDir, stage: str, spec_text: str | None = None,
+                command: Sequence[str] | None = None) -> Iterator[RunLock]:
+    """The life of one job process (a stage, or `o1pruner run`), in this order:
+
+    1. hold the run's lock (passed down by our launcher, or taken now; JobRunning if
+       another job holds it): nothing is written before this;
+    2. write spec.yaml (when given) under the lock, and log to logs/<stage>.log;
+    3. record the stage (`stages.<stage>`) and, for the job's leader (a process no job
+       started), the job itself: pid, start time, group, command;
+    4. at the end, record done / stopped (with what a re-run resumes from) / failed
+       (with the user's message, or the error with its traceback in the stage log).
     """
-    child = _CHILDREN.get(pid or -1)
-    if child is None:
-        return None
-    if child.returncode is not None or child.poll() is not None:
-        return child.returncode
-    fields = _proc_stat(child.pid)
-    if fields is None or fields[0] in ("Z", "X"):
+    command = list(command or sys.argv)
+    inherited = RunLock.inherited(run.lock_path)
+    lock = inherited or RunLock.acquire(run.lock_path, command)
+    try:
+        live = registered_processes(run) if inherited is None else []
+        if live:
+            raise JobRunning(f"{run.root}: processes of the previous job are still exiting "
+                             f"(pids {', '.join(str(p.pid) for p in live)}); wait a moment "
+                             "and start again")
+        if spec_text is not None:
+            run.write_spec(spec_text)
+        if inherited is None:
+            _clear_registered(run)
+        watch_parent()
+        with stage_logging(run, stage):
+            with _recorded(run, stage, leader=parent_process() is None,
+                           fresh=inherited is None, command=command):
+                yield lock
+    finally:
+        lock.close()
+
+
+@contextmanager
+def _recorded(run: RunDir, stage: str, leader: bool, fresh: bool,
+              command: list[str]) -> Iterator[None]:
+    """Steps 3 and 4 of job_process."""
+    me = ProcessId.current()
+    now = time.time()
+    run.update_stage(stage, state="running", **me.to_dict(), started_at=now,
+                     finished_at=None, error=None, resume=None)
+    if leader:
+        fields = {"state": "running", "stage": stage, "command": command,
+                  "cwd": os.getcwd(), **me.to_dict(), "started_at": now,
+                  "finished_at": None, "exit_code": None, "message": None, "error": None}
+        if fresh:  # started from a terminal: no earlier stop request applies
+            fields["stop"] = None
+        job = run.read_job()
+        if job.get("pid") == me.pid:  # launched by the web UI: keep its start time
+            fields["started_at"] = job.get("started_at") or now
+        run.update_job(**fields)
+    try:
+        yield
+    except KeyboardInterrupt:
+        run.update_stage(stage, state="stopped", finished_at=time.time())
+        if leader:
+            job = run.read_job()
+            current = job.get("stage") or stage  # `o1pruner run`: the stage it was in
+            record = (job.get("stages") or {}).get(current) or {}
+            resume = record.get("resume") or "finished work is kept; Start resumes from there"
+            run.update_job(state="stopped", finished_at=time.time(),
+                           exit_code=STOPPED_EXIT_CODE,
+                           message=f"stopped during {current}: {resume}")
+        raise
+    except BaseException as err:
+        message = user_message(err, run.log_path(stage))
+        run.update_stage(stage, state="failed", finished_at=time.time(), error=message)
+        if leader:
+            run.update_job(state="failed", finished_at=time.time(), error=message,
+                           message=message, exit_code=exit_code_of(err))
+        raise
+    run.update_stage(stage, state="done", finished_at=time.time())
+    if leader:
+        run.update_job(state="done", finished_at=time.time(), exit_code=0, message=None)
+
+
+def user_message(err: BaseException, log_path: Path | None = None) -> str:
+    """The one message a user sees for a failure: a UserError's own text; anything else as
+    an internal error, its traceback logged (and pointed to)."""
+    if isinstance(err, UserError):
+        return str(err)[-4000:]
+    explained = explain_failure(err)
+    if explained:
+        return explained
+    where = f"; the traceback is in {log_path}" if log_path else ""
+    if not getattr(err, "_o1pruner_logged", False):
+        logger.error("internal error", exc_info=(type(err), err, err.__traceback__))
         try:
-            return child.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            return None
-    return None
+            err._o1pruner_logged = True  # type: ignore[attr-defined]
+        except AttributeError:
+            pass
+    return f"internal error: {type(err).__name__}: {str(err)[-2000:]}{where}"
+
+
+def exit_code_of(err: BaseException) -> int:
+    """The exit code of a job process that ends with `err` (what the CLI returns)."""
+    if isinstance(err, KeyboardInterrupt):
+        return STOPPED_EXIT_CODE
+    code = getattr(err, "exit_code", None)
+    if isinstance(code, int):
+        return code
+    return 2 if isinstance(err, UserError) or explain_failure(err) else 1
+
+
+def run_child(command: Sequence[str], lock: RunLock | None,
+              forward: Callable[[int], None] | None = None,
+              **popen: Any) -> tuple[int, bool]:
+    """Run a child process of this job and wait for it; return (exit code, stop asked).
+
+    SIGTERM/SIGINT received meanwhile are passed on once (to the child, or through
+    `forward`), and the wait goes on until the child has saved and exited: a stop never
+    cuts a stage short. The child holds the run's lock too (the open file is passed), and
+    watches this process, so neither outlives the other.
+    """
+    proc = subprocess.Popen(list(command), env={**child_env(lock), **popen.pop("env", {})},
+                            pass_fds=(lock.fd,) if lock is not None else (), **popen)
+    asked: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if asked:
+            return
+        asked.append(signum)
+        logger.warning("signal %d: asking the running stage to save and stop", signum)
+        if forward is not None:
+            forward(signum)
+        else:
+            try:
+                proc.send_signal(signum)
+            except ProcessLookupError:
+                pass
+
+    in_main = threading.current_thread() is threading.main_thread()
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)} \
+        if in_main else {}
+    try:
+        code = proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    return code, bool(asked)
 
 
 # ------------------------------------------------------------------------------ launch
@@ -127,159 +297,213 @@ def worker_command(argv: Sequence[str]) -> list[str]:
     return [sys.executable, "-m", "o1pruner.cli", *argv]
 
 
-def launch(
-    run_dir: RunDir,
-    argv: Sequence[str],
-    *,
-    cwd: Path | str | None = None,
-    env: dict[str, str] | None = None,
-    program: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """Start `o1pruner ARGV` detached for `run_dir` and record it in job.json.
+def launch(run: RunDir, argv: Sequence[str], *, cwd: Path | str | None = None,
+           env: dict[str, str] | None = None, program: Sequence[str] | None = None,
+           spec_text: str | None = None) -> dict[str, Any]:
+    """Start `o1pruner ARGV` detached as the job of `run` and record it in job.json.
 
-    The worker gets its own session (so closing the UI or its terminal does not signal
-    it), stdin from /dev/null and stdout+stderr appended to `logs/worker.log`. `program`
-    replaces `python -m o1pruner.cli` (tests use it to run a stand-in process). Raises
-    UserError if a job of this run is still running.
+    The run's lock is taken first (JobRunning, naming the running job, if it is held; then
+    no file is changed), `spec_text` is written as spec.yaml under it, and the lock is
+    handed to the worker, which holds it until it exits. The worker gets its own session
+    (closing the UI does not signal it), stdin from /dev/null, stdout+stderr appended to
+    `logs/worker.log`, and not the UI's login. `program` replaces `python -m o1pruner.cli`
+    (tests run a stand-in process with it).
     """
-    current = status(run_dir)
-    if current["state"] in ACTIVE_STATES:
-        raise UserError(f"{run_dir.root.name}: a job is already {current['state']} "
-                        f"(pid {current.get('pid')}, stage {current.get('stage')}); stop it first")
     command = [*(program or worker_command([])), *argv]
-    log_path = run_dir.root / "logs" / WORKER_LOG
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
-    with open(log_path, "ab") as log:
-        log.write(f"\n==> {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(command, cwd=cwd, env=child_env, stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                close_fds=True)
-    _CHILDREN[proc.pid] = proc
-    stage = argv[0] if argv and not str(argv[0]).startswith("-") else "job"
-    logger.info("%s: launched %s (pid %d)", run_dir.root, " ".join(command), proc.pid)
-    # worker_* fields are written only here: stage processes rewrite pid/pgid/state for
-    # themselves (a pipeline's train stage records its own pid and `done` mid-run).
-    start_time = process_start_time(proc.pid)
-    return run_dir.update_job(
-        state="running", stage=stage, command=command, cwd=str(cwd or os.getcwd()),
-        pid=proc.pid, pgid=proc.pid, worker_pid=proc.pid, worker_pgid=proc.pid,
-        worker_start=start_time, started_at=time.time(), finished_at=None, exit_code=None,
-        message=None, error=None, stopped_with=None, launched_by=os.getpid())
+    with _STATUS_LOCK:
+        lock = RunLock.acquire(run.lock_path, command)
+        try:
+            live = registered_processes(run)
+            if live:
+                raise JobRunning(f"{run.root}: processes of the previous job are still "
+                                 f"exiting (pids {', '.join(str(p.pid) for p in live)}); wait "
+                                 "a moment and start again")
+            if spec_text is not None:
+                run.write_spec(spec_text)
+            _clear_registered(run)
+            log_path = run.root / "logs" / WORKER_LOG
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            child = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+            child.update({**(env or {}), "PYTHONUNBUFFERED": "1", **lock.child_env()})
+            for key in (PARENT_ENV, PARENT_START_ENV):
+                child.pop(key, None)  # the worker leads its own job
+            with open(log_path, "ab") as log:
+                log.write(f"\n==> {time.strftime('%Y-%m-%d %H:%M:%S')} "
+                          f"{' '.join(command)}\n".encode())
+                log.flush()
+                proc = subprocess.Popen(command, cwd=cwd, env=child, stdin=subprocess.DEVNULL,
+                                        stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True, pass_fds=(lock.fd,))
+            _CHILDREN[proc.pid] = proc
+            worker = ProcessId(proc.pid, start_time(proc.pid), proc.pid)
+            lock.write_holder(worker, command)
+            stage = argv[0] if argv and not str(argv[0]).startswith("-") else "job"
+            logger.info("%s: launched %s (pid %d)", run.root, " ".join(command), proc.pid)
+            return run.replace_job({
+                "state": "running", "stage": stage, "command": command,
+                "cwd": str(cwd or os.getcwd()), **worker.to_dict(), "started_at": time.time(),
+                "finished_at": None, "exit_code": None, "message": None, "error": None,
+                "stop": None, "launched_by": os.getpid()})
+        finally:
+            lock.close()
 
 
 # ------------------------------------------------------------------------------ status
-def _worker(job: dict[str, Any]) -> tuple[int | None, int | None, int | None]:
-    """(pid, pgid, start time) of the job's worker: the launcher's record if any, else the
-    pid/pgid the stage itself wrote (a stage started from a terminal)."""
-    pid = job.get("worker_pid") or job.get("pid")
-    pgid = job.get("worker_pgid") or job.get("pgid") or pid
-    start = job.get("worker_start") if job.get("worker_pid") else job.get("proc_start")
-    return pid, pgid, start
+def status(run: RunDir) -> dict[str, Any]:
+    """The job's state from job.json, checked against the processes that really run.
 
-
-def status(run_dir: RunDir) -> dict[str, Any]:
-    """The job's state from job.json plus a liveness check of its process group.
-
-    While any process of the worker's group lives the job is `running` (or `stopping`),
-    whatever a stage wrote in between. When the group is gone: the state the worker
-    recorded if final (done/failed/stopped), else it is settled here and written back:
-    `stopped` if a stop was requested, else `done`/`failed` by exit code when this process
-    started it, else `failed` with an unknown exit code (the worker ended without writing
-    its final state, e.g. it was killed).
+    While the leader (pid + start time), any process of its group or any registered
+    process lives, the job is `running`, or `stopping` once a stop was asked (and past the
+    stop's deadline, what is left is killed here). When all are gone: the final state the
+    leader recorded, else it is settled and written back: `stopped` if a stop was asked,
+    else `done`/`failed` by exit code when this process started it, else `failed` with an
+    unknown exit code (the job ended without recording its end, e.g. it was killed).
+    A job.json that cannot be read gives state `unreadable` with the reason.
     """
     with _STATUS_LOCK:  # web UI handlers run in threads; settle a finished job once
-        return _status(run_dir)
+        return _status(run)
 
 
-def _status(run_dir: RunDir) -> dict[str, Any]:
-    job = run_dir.read_job()
+def _leader(job: dict[str, Any]) -> ProcessId | None:
+    return ProcessId.from_dict(job)
+
+
+def _alive(run: RunDir, job: dict[str, Any]) -> bool:
+    leader = _leader(job)
+    if leader is not None:
+        _reap(leader.pid)
+        if leader.alive() or group_alive(leader.pgid, leader.start):
+            return True
+    return bool(registered_processes(run))
+
+
+def _status(run: RunDir) -> dict[str, Any]:
+    try:
+        job = run.load_job()
+    except CorruptFileError as err:
+        return {"state": "unreadable", "alive": False, "stage": None, "pid": None,
+                "exit_code": None, "message": str(err)}
     if not job:
-        state = "created" if run_dir.spec_path.exists() else "missing"
+        state = "created" if run.spec_path.exists() else "missing"
         return {"state": state, "alive": False, "stage": None, "pid": None,
                 "exit_code": None, "message": None}
-    pid, pgid, start = _worker(job)
     state = job.get("state", "unknown")
-    alive = _job_alive(pid, pgid, start)
-    code = _exit_code(pid)
+    stop = job.get("stop") if isinstance(job.get("stop"), dict) else None
+    alive = _alive(run, job)
+    code = _exit_code(job.get("pid"))
     if alive:
-        state = "stopping" if state == "stopping" else "running"
-    elif state in ACTIVE_STATES or state not in FINAL_STATES:
-        if state in ("stopping", "stopped"):
-            final, message = "stopped", "stopped by the user"
+        if stop and time.time() >= stop.get("deadline", float("inf")) \
+                and stop.get("signal") != "SIGKILL":
+            _kill(run, job)
+        state = "stopping" if stop else "running"
+    elif state not in FINAL_STATES or (state == "done" and code not in (None, 0)):
+        # never finished in the files (killed), or a stage said done but the worker failed
+        if stop:
+            final, message = "stopped", job.get("message") or "stopped by the user"
+            if stop.get("signal") == "SIGKILL":
+                message = (f"killed (SIGKILL) {stop.get('timeout', '?')} s after the stop "
+                           "request; the last saved checkpoint is kept")
         elif code == 0:
             final, message = "done", None
         elif code is not None:
-            final, message = "failed", f"worker exited with code {code}"
+            final, message = "failed", job.get("message") or f"worker exited with code {code}"
         else:
-            final, message = "failed", ("worker process ended without recording its final "
-                                        "state (exit code unknown)")
-        job = run_dir.update_job(state=final, exit_code=code, finished_at=time.time(),
-                                 message=message)
+            final, message = "failed", ("the job's processes ended without recording how "
+                                        "(killed?); exit code unknown")
+        job = run.update_job(state=final, exit_code=code, finished_at=time.time(),
+                             message=message)
         state = final
-    elif state == "done" and code not in (None, 0):  # a stage said done, the worker failed
-        job = run_dir.update_job(state="failed", exit_code=code,
-                                 message=f"worker exited with code {code}")
-        state = "failed"
     elif job.get("exit_code") is None and code is not None:
-        job = run_dir.update_job(exit_code=code)
-    return {**job, "state": state, "alive": alive, "pid": pid, "pgid": pgid}
+        job = run.update_job(exit_code=code)
+    return {**job, "state": state, "alive": alive}
 
 
-def _job_alive(pid: int | None, pgid: int | None, start: int | None) -> bool:
-    """The worker lives, or its leader is gone but processes of its group still work.
-    A pid that now belongs to a process started at another time was reused: not ours."""
-    if not pid:
-        return False
-    if pid_alive(pid):
-        return start is None or process_start_time(pid) in (None, start)
-    return group_alive(pgid)
+def _reap(pid: int | None) -> None:
+    child = _CHILDREN.get(pid or -1)
+    if child is not None:
+        child.poll()
+
+
+def _exit_code(pid: int | None) -> int | None:
+    """Exit code of a worker this process started and that has ended, else None."""
+    child = _CHILDREN.get(pid or -1)
+    if child is None:
+        return None
+    if child.returncode is not None or child.poll() is not None:
+        return child.returncode
+    if not pid_alive(child.pid):
+        try:
+            return child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return None
+    return None
 
 
 # -------------------------------------------------------------------------------- stop
-def stop(run_dir: RunDir, timeout: float = 30.0, kill_wait: float = 10.0) -> dict[str, Any]:
-    """Stop the run's worker: SIGTERM to its process group (the trainer saves a
-    checkpoint), SIGKILL after `timeout` seconds, then confirm the group is gone.
-
-    Returns the final status (state `stopped`). Raises UserError if the group survives
-    SIGKILL.
-    """
-    job = status(run_dir)
-    if job["state"] not in ACTIVE_STATES:
-        return job
-    pgid = job.get("pgid") or job.get("pid")
-    run_dir.update_job(state="stopping", stop_requested_at=time.time())
-    signal_used = "SIGTERM"
-    _signal_group(pgid, signal.SIGTERM)
-    if not _wait_group_gone(pgid, timeout):
-        logger.warning("%s: still running %.0f s after SIGTERM; sending SIGKILL",
-                       run_dir.root, timeout)
-        signal_used = "SIGKILL"
-        _signal_group(pgid, signal.SIGKILL)
-        if not _wait_group_gone(pgid, kill_wait):
-            raise UserError(f"{run_dir.root.name}: process group {pgid} survived SIGKILL")
-    _wait_group_gone(job.get("pid"), 1.0)
-    return {**run_dir.update_job(state="stopped", stopped_with=signal_used,
-                                 exit_code=_exit_code(job.get("pid")),
-                                 finished_at=time.time(), message="stopped by the user"),
-            "alive": False}
+def _signal_job(run: RunDir, job: dict[str, Any], sig: signal.Signals) -> None:
+    leader = _leader(job)
+    if leader is not None:
+        if not signal_group(leader.pgid, leader.start, sig):
+            signal_pid(leader.pid, leader.start, sig)
+    for proc in registered_processes(run):
+        signal_pid(proc.pid, proc.start, sig)
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
+def _kill(run: RunDir, job: dict[str, Any]) -> None:
+    stop = dict(job.get("stop") or {})
+    logger.warning("%s: still running %s s after the stop request; sending SIGKILL",
+                   run.root, stop.get("timeout"))
+    run.update_job(stop={**stop, "signal": "SIGKILL", "killed_at": time.time()})
+    _signal_job(run, job, signal.SIGKILL)
+
+
+def stop_timeout_of(run: RunDir) -> float:
+    """The run's `run.stop_timeout` (from its spec.yaml), else the default."""
+    from o1pruner.safeyaml import YamlError, load_yaml_file
+
     try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
+        data = load_yaml_file(run.spec_path)
+        value = data["run"]["stop_timeout"]
+        return float(value) if float(value) > 0 else DEFAULT_STOP_TIMEOUT
+    except (YamlError, OSError, KeyError, TypeError, ValueError):
+        return DEFAULT_STOP_TIMEOUT
 
 
-def _wait_group_gone(pgid: int | None, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while group_alive(pgid):
-        if time.monotonic() >= deadline:
-            return False
+def request_stop(run: RunDir, timeout: float | None = None) -> dict[str, Any]:
+    """Ask the job to stop (SIGTERM to all its processes) and return at once; the job is
+    `stopping` until it has saved and exited, and is killed `timeout` seconds from now
+    (default: the spec's run.stop_timeout) by whoever next checks its status."""
+    with _STATUS_LOCK:
+        job = status(run)
+        if job["state"] not in ACTIVE_STATES:
+            return job
+        timeout = stop_timeout_of(run) if timeout is None else float(timeout)
+        old = job.get("stop") if isinstance(job.get("stop"), dict) else None
+        if old is None:
+            now = time.time()
+            run.update_job(stop={"requested_at": now, "deadline": now + timeout,
+                                 "timeout": timeout, "signal": "SIGTERM"})
+            _signal_job(run, job, signal.SIGTERM)
+        return status(run)
+
+
+def stop(run: RunDir, timeout: float | None = None, kill_wait: float = KILL_WAIT,
+         on_wait: Callable[[float], None] | None = None) -> dict[str, Any]:
+    """Stop the job and wait until every process of it is gone: SIGTERM (each stage saves
+    and exits), then SIGKILL after `timeout` seconds. Returns the final status; raises
+    UserError if something survives SIGKILL. `on_wait(seconds)` is called while waiting."""
+    job = request_stop(run, timeout)
+    started = time.monotonic()
+    while job["state"] in ACTIVE_STATES:
+        stop_info = job.get("stop") or {}
+        if stop_info.get("signal") == "SIGKILL" and \
+                time.time() > stop_info.get("killed_at", time.time()) + kill_wait:
+            raise UserError(f"{run.root}: processes of the job survived SIGKILL")
+        if on_wait is not None:
+            on_wait(time.monotonic() - started)
         time.sleep(0.1)
-    return True
+        job = status(run)
+    return job
 
 
 # ---------------------------------------------------------------------------- reading
@@ -290,113 +514,32 @@ def tail_lines(path: Path, lines: int = 40, max_bytes: int = 65536) -> list[str]
             size = fh.seek(0, os.SEEK_END)
             fh.seek(max(0, size - max_bytes))
             data = fh.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
         return []
     return data.decode("utf-8", errors="replace").splitlines()[-lines:]
 
 
-def failure_report(run_dir: RunDir, lines: int = 30) -> str:
-    """Stage, exit code, reason and the last log lines of a failed job ('' otherwise)."""
-    job = status(run_dir)
-    if job["state"] != "failed":
+def failure_report(run: RunDir, lines: int = 30) -> str:
+    """Why a job failed, first (its one message), then the last lines of its logs."""
+    job = status(run)
+    if job["state"] not in ("failed", "unreadable"):
         return ""
+    if job["state"] == "unreadable":
+        return f"this run's job record cannot be read: {job['message']}"
     code = job.get("exit_code")
     stage = job.get("stage") or "?"
-    out = [f"stage {stage} failed (exit code {'unknown' if code is None else code})"]
-    if job.get("message"):
-        out.append(str(job["message"]))
-    for path in (run_dir.log_path(stage), run_dir.root / "logs" / WORKER_LOG):
+    out = [str(job.get("message") or job.get("error") or "the job failed"), "",
+           f"(stage {stage}, exit code {'unknown' if code is None else code})"]
+    stages = job.get("stages") if isinstance(job.get("stages"), dict) else {}
+    failed = [name for name, rec in stages.items()
+              if isinstance(rec, dict) and rec.get("state") == "failed"]
+    paths: list[Path] = []
+    for path in [*(run.log_path(name) for name in failed), run.log_path(stage),
+                 run.root / "logs" / WORKER_LOG]:
+        if path not in paths:
+            paths.append(path)
+    for path in paths:
         tail = tail_lines(path, lines)
         if tail:
-            out += ["", f"--- last lines of {path.relative_to(run_dir.root)} ---", *tail]
+            out += ["", f"--- last lines of {path.relative_to(run.root)} ---", *tail]
     return "\n".join(out)
-
-
-def _spec_data(run_dir: RunDir) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(run_dir.spec_path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-KEY_PARAMETERS = {
-    "K": ("presample", "k"), "lambda": ("reward", "lambda"), "method": ("train", "method"),
-    "finetuning": ("train", "finetuning"), "lr": ("train", "learning_rate"),
-    "train_limit": ("data", "train_limit"),
-}
-
-
-def headline_results(results: Any) -> str:
-    """One line from eval/results.json: accuracy / mean tokens / AES of each method (AVG)."""
-    if not isinstance(results, dict) or "methods" not in results:
-        return ""
-    try:
-        from o1pruner.evaluation.report import results_rows
-
-        avg = [r for r in results_rows(results) if r.get("benchmark") == "AVG"]
-    except (ImportError, KeyError, TypeError) as err:
-        logger.debug("results.json not in the evaluation format: %s", err)
-        return ""
-    return "; ".join(f"{r['method']}: acc {r['accuracy %']}% / {r['mean tokens']} tok"
-                     + (f" / AES {r['AES']}" if r.get("AES") is not None else "") for r in avg)
-
-
-def run_summary(run_dir: RunDir) -> dict[str, Any]:
-    """One history-table row: name, model, state, stage, created, key parameters, results."""
-    spec = _spec_data(run_dir)
-    job = status(run_dir)
-    params = {}
-    for label, (section, key) in KEY_PARAMETERS.items():
-        value = (spec.get(section) or {}).get(key) if isinstance(spec.get(section), dict) else None
-        if value is not None:
-            params[label] = value
-    created = job.get("started_at") or _ctime(run_dir.spec_path) or _ctime(run_dir.root)
-    return {
-        "name": run_dir.root.name,
-        "path": str(run_dir.root),
-        "model": (spec.get("model") or {}).get("name_or_path", "") if isinstance(
-            spec.get("model"), dict) else "",
-        "state": job["state"],
-        "stage": job.get("stage") or "",
-        "created": created,
-        "parameters": params,
-        "results": headline_results(read_json(run_dir.root / "eval" / "results.json")),
-    }
-
-
-def _ctime(path: Path) -> float | None:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return None
-
-
-def list_runs(output_root: Path | str) -> list[dict[str, Any]]:
-    """Every run directory under `output_root` (newest first) as a history-table row."""
-    root = Path(output_root)
-    if not root.is_dir():
-        return []
-    runs = [RunDir(p) for p in root.iterdir()
-            if p.is_dir() and not p.is_symlink()
-            and ((p / "spec.yaml").exists() or (p / "job.json").exists())]
-    rows = [run_summary(r) for r in runs]
-    return sorted(rows, key=lambda r: r["created"] or 0, reverse=True)
-
-
-def delete_run(run_dir: RunDir) -> None:
-    """Remove a run directory; refuses while its job is running."""
-    job = status(run_dir)
-    if job["state"] in ACTIVE_STATES:
-        raise UserError(f"{run_dir.root.name}: the job is {job['state']}; stop it before "
-                        "deleting the run")
-    if not (run_dir.spec_path.exists() or run_dir.job_path.exists()):
-        raise UserError(f"{run_dir.root}: not a run directory (no spec.yaml or job.json)")
-    shutil.rmtree(run_dir.root)
-    logger.info("deleted run %s", run_dir.root)
-
-
-def write_spec(run_dir: RunDir, text: str) -> None:
-    """Write a run's spec.yaml (atomically) unless it already holds exactly `text`."""
-    if not run_dir.spec_path.exists() or run_dir.spec_path.read_text(encoding="utf-8") != text:
-        atomic_write_text(run_dir.spec_path, text)

@@ -57,12 +57,24 @@ def cache_root(model: ModelSpec | None = None) -> Path:
     return Path(os.environ.get("O1PRUNER_CACHE", Path.home() / ".cache" / "o1pruner"))
 
 
+def looks_like_path(ref: str, base: Path | None = None) -> bool:
+    """True if `ref` can only mean a local folder: it starts with `/`, `.` or `~`, has more
+    than one `/`, ends with `/`, or its first part is a folder that exists (`models/x`
+    when ./models exists). Only other `org/name` references are tried on the hub."""
+    if ref.startswith(("/", ".", "~")) or ref.endswith("/") or ref.count("/") > 1:
+        return True
+    first = ref.split("/", 1)[0]
+    return "/" in ref and ((base or Path.cwd()) / first).is_dir()
+
+
 def resolve_model(model: ModelSpec | str) -> str:
     """A path or hub id that `from_pretrained` (and vLLM) can load.
 
     - `pypi:<name>`: a packaged model, converted on first use into the cache;
-    - an existing local directory: returned as is;
-    - `org/name`: a hub id, returned as is (downloaded by transformers / vLLM).
+    - an existing local directory with config.json: returned as is;
+    - `org/name` that does not look like a local path: a hub id, returned as is
+      (downloaded by transformers / vLLM).
+    Anything else is refused here, before any engine starts: "no such directory".
     """
     spec = ModelSpec(name_or_path=model) if isinstance(model, str) else model
     ref = spec.name_or_path
@@ -74,12 +86,30 @@ def resolve_model(model: ModelSpec | str) -> str:
             raise UserError(f"model.name_or_path: {ref} is a directory without config.json; "
                             "expected a model saved in Hugging Face format")
         return str(path)
-    if path.exists() or ref.startswith((".", "/", "~")) or not HUB_ID.match(ref):
+    if path.exists():
+        raise UserError(f"model.name_or_path: {ref} is a file; expected a model folder (with "
+                        "config.json), a hub id (org/name) or a packaged model")
+    if looks_like_path(ref):
+        raise UserError(f"model.name_or_path: no such directory: {ref} (from "
+                        f"{Path.cwd()}); check the path, or give a hub id as org/name")
+    if not HUB_ID.match(ref):
         raise UserError(
             f"model.name_or_path: {ref!r} is not a model directory, a hub id (org/name) or "
             f"a packaged model ({', '.join(PYPI_PREFIX + n for n in PACKAGED_MODELS)})"
         )
     return ref
+
+
+def _load_error(ref: str, what: str, err: OSError) -> UserError:
+    """A failed from_pretrained as one message: which model, why, what to do."""
+    first = next((line.strip() for line in str(err).splitlines() if line.strip()), str(err))
+    hint = ("a hub id needs network access to huggingface.co (or HF_HUB_OFFLINE=1 and the "
+            "model in the local Hugging Face cache), and a gated model a token"
+            if HUB_ID.match(ref) and not Path(ref).expanduser().exists()
+            else "a local model is a folder written by save_pretrained (config.json, weights, "
+            "tokenizer files)")
+    return UserError(f"model.name_or_path: cannot load the {what} of {ref!r}: {first[:300]}; "
+                     f"{hint}")
 
 
 def ensure_packaged_model(name: str, root: Path) -> Path:
@@ -162,11 +192,14 @@ def load_tokenizer(model: ModelSpec, path: str | None = None) -> Any:
     """The model's tokenizer, with a pad token and left padding (for batched generation)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(
-        path or resolve_model(model),
-        trust_remote_code=model.trust_remote_code,
-        revision=model.revision,
-    )
+    try:
+        tok = AutoTokenizer.from_pretrained(
+            path or resolve_model(model),
+            trust_remote_code=model.trust_remote_code,
+            revision=model.revision,
+        )
+    except OSError as err:
+        raise _load_error(str(path or model.name_or_path), "tokenizer", err) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
@@ -177,9 +210,12 @@ def load_causal_lm(model: ModelSpec, path: str | None = None, dtype: Any = None)
     """The model for generation or training (`dtype` overrides model.dtype)."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(
-        path or resolve_model(model),
-        dtype=dtype if dtype is not None else torch_dtype(model.dtype),
-        trust_remote_code=model.trust_remote_code,
-        revision=model.revision,
-    )
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            path or resolve_model(model),
+            dtype=dtype if dtype is not None else torch_dtype(model.dtype),
+            trust_remote_code=model.trust_remote_code,
+            revision=model.revision,
+        )
+    except OSError as err:
+        raise _load_error(str(path or model.name_or_path), "weights", err) from None

@@ -2,21 +2,24 @@
 and trained -> report, in one run directory.
 
 Each stage runs as its own child process, the same `o1pruner <stage>` command a user would
-type, so an engine's memory is released before the next stage starts. Every stage skips
-work whose outputs are complete, so re-running an interrupted run continues where it stopped.
+type, so an engine's memory is released before the next stage starts. The pipeline holds
+the run's lock and passes it to each stage. A stop (SIGTERM or Ctrl-C, to this process, its
+group or the stage) lets the running stage finish its step and save; then the run records
+`stopped` and ends. Every stage skips work whose outputs are complete, so re-running an
+interrupted run continues where it stopped.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
 import sys
 import time
 
 from o1pruner.errors import UserError
-from o1pruner.jobs import tail_lines
-from o1pruner.runs import PARENT_ENV, RunDir, init_run_dir, read_json, stage_logging
+from o1pruner.files import read_json
+from o1pruner.joblock import RunLock
+from o1pruner.jobs import STOPPED_EXIT_CODE, JobStopped, job_process, run_child, tail_lines
+from o1pruner.rundir import RunDir, run_dir_for
 from o1pruner.spec import RunSpec
 
 logger = logging.getLogger(__name__)
@@ -25,7 +28,11 @@ PIPELINE_STAGES = ("presample", "train", "eval", "analyze")
 
 
 class StageFailed(UserError):
-    """A stage's worker exited non-zero; the message names the stage, exit code and log tail."""
+    """A stage's process failed; the message is the stage's own (or its log tail)."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def _stage_argv(stage: str, run: RunDir) -> list[str]:
@@ -34,19 +41,26 @@ def _stage_argv(stage: str, run: RunDir) -> list[str]:
     return [stage, str(run.spec_path)]
 
 
-def run_stage(stage: str, run: RunDir) -> float:
-    """Run one stage as a child process; return its wall time, or raise StageFailed."""
+def run_stage(stage: str, run: RunDir, lock: RunLock | None = None) -> float:
+    """Run one stage as a child process of this job; return its wall time. Raises
+    JobStopped if it was stopped (after it saved), StageFailed if it failed."""
     cmd = [sys.executable, "-m", "o1pruner.cli", *_stage_argv(stage, run)]
     logger.info("stage %s: %s", stage, " ".join(cmd))
     run.emit("stage", stage, state="started")
     start = time.time()
-    code = subprocess.call(cmd, env={**os.environ, PARENT_ENV: str(os.getpid())})
+    code, asked = run_child(cmd, lock)
     wall = time.time() - start
+    if code == STOPPED_EXIT_CODE or (asked and code != 0):
+        run.emit("stage", stage, state="stopped", wall_s=round(wall, 1))
+        raise JobStopped(f"stage {stage} stopped after {wall:.0f} s")
     if code != 0:
         run.emit("stage", stage, state="failed", exit_code=code, wall_s=round(wall, 1))
+        record = (run.read_job().get("stages") or {}).get(stage) or {}
+        if record.get("state") == "failed" and record.get("error"):
+            raise StageFailed(f"stage {stage} failed: {record['error']}", code)
         tail = "\n".join(tail_lines(run.log_path(stage), lines=20))
         raise StageFailed(f"stage {stage} failed with exit code {code} after {wall:.0f} s; "
-                          f"last lines of {run.log_path(stage)}:\n{tail}")
+                          f"last lines of {run.log_path(stage)}:\n{tail}", code)
     run.emit("stage", stage, state="done", wall_s=round(wall, 1))
     logger.info("stage %s done in %.0f s", stage, wall)
     return wall
@@ -64,23 +78,15 @@ def headline(run: RunDir) -> str:
 
 def run_pipeline(spec: RunSpec) -> str:
     """Run every stage of `spec` in order and return the headline text."""
-    run = init_run_dir(spec)
+    run = run_dir_for(spec)
     walls: dict[str, float] = {}
-    with stage_logging(run, "run"):
-        run.update_job(command="run", state="running", stage="run", pid=os.getpid(),
-                       pgid=os.getpgid(0), started_at=time.time())
-        try:
-            for stage in PIPELINE_STAGES:
-                run.update_job(stage=stage)
-                walls[stage] = run_stage(stage, run)
-        except BaseException as err:
-            state = "stopped" if isinstance(err, KeyboardInterrupt) else "failed"
-            run.update_job(state=state, error=str(err)[:2000], finished_at=time.time())
-            raise
-        run.update_job(state="done", stage="run", finished_at=time.time(),
-                       stage_wall_s={k: round(v, 1) for k, v in walls.items()})
+    with job_process(run, "run", spec.to_yaml()) as lock:
+        for stage in PIPELINE_STAGES:
+            run.update_job(stage=stage)
+            walls[stage] = run_stage(stage, run, lock)
+        run.update_job(stage="run", stage_wall_s={k: round(v, 1) for k, v in walls.items()})
         text = headline(run)
         timing = ", ".join(f"{k} {v / 60:.1f} min" for k, v in walls.items())
         text += f"\nwall time: {sum(walls.values()) / 60:.1f} min ({timing})"
-        logger.info("run %s finished:\n%s", run.root, text)
+        logger.info("run %s finished in %.1f min", run.root, sum(walls.values()) / 60)
     return text

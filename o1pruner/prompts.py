@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import o1pruner
-from o1pruner.errors import UserError, read_yaml_file
+from o1pruner.errors import UserError
+from o1pruner.safeyaml import read_yaml_file
 from o1pruner.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def get_template(name: str) -> PromptTemplate:
     paths = _builtin_paths()
     if name not in paths:
         raise UserError(f"model.prompt_template: unknown template {name!r}; available: "
-                        f"{', '.join(paths)}, auto, or a path to a template YAML file")
+                        f"{', '.join(paths)}, auto, or a path to a template file ending in .yaml")
     return _parse_template(paths[name])
 
 
@@ -139,7 +140,7 @@ def load_template(model: ModelSpec) -> PromptTemplate:
         logger.info("prompt template %s chosen for model %s", template.name, model.name_or_path)
     elif ref in _builtin_paths():
         template = get_template(ref)
-    elif ref.endswith((".yaml", ".yml")) or "/" in ref or Path(ref).expanduser().is_file():
+    elif ref.endswith((".yaml", ".yml")):  # only a template file; never any other file
         template = _parse_template(Path(ref).expanduser())
     else:
         get_template(ref)  # raises the error that lists the available names

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from o1pruner.errors import DataError, UserError
-from o1pruner.runs import iter_jsonl
+from o1pruner.files import iter_jsonl
 
 logger = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ import hashlib
 import re
 from typing import Any, Literal
 
+import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -428,6 +429,12 @@ class RunSection(Section):
     )
     output_root: str = Field("runs", min_length=1, description="Folder that holds run directories.")
     seed: int = Field(42, ge=0, description="Seed for sample selection, data order and training.")
+    stop_timeout: float = Field(
+        600.0, gt=0, le=86400,
+        description="Seconds a Stop waits for the running stage to finish its step and save "
+        "(a checkpoint of a large model's optimizer state takes minutes) before what is left "
+        "is killed (SIGKILL). Used by the web UI's Stop and `o1pruner stop`.",
+    )
 
 
 # ------------------------------------------------------------------------- the spec
@@ -464,6 +471,6 @@ class RunSpec(Section):
         return f"{model[:60]}-{digest}"
 
     def to_yaml(self) -> str:
-        from o1pruner.specio import dump_yaml
-
-        return dump_yaml(self)
+        """The spec as YAML, every field written out, in declaration order."""
+        data = self.model_dump(mode="json", by_alias=True)
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)

@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from o1pruner.files import atomic_write_text
+from o1pruner.safeyaml import MAX_BYTES, YamlError, load_yaml, safe_load
 from o1pruner.spec import RunSpec
 
 logger = logging.getLogger(__name__)
@@ -45,23 +47,18 @@ class SpecError(ValueError):
 # ------------------------------------------------------------------------------ YAML
 def dump_yaml(spec: RunSpec) -> str:
     """The spec as YAML, every field written out, in declaration order."""
-    data = spec.model_dump(mode="json", by_alias=True)
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    return spec.to_yaml()
 
 
 def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], yaml.Node | None]:
     try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown place"
-        problem = err.problem or err.context or "malformed YAML"
-        raise SpecError([f"malformed YAML at {where}: {problem}"], source) from None
-    except yaml.YAMLError as err:
-        raise SpecError([f"malformed YAML: {err}"], source) from None
+        data, node = load_yaml(text, source)
+    except YamlError as err:
+        raise SpecError([err.describe()], source) from None
     if data is None:
-        data = {}
+        raise SpecError(["the spec is empty; an empty spec would mean every default, which "
+                         "is the paper's scale (days of GPU work). Start from a template, "
+                         "e.g. templates/quickstart.yaml"], source)
     if not isinstance(data, dict):
         raise SpecError(
             [f"the top level must be a mapping of sections (model, data, ...), got "
@@ -101,8 +98,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not parts:
         raise SpecError([f"--set {text!r}: empty key"])
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = safe_load(raw, f"--set {key.strip()}") if raw.strip() else ""
+    except YamlError as err:
+        if not err.malformed:
+            raise SpecError([str(err)]) from None
         value = raw
     return parts, value
 
@@ -224,11 +223,19 @@ def load_spec(path: str | Path | None = None, overrides: Iterable[str] = ()) -> 
     path = Path(path)
     source = str(path)
     try:
+        if path.stat().st_size > MAX_BYTES:
+            raise SpecError([f"{path}: {path.stat().st_size:,} bytes is more than the "
+                             f"{MAX_BYTES:,} a spec may have"], None)
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError([f"spec file not found: {path}"], None) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise SpecError([f"cannot read spec file {path}: {err}"], None) from None
+    except IsADirectoryError:
+        raise SpecError([f"{path} is a folder; expected a spec YAML file"], None) from None
+    except UnicodeDecodeError as err:
+        raise SpecError([f"{path}: not UTF-8 text (byte {err.start}); expected a spec YAML "
+                         "file"], None) from None
+    except OSError as err:
+        raise SpecError([f"cannot read spec file {path}: {err.strerror or err}"], None) from None
     data, node = _parse_yaml(text, source)
     return spec_from_dict(data, overrides, source=source, node=node)
 
@@ -240,8 +247,6 @@ def load_spec_text(text: str, source: str = "(text)", overrides: Iterable[str] =
 
 
 def save_spec(spec: RunSpec, path: str | Path) -> None:
-    from o1pruner.runs import atomic_write_text
-
     atomic_write_text(Path(path), dump_yaml(spec))
 
 

@@ -26,8 +26,9 @@ from o1pruner.evaluation import (
     run_compare,
     run_eval,
 )
+from o1pruner.files import read_json, read_jsonl
 from o1pruner.prompts import FAST_SOLVING_SUFFIX
-from o1pruner.runs import RunDir, read_json, read_jsonl
+from o1pruner.rundir import RunDir
 from o1pruner.specio import save_spec, spec_from_dict
 from tests.tiny_model import build_tiny_model
 
@@ -62,28 +63,29 @@ def make_spec(root: Path, base: Path, data_dir: Path, name: str, **extra: Any):
     return spec_from_dict(data)
 
 
-def generations(run: Path, label: str, bench: str) -> list[dict[str, Any]]:
-    return read_jsonl(run / "eval" / label / bench / "generations.jsonl")
+def generations(job: Path, label: str, bench: str) -> list[dict[str, Any]]:
+    """Generations of an ad-hoc evaluation (`job` is its folder, eval/adhoc/<name>)."""
+    return read_jsonl(job / label / bench / "generations.jsonl")
 
 
 @pytest.fixture(scope="module")
 def first(root: Path, tiny_model_dir: Path, trained_dir: Path, data_dir: Path):
     spec = make_spec(root, tiny_model_dir, data_dir, "first", eval__fast_solving_prompt=True)
     results = run_eval(spec, model=str(trained_dir))
-    return root / "first", results
+    return Path(results["eval_dir"]), results
 
 
 def test_results_are_consistent_with_saved_generations(first, data_dir: Path) -> None:
     run, results = first
     assert results["methods"] == ["base", "fast_solving", "trained"]
-    assert read_json(run / "eval" / "results.json") == results
+    assert read_json(run / "results.json") == results
     for bench in BENCHES:
         ids = [p.id for p in load_problems(bench, str(data_dir), LIMIT)]
         for label in results["methods"]:
             records = generations(run, label, bench)
             assert [r["problem_id"] for r in records] == ids
             assert results["metrics"][label][bench] == benchmark_metrics(records)
-            assert read_json(run / "eval" / label / bench / "metrics.json") == \
+            assert read_json(run / label / bench / "metrics.json") == \
                 results["metrics"][label][bench]
         for label in ("fast_solving", "trained"):
             expected = compare(results["metrics"][label][bench],
@@ -157,7 +159,7 @@ def test_second_run_reuses_the_cached_baseline(first, root: Path, tiny_model_dir
     spec = make_spec(root, tiny_model_dir, data_dir, "second", eval__fast_solving_prompt=True,
                      reward__lambda=5.0)
     results = run_eval(spec, model=str(trained_dir))
-    run2 = root / "second"
+    run2 = Path(results["eval_dir"])
     assert (cached.stat().st_mtime_ns, cached.stat().st_size) == before
     assert all(v["reused"] for v in results["cache"].values())
     assert results["metrics"]["base"] == results1["metrics"]["base"]
@@ -169,8 +171,8 @@ def test_second_run_reuses_the_cached_baseline(first, root: Path, tiny_model_dir
 
     table = run_compare([run1, run2])
     assert "reward.lambda" in table and "first" in table and "second" in table
-    lines = [line for line in table.splitlines() if line.startswith("| first") or
-             line.startswith("| second")]
+    lines = [line for line in table.splitlines() if line.startswith("| first/") or
+             line.startswith("| second/")]
     assert sum(" base " in line for line in lines) == 1  # one shared base row
     assert any("| 2.0 |" in line for line in lines) and any("| 5.0 |" in line for line in lines)
 
@@ -178,18 +180,18 @@ def test_second_run_reuses_the_cached_baseline(first, root: Path, tiny_model_dir
 def test_interrupted_evaluation_resumes(root: Path, tiny_model_dir: Path, trained_dir: Path,
                                         data_dir: Path) -> None:
     spec = make_spec(root, tiny_model_dir, data_dir, "resume")
-    run_eval(spec, model=str(trained_dir), benchmarks=["gsm8k_test"])
-    path = root / "resume" / "eval" / "trained" / "gsm8k_test" / "generations.jsonl"
+    job = Path(run_eval(spec, model=str(trained_dir), benchmarks=["gsm8k_test"])["eval_dir"])
+    path = job / "trained" / "gsm8k_test" / "generations.jsonl"
     lines = path.read_text().splitlines(keepends=True)
     kept = "".join(lines[:2])
     path.write_text(kept + lines[2][:25])  # two records and a torn third line
-    n_events = len(RunDir(root / "resume").events())
+    n_events = len(RunDir(job).events())
 
     results = run_eval(spec, model=str(trained_dir), benchmarks=["gsm8k_test"])
     assert path.read_text().startswith(kept)
     records = read_jsonl(path)
     assert len(records) == LIMIT == len({r["problem_id"] for r in records})
-    new = RunDir(root / "resume").events()[n_events:]
+    new = RunDir(job).events()[n_events:]
     assert max(e["total"] for e in new if e["kind"] == "progress") == LIMIT - 2
     assert results["metrics"]["trained"]["gsm8k_test"] == benchmark_metrics(records)
 
@@ -201,10 +203,9 @@ def test_retrained_model_is_not_mixed_with_old_generations(
     run_eval(spec, model=str(model), benchmarks=["arithmetic_test"])
     weights = next(model.glob("*.safetensors"))
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
-    run_eval(spec, model=str(model), benchmarks=["arithmetic_test"])
-    trained = root / "retrain" / "eval" / "trained"
-    assert len(list(trained.glob("arithmetic_test.stale-*"))) == 1
-    assert len(generations(root / "retrain", "trained", "arithmetic_test")) == LIMIT
+    job = Path(run_eval(spec, model=str(model), benchmarks=["arithmetic_test"])["eval_dir"])
+    assert len(list((job / "trained").glob("arithmetic_test.stale-*"))) == 1
+    assert len(generations(job, "trained", "arithmetic_test")) == LIMIT
 
 
 def test_without_a_trained_model_only_the_base_is_evaluated(
@@ -227,13 +228,14 @@ def test_cli_eval_and_compare_errors(root: Path, tiny_model_dir: Path, trained_d
     code = cli_main(["eval", str(tmp_path / "spec.yaml"), "--model", str(trained_dir),
                      "--benchmarks", "arithmetic_test"])
     assert code == 0
-    results = read_json(root / "cli" / "eval" / "results.json")
+    adhoc = next((root / "cli" / "eval" / "adhoc").glob("*/results.json")).parent
+    results = read_json(adhoc / "results.json")
     assert list(results["benchmarks"]) == ["arithmetic_test"]
     assert "--benchmarks arithmetic_test" in results["command"]
 
     empty = tmp_path / "not-evaluated"
     empty.mkdir()
-    assert cli_main(["compare", str(root / "cli"), str(empty)]) == 2
+    assert cli_main(["compare", str(adhoc), str(empty)]) == 2
     assert str(empty) in capsys.readouterr().err
     with pytest.raises(UserError, match="no evaluation results"):
         results_table(empty)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from o1pruner.files import read_json, read_jsonl
 from o1pruner.reward import length_harmonizing_reward
-from o1pruner.runs import read_json, read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 N_TRAIN, K, M, N_EVAL = 4, 4, 2, 4

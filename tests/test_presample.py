@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from o1pruner.errors import UserError
-from o1pruner.runs import read_jsonl
+from o1pruner.files import read_jsonl
 from o1pruner.sampling import run_presample
 from o1pruner.sampling.presample import problem_stats
 from o1pruner.specio import load_spec, spec_from_dict

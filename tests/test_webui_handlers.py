@@ -12,7 +12,8 @@ import pytest
 
 from o1pruner import jobs
 from o1pruner.errors import UserError
-from o1pruner.runs import RunDir, atomic_write_json
+from o1pruner.files import atomic_write_json
+from o1pruner.rundir import RunDir
 from o1pruner.spec import RunSpec
 from o1pruner.specio import load_spec
 from webui import form, handlers
@@ -94,26 +95,30 @@ def test_a_spec_pointing_outside_the_workspace_is_not_started(ws: Workspace) -> 
     assert not ws.runs_root.exists()
 
 
-def test_start_launches_the_stage_and_a_failure_shows_stage_code_and_log(ws: Workspace) -> None:
-    values = _values(**{"model.name_or_path": "no-such-model-dir/x", "run.name": "fails",
+def test_start_launches_the_stage_and_a_failure_shows_its_message_first(ws: Workspace) -> None:
+    # org/name with no local folder of that name: tried as a hub id, which fails offline
+    values = _values(**{"model.name_or_path": "no-such-org/no-such-model", "run.name": "fails",
                         "presample.k": 2, "data.train_limit": 2})
     check, run, message = handlers.start(values, ws, "presample")
     assert run is not None and "o1pruner presample runs/fails/spec.yaml" in message
     assert load_spec(run.spec_path) == check.spec
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while jobs.status(run)["state"] == "running":
         assert time.monotonic() < deadline
         time.sleep(0.2)
     job = jobs.status(run)
-    assert job["state"] == "failed" and job["exit_code"] not in (None, 0)
+    assert job["state"] == "failed" and job["exit_code"] == 2
     report = jobs.failure_report(run)
-    assert report.startswith("stage presample failed (exit code")
-    assert "no-such-model-dir" in report
-    table = handlers.history(ws)
-    assert table.loc[0, "name"] == "fails" and table.loc[0, "state"] == "failed"
+    first = report.splitlines()[0]
+    assert first.startswith("model.name_or_path: cannot load the tokenizer of "
+                            "'no-such-org/no-such-model'") and "huggingface.co" in first
+    assert "(stage presample, exit code 2)" in report and "Traceback" not in report
+    table = handlers.history_table(ws)
+    assert table.loc[0, "run"] == "runs/fails" and table.loc[0, "state"] == "failed"
     assert "K=2" in table.loc[0, "parameters"]
-    assert handlers.delete("fails", False, ws).startswith("tick")
-    assert handlers.delete("fails", True, ws) == "deleted fails" and not run.root.exists()
+    assert handlers.delete("runs/fails", False, ws).startswith("tick")
+    assert handlers.delete("runs/fails", True, ws) == "deleted runs/fails"
+    assert not run.root.exists()
 
 
 def test_attach_target_prefers_a_running_job(ws: Workspace) -> None:
@@ -124,8 +129,8 @@ def test_attach_target_prefers_a_running_job(ws: Workspace) -> None:
     ws.run_dir("a").update_job(state="running", pid=os.getpid(), pgid=os.getpgid(0),
                                started_at=time.time() - 100)
     ws.run_dir("b").update_job(state="done", started_at=time.time())
-    assert handlers.attach_target(ws) == "a"
-    assert handlers.run_names(ws) == ["b", "a"]
+    assert handlers.attach_target(ws) == "runs/a"
+    assert handlers.run_ids(ws) == ["runs/b", "runs/a"]
 
 
 def test_dataset_preview_shows_rows_and_reports_broken_files(ws: Workspace) -> None:

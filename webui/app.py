@@ -25,16 +25,45 @@ logger = logging.getLogger(__name__)
 
 AUTH_ENV = "O1PRUNER_AUTH"
 CSS = ".o1p-stage{margin:4px 0 8px 0}"
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-def parse_auth(text: str | None) -> tuple[str, str] | None:
+def parse_auth(text: str | None, source: str = "$O1PRUNER_AUTH") -> tuple[str, str] | None:
     """`user:password` -> (user, password); None or empty -> no login."""
     if not text:
         return None
-    user, sep, password = text.partition(":")
+    user, sep, password = text.strip().partition(":")
     if not sep or not user or not password:
-        raise UserError("--auth / $O1PRUNER_AUTH: expected user:password (both non-empty)")
+        raise UserError(f"{source}: expected user:password (both non-empty)")
     return user, password
+
+
+def read_credentials(auth_file: str | Path | None) -> tuple[str, str] | None:
+    """The login from --auth-file or $O1PRUNER_AUTH (then removed from this process's
+    environment, so no worker inherits it); never from the command line."""
+    from_env = os.environ.pop(AUTH_ENV, None)
+    if auth_file is None:
+        return parse_auth(from_env)
+    path = Path(auth_file).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"--auth-file {path}: cannot read it ({err})") from None
+    if path.stat().st_mode & 0o077:
+        logger.warning("--auth-file %s can be read by other users; chmod 600 it", path)
+    lines = [line for line in text.splitlines() if line.strip()]
+    return parse_auth(lines[0] if lines else "", f"--auth-file {path}")
+
+
+def check_exposure(host: str, credentials: tuple[str, str] | None, insecure: bool) -> None:
+    """Refuse to serve on a non-local interface without a login unless --insecure."""
+    if host in LOCAL_HOSTS or credentials is not None:
+        return
+    if not insecure:
+        raise UserError(f"--host {host} without a login: anyone who can reach this port could "
+                        "start jobs and read the workspace's runs. Add --auth-file FILE (or "
+                        "$O1PRUNER_AUTH), or pass --insecure if that is what you want")
+    logger.warning("serving %s without a login (--insecure)", host)
 
 
 def build_app(workspace: str | Path) -> gr.Blocks:
@@ -55,9 +84,9 @@ def build_app(workspace: str | Path) -> gr.Blocks:
             shown = build.show(check)
             if run is None or message.startswith("Error:"):
                 return [*shown, message, gr.skip(), gr.skip()]
-            names = handlers.run_names(ws)
+            names = handlers.run_ids(ws)
             return [*shown, message, gr.Tabs(selected="runs"),
-                    gr.update(choices=names, value=run.root.name)]
+                    gr.update(choices=names, value=ws.run_id(run))]
 
         build.start.click(on_start, [build.stage, *build.fields],
                           [*build.error_outputs(), start_message, tabs, runs.run])
@@ -65,18 +94,17 @@ def build_app(workspace: str | Path) -> gr.Blocks:
     return demo
 
 
-def launch(host: str = "127.0.0.1", port: int = 7860, auth: str | None = None,
-           workspace: str | Path = ".") -> None:
+def launch(host: str = "127.0.0.1", port: int = 7860, auth_file: str | Path | None = None,
+           workspace: str | Path = ".", insecure: bool = False) -> None:
     """Serve the studio until interrupted (called by `o1pruner webui`)."""
     ws = Workspace.open(workspace)
-    credentials = parse_auth(auth or os.environ.get(AUTH_ENV))
+    credentials = read_credentials(auth_file)
+    check_exposure(host, credentials, insecure)
     ws.runs_root.mkdir(parents=True, exist_ok=True)
     demo = build_app(ws.root)
     logger.info("o1pruner studio on http://%s:%d (workspace %s%s)", host, port, ws.root,
                 ", login required" if credentials else "")
-    if host not in ("127.0.0.1", "localhost", "::1") and credentials is None:
-        logger.warning("binding %s without --auth: anyone who can reach this port can start "
-                       "jobs", host)
     demo.queue(default_concurrency_limit=4).launch(
-        server_name=host, server_port=port, auth=credentials, allowed_paths=[str(ws.runs_root)],
+        server_name=host, server_port=port, auth=credentials,
+        allowed_paths=[str(p) for p in ws.output_roots()],
         show_error=True, css=CSS, ssr_mode=False, footer_links=[])

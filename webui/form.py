@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from o1pruner.safeyaml import YamlError, safe_load
 from o1pruner.spec import DatasetRef, RunSpec
 from o1pruner.specio import SpecError, spec_from_dict
 
@@ -149,9 +150,9 @@ def text_to_ref(text: Any) -> Any:
     text = "" if text is None else str(text).strip()
     if text.startswith("{"):
         try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise ValueError(f"not valid inline YAML ({err.__class__.__name__}); expected e.g. "
+            value = safe_load(text)
+        except YamlError as err:
+            raise ValueError(f"not usable inline YAML ({err.problem}); expected e.g. "
                              "{name: my.jsonl, problem_field: question, answer_field: answer}") from None
         if not isinstance(value, dict):
             raise ValueError("expected a mapping like {name: my.jsonl, problem_field: q}")
@@ -216,9 +217,9 @@ def from_widget(leaf: Leaf, raw: Any) -> Any:
             raise ValueError(f"expected 'low, high' (e.g. -2, 4) or empty for none; got {raw!r}") from None
         return [low, high]
     try:
-        return yaml.safe_load(str(raw))
-    except yaml.YAMLError as err:
-        raise ValueError(f"not valid YAML: {err}") from None
+        return safe_load(str(raw))
+    except YamlError as err:
+        raise ValueError(f"not usable YAML: {err}") from None
 
 
 def _get(data: Mapping[str, Any], path: Sequence[str]) -> Any:

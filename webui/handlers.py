@@ -15,9 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from o1pruner import jobs
+from o1pruner import history, jobs
 from o1pruner.errors import UserError
-from o1pruner.runs import RunDir
+from o1pruner.rundir import RunDir
 from o1pruner.spec import RunSpec
 from o1pruner.specio import SpecError, dump_yaml, load_spec, load_spec_text
 from webui import form
@@ -26,7 +26,7 @@ from webui.workspace import Workspace
 logger = logging.getLogger(__name__)
 
 STAGE_COMMANDS = ("run", "presample", "train", "eval")
-HISTORY_COLUMNS = ["name", "state", "stage", "model", "parameters", "results", "created"]
+HISTORY_COLUMNS = ["run", "kind", "state", "stage", "model", "parameters", "results", "created"]
 
 
 @dataclass
@@ -146,91 +146,119 @@ def preview_dataset(name: str, workspace: Workspace, local_dir: str | None = Non
 # -------------------------------------------------------------------------- runs
 def start(values: Sequence[Any], workspace: Workspace, stage: str = "run") -> tuple[
         Validation, RunDir | None, str]:
-    """Validate, write the run directory and launch `o1pruner <stage> <run>/spec.yaml`."""
+    """Validate, then (holding the run's lock) write spec.yaml and launch
+    `o1pruner <stage> <run>/spec.yaml`. A run whose job is running is refused before any
+    file is written."""
     if stage not in STAGE_COMMANDS:
         raise UserError(f"stage {stage!r}: expected one of {', '.join(STAGE_COMMANDS)}")
     check = validate(values, workspace)
     if check.spec is None:
         return check, None, "not started: fix the problems shown under each section"
     run = workspace.run_dir_for(check.spec)
-    run.root.mkdir(parents=True, exist_ok=True)
+    spec_rel = workspace.relative(run.spec_path)
     try:
-        jobs.write_spec(run, dump_yaml(check.spec))
-        spec_rel = workspace.relative(run.spec_path)
-        jobs.launch(run, [stage, spec_rel], cwd=workspace.root)
+        jobs.launch(run, [stage, spec_rel], cwd=workspace.root,
+                    spec_text=dump_yaml(check.spec))
     except UserError as err:
         return check, run, f"Error: {err}"
+    workspace.remember_output_root(run.root.parent)
     return check, run, f"started `{command_line(stage, spec_rel)}` in {workspace.root}"
 
 
-def evaluate(run_name: str, model: str, benchmarks: str, workspace: Workspace) -> str:
-    """Launch `o1pruner eval <run>/spec.yaml --model MODEL` on a run's spec."""
-    run = workspace.run_dir(run_name)
+def evaluate(run_id: str, model: str, benchmarks: str, workspace: Workspace) -> str:
+    """Launch `o1pruner eval <run>/spec.yaml [--model MODEL]`: the run's own evaluation, or
+    (another model) an ad-hoc evaluation, a job of its own that leaves the run untouched."""
+    run = workspace.run_dir(run_id)
     if not run.spec_path.exists():
-        raise UserError(f"run {run_name}: has no spec.yaml")
+        raise UserError(f"run {run_id}: has no spec.yaml")
     load_spec(run.spec_path)  # a spec the worker would reject fails here, with its message
     extra: list[str] = []
     model = (model or "").strip()
     if model:
-        workspace.resolve(model, "model")  # local paths must stay inside the workspace
+        workspace.check_model(model, "model")
         extra += ["--model", model]
-    if benchmarks and benchmarks.strip():
-        extra += ["--benchmarks", ",".join(b.strip() for b in benchmarks.split(",") if b.strip())]
+    names = [b.strip() for b in (benchmarks or "").split(",") if b.strip()]
+    for name in names:
+        workspace.check_dataset(name, "benchmarks")
+    if names:
+        extra += ["--benchmarks", ",".join(names)]
+    from o1pruner.evaluation.runner import eval_job_dir
+
+    local = workspace.root / model if model else None
+    job = eval_job_dir(run, (str(local) if local.exists() else model) if local else None)
     spec_rel = workspace.relative(run.spec_path)
-    jobs.launch(run, ["eval", spec_rel, *extra], cwd=workspace.root)
-    return f"started `{command_line('eval', spec_rel, extra)}`"
+    jobs.launch(job, ["eval", spec_rel, *extra], cwd=workspace.root)
+    where = "" if job == run else f" as its own job `{workspace.run_id(job)}`"
+    return f"started `{command_line('eval', spec_rel, extra)}`{where}"
 
 
-def stop(run_name: str, workspace: Workspace, timeout: float = 30.0) -> str:
-    run = workspace.run_dir(run_name)
-    job = jobs.stop(run, timeout=timeout)
-    return f"{run_name}: {job['state']}" + (
-        f" ({job['stopped_with']})" if job.get("stopped_with") else "")
+def stop(run_id: str, workspace: Workspace) -> str:
+    """Ask the job to stop (it saves first) and return at once; the status line says
+    "stopping: saving" until it has exited."""
+    run = workspace.run_dir(run_id)
+    job = jobs.request_stop(run)
+    if job["state"] == "stopping":
+        timeout = (job.get("stop") or {}).get("timeout")
+        return (f"{run_id}: stopping: the running stage is saving (a checkpoint when "
+                f"training); killed if still running after {timeout:.0f} s")
+    return f"{run_id}: {job['state']}"
 
 
-def delete(run_name: str, confirmed: bool, workspace: Workspace) -> str:
+def delete(run_id: str, confirmed: bool, workspace: Workspace) -> str:
     if not confirmed:
         return "tick 'confirm delete' first"
-    jobs.delete_run(workspace.run_dir(run_name))
-    return f"deleted {run_name}"
+    history.delete_run(workspace.run_dir(run_id))
+    return f"deleted {run_id}"
 
 
-def compare(run_names: Sequence[str], workspace: Workspace) -> str:
+def compare(run_ids: Sequence[str], workspace: Workspace) -> str:
     """`o1pruner compare` over the chosen runs (needs the evaluation stage)."""
-    if len(run_names or []) < 2:
+    if len(run_ids or []) < 2:
         return "choose at least two runs to compare"
-    try:
-        from o1pruner.evaluation import run_compare
-    except ImportError:
-        return "compare needs o1pruner.evaluation.run_compare (the evaluation stage)"
-    return run_compare([workspace.run_dir(n).root for n in run_names])
+    from o1pruner.evaluation import run_compare
+
+    return run_compare([workspace.run_dir(n).root for n in run_ids])
 
 
-def history(workspace: Workspace) -> pd.DataFrame:
-    """The runs table: newest first."""
-    rows = []
-    for row in jobs.list_runs(workspace.runs_root):
+def runs(workspace: Workspace) -> list[dict[str, Any]]:
+    """History rows of every run in the workspace's output roots, each with its `id`."""
+    rows = history.list_runs(workspace.output_roots())
+    for row in rows:
+        row["id"] = workspace.relative(Path(row["path"]))
+    return rows
+
+
+def history_table(workspace: Workspace, rows: list[dict[str, Any]] | None = None
+                  ) -> pd.DataFrame:
+    """The runs table: newest first; a run that cannot be read says why."""
+    out = []
+    for row in runs(workspace) if rows is None else rows:
         params = ", ".join(f"{k}={v}" for k, v in row["parameters"].items())
         created = pd.Timestamp(row["created"], unit="s").strftime("%Y-%m-%d %H:%M") if row[
             "created"] else ""
-        rows.append({**row, "parameters": params, "created": created})
-    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+        state = f"unreadable: {row['message']}" if row["state"] == "unreadable" else row["state"]
+        out.append({**row, "run": row["id"], "state": state, "parameters": params,
+                    "created": created})
+    return pd.DataFrame(out, columns=HISTORY_COLUMNS)
 
 
-def run_names(workspace: Workspace) -> list[str]:
-    return [row["name"] for row in jobs.list_runs(workspace.runs_root)]
+def run_ids(workspace: Workspace) -> list[str]:
+    return [row["id"] for row in runs(workspace)]
 
 
 def attach_target(workspace: Workspace) -> str | None:
     """The run to show on page load: the newest active one, else the newest run."""
-    rows = jobs.list_runs(workspace.runs_root)
+    rows = runs(workspace)
     active = [r for r in rows if r["state"] in jobs.ACTIVE_STATES]
-    return (active or rows or [{"name": None}])[0]["name"]
+    return (active or rows or [{"id": None}])[0]["id"]
 
 
 def checkpoints(workspace: Workspace) -> list[str]:
-    """Model folders (with a config.json) under runs/*/train, relative to the workspace."""
+    """Model folders (with a config.json) under <output root>/*/train, relative to the
+    workspace."""
     found = []
-    for pattern in ("*/train/config.json", "*/train/*/config.json", "*/train/*/*/config.json"):
-        found += [workspace.relative(p.parent) for p in workspace.runs_root.glob(pattern)]
+    for root in workspace.output_roots():
+        for pattern in ("*/train/config.json", "*/train/*/config.json",
+                        "*/train/*/*/config.json"):
+            found += [workspace.relative(p.parent) for p in root.glob(pattern)]
     return sorted(set(found))

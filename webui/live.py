@@ -18,7 +18,8 @@ from typing import Any
 import pandas as pd
 
 from o1pruner import jobs
-from o1pruner.runs import JsonlTail, RunDir, read_json
+from o1pruner.files import JsonlTail, read_json
+from o1pruner.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -260,7 +261,10 @@ def _fmt(value: Any) -> str:
 
 def job_markdown(run: RunDir, job: dict[str, Any]) -> str:
     """One status line: run, state, stage, pid, exit code and message."""
-    parts = [f"**{run.root.name}**", f"state: **{job['state']}**"]
+    state = job["state"]
+    if state == "stopping":
+        state = "stopping: saving (a checkpoint when training)"
+    parts = [f"**{run.root.name}**", f"state: **{state}**"]
     if job.get("stage"):
         parts.append(f"stage: {job['stage']}")
     if job.get("alive") and job.get("pid"):

@@ -48,14 +48,17 @@ class _Lazy:
 def _view_outputs(view: LiveView | None, force: bool = False) -> list[Any]:
     """Values for the live components; unchanged parts are skipped (no re-render)."""
     if view is None:
-        return ["_no run selected_", "", "", "", None, "", None, None, []]
+        return ["_no run selected_", "", gr.update(value="", visible=False), "", None, "", None,
+                None, []]
     view.poll()
     job = view.job()
     view.state = job["state"]
+    failed = job["state"] in ("failed", "unreadable")
     values = [
         job_markdown(view.run, job),
         view.progress_html(),
-        jobs.failure_report(view.run) if job["state"] == "failed" else "",
+        gr.update(value=jobs.failure_report(view.run), visible=True) if failed
+        else gr.update(value="", visible=False),
         view.log.text(),
         _Lazy(str(view.metrics_seen), view.curves_figure),  # redrawn when a metric arrives
         view.presample_markdown(),
@@ -68,6 +71,8 @@ def _view_outputs(view: LiveView | None, force: bool = False) -> list[Any]:
     for i, value in enumerate(values):
         if isinstance(value, _Lazy):
             key = value.key
+        elif isinstance(value, dict):  # a gr.update
+            key = repr(sorted(value.items()))
         else:
             key = value.to_json() if hasattr(value, "to_json") else repr(value)
         if force or key != sent[i]:
@@ -88,8 +93,9 @@ def runs_tab(workspace: Workspace) -> RunsTab:
         stop_btn = gr.Button("Stop", variant="stop", scale=0, min_width=100, elem_id="btn-stop")
     status = gr.Markdown(elem_id="run-status")
     progress = gr.HTML(elem_id="run-progress")
-    failure = gr.Textbox(label="failure (stage, exit code, last log lines)", lines=6,
-                         max_lines=20, interactive=False, elem_id="run-failure")
+    failure = gr.Textbox(label="why it failed (then the last log lines)", lines=6,
+                         max_lines=20, interactive=False, elem_id="run-failure",
+                         visible=False)
     with gr.Row():
         presample = gr.Markdown(elem_id="run-presample")
     curves = gr.Plot(label="training curves", show_label=False, format="png",
@@ -115,8 +121,8 @@ def runs_tab(workspace: Workspace) -> RunsTab:
                                     "spec's eval.benchmarks)")
             eval_btn = gr.Button("Evaluate", scale=0, elem_id="btn-evaluate")
     with gr.Accordion("History", open=True):
-        history = gr.Dataframe(handlers.history(workspace), label="runs", interactive=False,
-                               elem_id="runs-history", wrap=True)
+        history = gr.Dataframe(handlers.history_table(workspace), label="runs",
+                               interactive=False, elem_id="runs-history", wrap=True)
         with gr.Row():
             compare_pick = gr.Dropdown([], multiselect=True, label="compare runs", scale=3)
             compare_btn = gr.Button("Compare", scale=0)
@@ -146,9 +152,10 @@ def runs_tab(workspace: Workspace) -> RunsTab:
         return [*out, *history_tick(shown)]  # the history table follows a state change now
 
     def refresh_lists(selected: str | None) -> list[Any]:
-        names = handlers.run_names(workspace)
+        rows = handlers.runs(workspace)
+        names = [row["id"] for row in rows]
         value = selected if selected in names else handlers.attach_target(workspace)
-        return [handlers.history(workspace), gr.update(choices=names, value=value),
+        return [handlers.history_table(workspace, rows), gr.update(choices=names, value=value),
                 gr.update(choices=names), gr.update(choices=handlers.checkpoints(workspace))]
 
     def guarded(func: Any) -> Any:
@@ -162,7 +169,7 @@ def runs_tab(workspace: Workspace) -> RunsTab:
     shown_history = gr.State("")
 
     def history_tick(shown: str) -> list[Any]:
-        table = handlers.history(workspace)
+        table = handlers.history_table(workspace)
         key = table.to_json()
         return [gr.skip() if key == shown else table, key]
 
@@ -174,10 +181,10 @@ def runs_tab(workspace: Workspace) -> RunsTab:
                                    show_progress="hidden")
     refresh.click(refresh_lists, run, lists)
     stop_btn.click(guarded(lambda name: handlers.stop(name, workspace) if name
-                           else "no run selected"), run, message)
+                           else "no run selected"), run, message, show_progress="hidden")
     eval_btn.click(guarded(lambda name, model, bench: handlers.evaluate(
         name, model, bench, workspace) if name else "choose a run first"),
-        [run, eval_model, eval_bench], message)
+        [run, eval_model, eval_bench], message).then(refresh_lists, run, lists)
     compare_btn.click(guarded(lambda names: handlers.compare(names, workspace)),
                       compare_pick, compare_view)
     delete_btn.click(guarded(lambda name, ok: handlers.delete(name, ok, workspace) if name

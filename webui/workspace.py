@@ -1,9 +1,15 @@
 """The folder the web UI may read and write; every path from the browser is checked here.
 
 A path typed or chosen in the browser is resolved (symlinks and `..` included) and must
-land inside the workspace; anything else is refused with a UserError. Workers run with the
+land inside the workspace; anything else is refused with a UserError that names the field
+and says nothing about the outside file (not even whether it exists). Workers run with the
 workspace as their working directory, so relative paths in a spec mean the same thing to
 the UI and to the worker.
+
+Runs are identified in the UI by their path relative to the workspace (`runs/quickstart`,
+`runs/quickstart/eval/adhoc/<name>` for an ad-hoc evaluation). Every output root a spec
+launched from the UI used is remembered in `.o1pruner/output_roots.json`, so runs under any
+of them are listed, watched, stopped and deleted like the default `runs/`.
 """
 
 from __future__ import annotations
@@ -14,18 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from o1pruner.errors import UserError
-from o1pruner.runs import RunDir
+from o1pruner.files import atomic_write_json, read_json
+from o1pruner.models import PYPI_PREFIX, looks_like_path
+from o1pruner.rundir import ADHOC_DIR, RunDir, run_dir_for
 from o1pruner.spec import RunSection, RunSpec
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT_ROOT = RunSection.model_fields["output_root"].default
-MODEL_FILE_SUFFIXES = (".json", ".jsonl", ".parquet", ".yaml", ".yml")
+STATE_DIR = ".o1pruner"
+ROOTS_FILE = "output_roots.json"
 
 
 @dataclass(frozen=True)
 class Workspace:
-    """The UI's root folder and the run output root inside it."""
+    """The UI's root folder and the run output roots inside it."""
 
     root: Path
 
@@ -45,6 +54,8 @@ class Workspace:
         raw = str(text).strip()
         if not raw:
             raise UserError(f"{what}: empty path")
+        if "\x00" in raw:
+            raise UserError(f"{what}: not a valid path")
         path = Path(raw).expanduser()
         if not path.is_absolute():
             path = self.root / path
@@ -61,42 +72,107 @@ class Workspace:
         except ValueError:
             return str(path)
 
-    def run_dir(self, name: str, output_root: str | None = None) -> RunDir:
-        """The run directory `name` under the output root, confined to the workspace."""
-        root = self.resolve(output_root or DEFAULT_OUTPUT_ROOT, "run.output_root")
-        if not name or "/" in name or name in (".", ".."):
-            raise UserError(f"run name {name!r}: expected a plain folder name")
-        path = self.resolve(root / name, "run")
-        if path.parent != root:
-            raise UserError(f"run {name!r}: not a folder directly inside {root}")
+    # output roots and runs -------------------------------------------------------
+    def output_roots(self) -> list[Path]:
+        """The default runs/ and every output root a UI launch used (existing, inside)."""
+        roots = [self.runs_root]
+        recorded = read_json(self.root / STATE_DIR / ROOTS_FILE, [])
+        for text in recorded if isinstance(recorded, list) else []:
+            try:
+                path = self.resolve(str(text), "run.output_root")
+            except UserError:
+                continue
+            if path not in roots and path.is_dir():
+                roots.append(path)
+        return roots
+
+    def remember_output_root(self, path: Path) -> None:
+        """Record a launch's output root so its runs are listed from now on."""
+        if path == self.runs_root or path in self.output_roots():
+            return
+        known = [self.relative(p) for p in self.output_roots()[1:]]
+        atomic_write_json(self.root / STATE_DIR / ROOTS_FILE, [*known, self.relative(path)])
+
+    def run_dir(self, ident: str) -> RunDir:
+        """The run (or ad-hoc evaluation) `ident`, a workspace-relative path such as
+        runs/quickstart; a bare name means one under runs/. Refused unless it lies in one
+        of the output roots."""
+        ident = (ident or "").strip()
+        if not ident or ident in (".", ".."):
+            raise UserError("run: choose a run")
+        path = self.resolve(ident if "/" in ident else self.runs_root / ident, "run")
+        roots = self.output_roots()
+        parts = path.parts
+        adhoc = len(parts) > 3 and parts[-3:-1] == ADHOC_DIR and path.parents[2].parent in roots
+        if path.parent not in roots and not adhoc:
+            raise UserError(f"run {ident!r}: not a run folder of this workspace's output roots "
+                            f"({', '.join(self.relative(r) for r in roots)})")
         return RunDir(path)
 
+    def run_id(self, run: RunDir) -> str:
+        return self.relative(run.root)
+
     def run_dir_for(self, spec: RunSpec) -> RunDir:
-        return self.run_dir(spec.run_name(), spec.run.output_root)
+        """The spec's run directory, its output root confined to the workspace."""
+        root = self.resolve(spec.run.output_root, "run.output_root")
+        return RunDir(root / run_dir_for(spec).root.name)
+
+    # spec paths ------------------------------------------------------------------
+    def check_model(self, ref: str, what: str = "model.name_or_path") -> None:
+        """A local model reference must be a model folder inside the workspace: "no such
+        directory" for one that looks like a path and does not exist. Hub ids (org/name with
+        no local match) and pypi: models pass."""
+        ref = (ref or "").strip()
+        if not ref:
+            raise UserError(f"{what}: empty")
+        if ref.startswith(PYPI_PREFIX):
+            return
+        local = Path(ref).expanduser()
+        local = local if local.is_absolute() else self.root / local
+        if local.exists() or looks_like_path(ref, self.root):
+            path = self.resolve(ref, what)
+            if not path.is_dir():
+                raise UserError(f"{what}: no such directory: {ref} (in the workspace "
+                                f"{self.root})" if not path.exists() else
+                                f"{what}: {ref} is a file; expected a model folder")
+            if not (path / "config.json").exists():
+                raise UserError(f"{what}: {ref} has no config.json; expected a model saved in "
+                                "Hugging Face format")
+
+    def check_dataset(self, name: str, what: str) -> None:
+        """A data set must be a registry name, a hub id or a file inside the workspace."""
+        from o1pruner.data import registry
+
+        if name in registry():
+            return
+        local = Path(name).expanduser()
+        local = local if local.is_absolute() else self.root / local
+        if local.exists() or looks_like_path(name, self.root) or Path(name).suffix:
+            self.resolve(name, what)
 
     def check_spec_paths(self, spec: RunSpec) -> None:
-        """Refuse a spec whose local paths (model, data, configs) point outside the workspace.
-
-        Hub ids, `pypi:` models and registry names resolve inside it and pass.
-        """
-        fields: list[tuple[str, Any]] = [
-            ("model.name_or_path", spec.model.name_or_path),
-            ("model.cache_dir", spec.model.cache_dir),
-            ("data.local_dir", spec.data.local_dir),
-            ("data.train", spec.data.train.name),
-            ("train.deepspeed_config", spec.train.deepspeed_config),
-            ("run.output_root", spec.run.output_root),
-        ]
-        if spec.model.prompt_template.endswith((".yaml", ".yml")):
-            fields.append(("model.prompt_template", spec.model.prompt_template))
-        fields += [(f"eval.benchmarks.{i}", ref.name) for i, ref in enumerate(spec.eval.benchmarks)]
+        """Refuse a spec whose local paths (model, data, templates, configs) point outside
+        the workspace, or whose local model folder does not exist."""
         problems = []
-        for name, value in fields:
-            if value is None:
-                continue
+
+        def check(what: str, func: Any, *args: Any) -> None:
             try:
-                self.resolve(value, name)
+                func(*args)
             except UserError as err:
                 problems.append(str(err))
+
+        check("model.name_or_path", self.check_model, spec.model.name_or_path)
+        for name, value in [("model.cache_dir", spec.model.cache_dir),
+                            ("data.local_dir", spec.data.local_dir),
+                            ("train.deepspeed_config", spec.train.deepspeed_config),
+                            ("run.output_root", spec.run.output_root)]:
+            if value is not None:
+                check(name, self.resolve, value, name)
+        template = spec.model.prompt_template
+        if template.endswith((".yaml", ".yml")) or "/" in template or "\\" in template:
+            check("model.prompt_template", self.resolve, template, "model.prompt_template")
+        check("data.train", self.check_dataset, spec.data.train.name, "data.train")
+        for i, ref in enumerate(spec.eval.benchmarks):
+            check(f"eval.benchmarks.{i}", self.check_dataset, ref.name, f"eval.benchmarks.{i}")
         if problems:
             raise UserError("; ".join(problems))

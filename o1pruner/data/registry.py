@@ -17,7 +17,8 @@ import o1pruner
 from o1pruner.data.answers import ANSWER_FORMATS
 from o1pruner.data.arithmetic import PARTITIONS
 from o1pruner.data.readers import FILE_FORMATS
-from o1pruner.errors import DataError, read_yaml_file
+from o1pruner.errors import DataError
+from o1pruner.safeyaml import read_yaml_file
 from o1pruner.spec import ArithmeticOptions
 
 logger = logging.getLogger(__name__)

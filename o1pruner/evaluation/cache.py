@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from o1pruner.files import atomic_write_json, read_json
 from o1pruner.models import PYPI_PREFIX
-from o1pruner.runs import atomic_write_json, read_json
 from o1pruner.spec import RunSpec
 
 logger = logging.getLogger(__name__)

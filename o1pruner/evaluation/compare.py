@@ -8,11 +8,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from o1pruner.errors import UserError
-from o1pruner.evaluation.report import fmt_aes, markdown_table, metrics_cell
-from o1pruner.runs import read_json
+from o1pruner.evaluation.report import fmt_aes, markdown_table, metrics_cell, results_path
+from o1pruner.files import read_json
+from o1pruner.safeyaml import YamlError, load_yaml_file
 
 logger = logging.getLogger(__name__)
 
@@ -54,20 +53,29 @@ def _load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if not run_dir.is_dir():
         raise UserError(f"compare: {run_dir} is not a directory (expected a run directory, "
                         "e.g. runs/<name>)")
-    results = read_json(run_dir / "eval" / "results.json")
+    path = results_path(run_dir)
+    results = read_json(path)
     if results is None:
         raise UserError(f"compare: {run_dir} has no evaluation results "
-                        f"({run_dir / 'eval' / 'results.json'} is missing or unreadable); "
+                        f"({path} is missing or unreadable); "
                         f"run `o1pruner eval {run_dir / 'spec.yaml'}` first")
     spec_path = run_dir / "spec.yaml"
     try:
-        spec = yaml.safe_load(spec_path.read_text(encoding="utf-8")) or {}
+        spec = load_yaml_file(spec_path) or {}
     except FileNotFoundError:
         logger.warning("%s has no spec.yaml; its spec differences are shown as absent", run_dir)
         spec = {}
-    except yaml.YAMLError as err:
-        raise UserError(f"compare: {spec_path} is not valid YAML: {err}") from None
+    except (YamlError, OSError, UnicodeDecodeError) as err:
+        raise UserError(f"compare: {spec_path} cannot be read: {err}") from None
     return results, spec if isinstance(spec, dict) else {}
+
+
+def _label(run_dir: Path) -> str:
+    """A run's name; an ad-hoc evaluation (<run>/eval/adhoc/<name>) as <run>/<name>."""
+    parts = run_dir.resolve().parts
+    if len(parts) > 3 and parts[-3:-1] == ("eval", "adhoc"):
+        return f"{parts[-4]}/{parts[-1]}"
+    return run_dir.name
 
 
 def run_compare(run_dirs: list[Path]) -> str:
@@ -93,14 +101,14 @@ def run_compare(run_dirs: list[Path]) -> str:
         labels = [m for m in results["methods"] if m != "base"] or ["base"]
         if labels != ["base"] and base_id not in seen_bases:
             labels = ["base", *labels]
-        seen_bases.setdefault(base_id, run_dir.name)
+        seen_bases.setdefault(base_id, _label(run_dir))
         for label in labels:
             metrics = results["metrics"][label]
             comps = results["comparison"].get(label)
             cells = [metrics_cell(metrics[b], comps[b] if comps else None) if b in metrics else "-"
                      for b in benches]
             avg = comps["AVG"] if comps else None
-            rows.append([run_dir.name, *values, label, *cells,
+            rows.append([_label(run_dir), *values, label, *cells,
                          metrics_cell(results["averages"][label], avg),
                          fmt_aes(avg["aes"]) if avg else "-"])
     lines = [

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from o1pruner.errors import UserError
-from o1pruner.runs import atomic_write_text, read_json, read_jsonl
+from o1pruner.files import atomic_write_text, read_json, read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +70,18 @@ def _round(value: float | None, scale: float = 1.0) -> float | None:
     return None if value is None else round(value * scale, 2)
 
 
+def results_path(job_dir: str | Path) -> Path:
+    """results.json of a run directory (<run>/eval/) or of an ad-hoc evaluation (its own
+    folder)."""
+    job_dir = Path(job_dir)
+    own = job_dir / "eval" / "results.json"
+    return own if own.exists() or not (job_dir / "results.json").exists() \
+        else job_dir / "results.json"
+
+
 def results_table(run_dir: str | Path) -> list[dict[str, Any]]:
     """The evaluation table of a run directory (see `results_rows`), for the web UI."""
-    path = Path(run_dir) / "eval" / "results.json"
+    path = results_path(run_dir)
     results = read_json(path)
     if results is None:
         raise UserError(f"{run_dir}: no evaluation results ({path} is missing or unreadable); "
@@ -144,7 +153,7 @@ def _plot_accuracy_vs_tokens(results: dict[str, Any], out: Path) -> None:
     _save(fig, out)
 
 
-def _plot_histogram(run_dir: Path, results: dict[str, Any], bench: str, out: Path) -> bool:
+def _plot_histogram(eval_dir: Path, results: dict[str, Any], bench: str, out: Path) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,7 +161,7 @@ def _plot_histogram(run_dir: Path, results: dict[str, Any], bench: str, out: Pat
 
     series = {}
     for label in results["methods"]:
-        records = read_jsonl(run_dir / "eval" / label / bench / "generations.jsonl")
+        records = read_jsonl(eval_dir / label / bench / "generations.jsonl")
         if records:
             series[label] = [r["num_tokens"] for r in records]
     if not series:
@@ -219,16 +228,15 @@ def render_report(results: dict[str, Any], images: list[tuple[str, str]]) -> str
     return "\n".join(lines) + "\n"
 
 
-def write_report(run_dir: Path, results: dict[str, Any]) -> Path:
-    """Write report/report.md and its PNG plots for a run; return the report path."""
-    out = run_dir / "report"
+def write_report(eval_dir: Path, out: Path, results: dict[str, Any]) -> Path:
+    """Write `out`/report.md and its PNG plots from an evaluation folder; return its path."""
     out.mkdir(parents=True, exist_ok=True)
     images = []
     _plot_accuracy_vs_tokens(results, out / ACC_VS_TOKENS_PNG)
     images.append(("accuracy vs mean tokens", ACC_VS_TOKENS_PNG))
     for bench in results["benchmarks"]:
         name = f"tokens_{bench}.png"
-        if _plot_histogram(run_dir, results, bench, out / name):
+        if _plot_histogram(eval_dir, results, bench, out / name):
             images.append((f"token counts on {bench}", name))
     path = out / "report.md"
     atomic_write_text(path, render_report(results, images))

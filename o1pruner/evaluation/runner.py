@@ -14,6 +14,7 @@ interrupted evaluation resumes with the problems not yet generated.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import shlex
@@ -27,16 +28,10 @@ from typing import Any
 from o1pruner.errors import UserError
 from o1pruner.evaluation import cache
 from o1pruner.evaluation.metrics import average_row, benchmark_metrics, compare
-from o1pruner.runs import (
-    JsonlWriter,
-    Progress,
-    RunDir,
-    atomic_write_json,
-    init_run_dir,
-    read_jsonl,
-    stage_job,
-    stage_logging,
-)
+from o1pruner.files import JsonlWriter, atomic_write_json, read_jsonl
+from o1pruner.jobs import job_process
+from o1pruner.progress import Progress
+from o1pruner.rundir import RunDir, run_dir_for
 from o1pruner.spec import DatasetRef, RunSpec
 
 logger = logging.getLogger(__name__)
@@ -127,7 +122,10 @@ def trained_model(run: RunDir, model: str | None) -> tuple[str, str] | None:
             raise UserError(f"--model: {model} is a directory without config.json; expected "
                             "a model saved in Hugging Face format (e.g. <run>/train/final)")
         return model, str(path)
-    return model, resolve_model(model)
+    try:
+        return model, resolve_model(model)
+    except UserError as err:
+        raise UserError(str(err).replace("model.name_or_path:", "--model:", 1)) from None
 
 
 def plan_methods(spec: RunSpec, run: RunDir, model: str | None) -> list[Method]:
@@ -151,7 +149,7 @@ def plan_methods(spec: RunSpec, run: RunDir, model: str | None) -> list[Method]:
     return methods
 
 
-def plan_tasks(spec: RunSpec, run: RunDir, methods: list[Method],
+def plan_tasks(spec: RunSpec, eval_dir: Path, methods: list[Method],
                benches: list[Benchmark], template: Any) -> list[Task]:
     """Key every (method, benchmark), prepare its directory, find what is left to do."""
     tasks = []
@@ -159,7 +157,7 @@ def plan_tasks(spec: RunSpec, run: RunDir, methods: list[Method],
         for bench in benches:
             key = cache.eval_key(spec, method.fingerprint, bench.fingerprint,
                                  cache.prompt_fingerprint(template, method.suffix))
-            rundir = run.root / "eval" / method.label / bench.name
+            rundir = eval_dir / method.label / bench.name
             workdir = cache.cache_dir(spec, key) if method.cached else rundir
             cache.prepare_workdir(workdir, key)
             done = {r["problem_id"] for r in read_jsonl(workdir / "generations.jsonl")}
@@ -233,25 +231,58 @@ def _command(spec_path: Path, model: str | None, benchmarks: list[str] | None) -
 
 
 # ---------------------------------------------------------------------------------- entry
+def adhoc_name(model: str) -> str:
+    """The folder name of an ad-hoc evaluation of `model`: readable, and unique per model."""
+    path = Path(model).expanduser()
+    key = str(path.resolve()) if path.exists() else model
+    tail = "-".join(Path(model.rstrip("/")).parts[-2:]) or "model"
+    tail = re.sub(r"[^A-Za-z0-9._-]+", "-", tail).strip("-.")[:60] or "model"
+    return f"{tail}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
+def eval_job_dir(run: RunDir, model: str | None) -> RunDir:
+    """The job directory of an evaluation of `model` (relative paths from the current
+    folder) in `run`.
+
+    The run's own evaluation (no --model, or its own final model) is a stage of the run,
+    written to <run>/eval/ and <run>/report/. Any other model is an ad-hoc evaluation: a
+    job of its own in <run>/eval/adhoc/<name>/ (its own job.json, logs, results.json and
+    report/), so it never changes the run's state, times or results.
+    """
+    final = run.root / "train" / "final"
+    if model is None or Path(model).expanduser().resolve() == final.resolve():
+        return run
+    return run.adhoc(adhoc_name(model))
+
+
 def run_eval(spec: RunSpec, model: str | None = None,
              benchmarks: list[str] | None = None) -> dict[str, Any]:
     """Evaluate the base model (cached), the Fast-Solving baseline (if asked) and the
-    trained model on the benchmarks; write eval/results.json and report/; return results."""
+    trained model (or `model`) on the benchmarks; write results.json and the report;
+    return the results."""
     from o1pruner.evaluation.report import results_rows, write_report
+    from o1pruner.models import looks_like_path
     from o1pruner.prompts import load_template
     from o1pruner.sampling import create_engine
 
-    run = init_run_dir(spec)
-    with stage_logging(run, "eval"), stage_job(run, "eval"):
+    run = run_dir_for(spec)
+    job = eval_job_dir(run, model)
+    adhoc = job != run
+    eval_dir, report_dir = (job.root, job.root / "report") if adhoc else (
+        run.root / "eval", run.root / "report")
+    if adhoc and (Path(model).expanduser().exists() or looks_like_path(model)):
+        trained_model(run, model)  # a missing or broken local model: refused before any file
+    with job_process(job, "eval", spec.to_yaml()):
         started = time.time()
         benches = load_benchmarks(spec, benchmarks)
         template = load_template(spec.model)
         methods = plan_methods(spec, run, model)
-        tasks = plan_tasks(spec, run, methods, benches, template)
+        tasks = plan_tasks(spec, eval_dir, methods, benches, template)
         total = sum(len(t.todo) for t in tasks)
-        logger.info("eval: %s on %s; %d problem(s) to generate", ", ".join(
-            m.label for m in methods), ", ".join(b.name for b in benches), total)
-        with Progress(run, "eval", total=total, unit="problem") as progress:
+        logger.info("eval: %s on %s; %d problem(s) to generate%s", ", ".join(
+            m.label for m in methods), ", ".join(b.name for b in benches), total,
+            f" (ad-hoc evaluation in {job.root})" if adhoc else "")
+        with Progress(job, "eval", total=total, unit="problem") as progress:
             for method in methods:
                 todo = [t for t in tasks if t.method is method and t.todo]
                 if not todo:
@@ -266,13 +297,14 @@ def run_eval(spec: RunSpec, model: str | None = None,
                             _generate(spec, engine, template, task, progress)
                 finally:
                     engine.close()
-        results = build_results(spec, run, methods, benches, tasks,
+        results = build_results(spec, job, methods, benches, tasks,
                                 _command(run.spec_path, model, benchmarks))
-        results["elapsed_s"] = round(time.time() - started, 1)
-        atomic_write_json(run.root / "eval" / "results.json", results)
-        report = write_report(run.root, results)
-        run.emit("metrics", "eval", table=results_rows(results), report=str(report))
-        logger.info("eval done: %s", run.root / "eval" / "results.json")
+        results.update(elapsed_s=round(time.time() - started, 1), eval_dir=str(eval_dir),
+                       report_dir=str(report_dir))
+        atomic_write_json(eval_dir / "results.json", results)
+        report = write_report(eval_dir, report_dir, results)
+        job.emit("metrics", "eval", table=results_rows(results), report=str(report))
+        logger.info("eval done: %s", eval_dir / "results.json")
     return results
 
 

@@ -23,16 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from o1pruner.errors import UserError
-from o1pruner.runs import (
-    JsonlWriter,
-    Progress,
-    RunDir,
-    atomic_write_text,
-    init_run_dir,
-    read_jsonl,
-    stage_job,
-    stage_logging,
-)
+from o1pruner.files import JsonlWriter, atomic_write_text, read_jsonl
+from o1pruner.jobs import job_process
+from o1pruner.progress import Progress
+from o1pruner.rundir import RunDir, run_dir_for
 from o1pruner.spec import RunSpec
 
 logger = logging.getLogger(__name__)
@@ -157,15 +151,11 @@ def _has_torn_tail(path: Path) -> bool:
 def run_presample(spec: RunSpec) -> RunDir:
     """Stage entry (`o1pruner presample SPEC.yaml`): pre-sample, grade and summarise K
     solutions per training problem into <run>/presample/, resuming unfinished work."""
-    run = init_run_dir(spec)
-    with stage_logging(run, STAGE), stage_job(run, STAGE):
-        try:
-            summary = _presample(spec, run)
-        except BaseException as err:
-            logger.error("presample failed: %s", err)
-            raise
+    run = run_dir_for(spec)
+    with job_process(run, STAGE, spec.to_yaml()):
+        summary = _presample(spec, run)
         if not summary.get("skipped"):
-            run.update_job(**summary)
+            run.update_stage(STAGE, totals=summary["presample"])
     return run
 
 
@@ -211,6 +201,11 @@ def _presample(spec: RunSpec, run: RunDir) -> dict[str, Any]:
                 samples_out.write_many(sample_lines)  # all K samples of a problem first,
                 stats_out.write_many(stats_lines)  # then its stats line (= done)
                 progress.update(len(batch), tokens_per_s=round(tokens / max(elapsed, 1e-9), 1))
+    except KeyboardInterrupt:
+        kept = len(read_jsonl(out / STATS_FILE))
+        run.update_stage(STAGE, resume=f"{kept} of {len(problems)} problems sampled and kept; "
+                         "Start resumes with the rest")
+        raise
     finally:
         engine.close()
     return _emit_totals(run, out, engine.name, gen_tokens, gen_seconds)

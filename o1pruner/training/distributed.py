@@ -12,18 +12,24 @@ import json
 import logging
 import os
 import signal
-import subprocess
+import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 from o1pruner.errors import UserError
-from o1pruner.runs import PARENT_ENV, free_port
 
 logger = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "deepspeed"
 LAUNCH_VARS = ("LOCAL_RANK", "RANK", "WORLD_SIZE")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for a process group's rendezvous)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def is_launched_worker() -> bool:
@@ -121,33 +127,44 @@ def reset_accelerate_state() -> None:
     GradientState._reset_state()
 
 
-def launch_workers(train: Any, spec_path: Path) -> int:
+def launch_workers(train: Any, run: Any, lock: Any) -> tuple[int, bool]:
     """Run `o1pruner train SPEC` in train.devices processes under accelerate launch; return
-    its exit code. SIGTERM/SIGINT are passed on, so the workers save a checkpoint."""
+    (exit code, whether a stop was asked).
+
+    torch's launcher starts every rank in a session of its own, outside the job's process
+    group, so the ranks register themselves (`jobs.register_process`) and a stop is sent to
+    them directly; each rank finishes its step, saves and exits. The launcher itself ignores
+    SIGTERM/SIGINT (it would otherwise kill the ranks 30 s later, mid-save) and ends when
+    they do. Each rank watches this process and stops the same way if it dies (`kill -9`).
+    """
     import torch
 
+    from o1pruner.jobs import registered_processes, run_child
+    from o1pruner.procs import signal_pid
+
     port = free_port()
-    cmd = [sys.executable, "-m", "accelerate.commands.launch",
+    cmd = [sys.executable, "-m", "o1pruner.training.distributed",
            "--num_processes", str(train.devices), "--num_machines", "1",
            "--main_process_port", str(port), "--multi_gpu",
            "--mixed_precision", "no", "--dynamo_backend", "no",
-           "-m", "o1pruner.cli", "train", str(spec_path)]
-    env = {**os.environ, PARENT_ENV: str(os.getpid())}  # the workers belong to this launcher
+           "-m", "o1pruner.cli", "train", str(run.spec_path)]
+    env = {"TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGHUP"}
     if not torch.cuda.is_available():
-        env.setdefault("DS_ACCELERATOR", "cpu")
+        env.setdefault("DS_ACCELERATOR", os.environ.get("DS_ACCELERATOR", "cpu"))
     logger.info("launching %d training processes: %s", train.devices, " ".join(cmd))
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
 
-    def forward(signum: int, _frame: Any) -> None:
-        logger.warning("signal %d: asking the workers to save a checkpoint and stop", signum)
-        try:
-            os.killpg(proc.pid, signum)
-        except ProcessLookupError:
-            pass
+    def to_ranks(signum: int) -> None:
+        for proc in registered_processes(run):
+            signal_pid(proc.pid, proc.start, signal.Signals(signum))
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        return proc.wait()
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
+    return run_child(cmd, lock, forward=to_ranks, env=env)
+
+
+if __name__ == "__main__":
+    # `accelerate launch` with SIGTERM/SIGINT ignored (see launch_workers); the ranks
+    # install their own handlers.
+    from accelerate.commands.launch import main as accelerate_launch
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    accelerate_launch()

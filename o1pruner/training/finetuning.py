@@ -18,11 +18,9 @@ LAYER_RE = re.compile(r"^(.*\.)?(layers|h|blocks)\.(\d+)\.(.+)$")
 def load_training_model(spec: Any, path: str) -> Any:
     """The reference model in fp32 master weights, with the spec's fine-tuning type applied
     and gradient checkpointing turned on if asked."""
-    from transformers import AutoModelForCausalLM
+    from o1pruner.models import load_causal_lm
 
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=torch.float32, trust_remote_code=spec.model.trust_remote_code,
-        revision=spec.model.revision)
+    model = load_causal_lm(spec.model, path, dtype=torch.float32)
     model.config.use_cache = False
     train = spec.train
     if train.finetuning == "freeze":

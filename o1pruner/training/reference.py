@@ -17,7 +17,9 @@ from typing import Any
 import torch
 
 from o1pruner.errors import UserError
-from o1pruner.runs import JsonlWriter, Progress, RunDir, atomic_write_json, read_json, read_jsonl
+from o1pruner.files import JsonlWriter, atomic_write_json, read_json, read_jsonl
+from o1pruner.progress import Progress
+from o1pruner.rundir import RunDir
 from o1pruner.training.dataset import BatchPlan, make_batch
 from o1pruner.training.loss import completion_logprobs
 

@@ -13,18 +13,14 @@ import logging
 import os
 import resource
 import time
+from contextlib import nullcontext
 from typing import Any
 
 from o1pruner.errors import UserError
-from o1pruner.runs import (
-    RunDir,
-    atomic_write_json,
-    atomic_write_text,
-    init_run_dir,
-    read_json,
-    stage_job,
-    stage_logging,
-)
+from o1pruner.files import atomic_write_json, atomic_write_text, read_json
+from o1pruner.jobs import job_process, register_process
+from o1pruner.progress import stage_logging
+from o1pruner.rundir import RunDir, run_dir_for
 from o1pruner.training.distributed import is_launched_worker, launch_workers, prepare_environment
 
 logger = logging.getLogger(__name__)
@@ -36,31 +32,35 @@ DATASET_FIELDS = ("problem_id", "sample_idx", "prompt", "completion", "num_token
 
 def run_train(spec: Any) -> RunDir:
     """Train the spec's model on its run's pre-samples (train.method: lh, sft or dpo)."""
-    run = init_run_dir(spec)
-    if spec.train.devices > 1 and not is_launched_worker():
-        return _run_launched(spec, run)
-    prepare_environment(spec.train)
-    main = int(os.environ.get("RANK", "0")) == 0
-    with stage_logging(run, "train"), stage_job(run, "train", record=main):
-        try:
+    run = run_dir_for(spec)
+    if is_launched_worker():  # one rank of `train.devices` processes: the launcher records
+        register_process(run, f"train rank {os.environ.get('RANK', '?')}")
+        prepare_environment(spec.train)
+        main = int(os.environ.get("RANK", "0")) == 0
+        with stage_logging(run, "train") if main else nullcontext():
             _train(spec, run, main)
-        except KeyboardInterrupt:
-            if main:
-                run.emit("interrupted", "train")
-            raise
+        return run
+    with job_process(run, "train", spec.to_yaml()) as lock:
+        if spec.train.devices > 1:
+            _run_launched(spec, run, lock)
+        else:
+            prepare_environment(spec.train)
+            _train(spec, run, main=True)
     return run
 
 
-def _run_launched(spec: Any, run: RunDir) -> RunDir:
-    """Start `train.devices` worker processes under accelerate and wait for them."""
-    with stage_logging(run, "train"), stage_job(run, "train"):
-        code = launch_workers(spec.train, run.spec_path)
-        if code in (130, -2, -15, 143):
-            raise KeyboardInterrupt(f"training processes stopped (exit code {code})")
-        if code != 0:
-            raise UserError(f"training processes exited with code {code}; see "
-                            f"{run.log_path('train')}")
-    return run
+def _run_launched(spec: Any, run: RunDir, lock: Any) -> None:
+    """Start `train.devices` worker processes under accelerate and wait for them; a stop
+    reaches every rank, and raises KeyboardInterrupt once they have saved and exited."""
+    started = time.time()
+    code, asked = launch_workers(spec.train, run, lock)
+    stopped = asked or any(e.get("kind") == "stopped" and e.get("time", 0) >= started
+                           for e in run.events() if e.get("stage") == "train")
+    if stopped and code != 0:
+        raise KeyboardInterrupt(f"training processes stopped (exit code {code})")
+    if code != 0:
+        raise UserError(f"training processes exited with code {code}; see "
+                        f"{run.log_path('train')} and the output above")
 
 
 def training_fingerprint(spec: Any, rows: list[dict]) -> str:

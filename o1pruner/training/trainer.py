@@ -22,7 +22,9 @@ from typing import Any
 import torch
 
 from o1pruner.errors import UserError
-from o1pruner.runs import Progress, RunDir, atomic_write_json
+from o1pruner.files import atomic_write_json
+from o1pruner.progress import Progress
+from o1pruner.rundir import RunDir
 from o1pruner.training.dataset import BatchPlan, make_batch
 from o1pruner.training.finetuning import count_parameters, load_training_model
 from o1pruner.training.loss import completion_logprobs, dpo_loss, length_harmonizing_loss, sft_loss
@@ -143,7 +145,11 @@ def train_model(spec: Any, run: RunDir, rows: list[dict], items: list, tokenizer
                     writer.flush()
             state["train_s"] = time.time() - started
             if _should_stop(acc, stop):
-                _save_checkpoint(acc, train_dir, state, fingerprint, total_steps)
+                path = _save_checkpoint(acc, train_dir, state, fingerprint, total_steps)
+                if acc.is_main_process:
+                    run.emit("stopped", "train", step=state["step"], checkpoint=str(path))
+                    run.update_stage("train", checkpoint=str(path), resume=(
+                        f"checkpoint {path.name} saved; Start resumes from it"))
                 raise TrainingInterrupted(f"stopped by signal at step {state['step']}")
             if last or (train.save_steps and state["step"] % train.save_steps == 0):
                 _save_checkpoint(acc, train_dir, state, fingerprint, total_steps)
@@ -195,7 +201,7 @@ def _should_stop(acc: Any, stop: _StopFlag) -> bool:
 
 
 def _save_checkpoint(acc: Any, train_dir: Path, state: dict, fingerprint: str,
-                     total_steps: int) -> None:
+                     total_steps: int) -> Path:
     """Save the resumable state to checkpoints/step-N (complete, or not there at all) and
     remove older checkpoints."""
     root = train_dir / "checkpoints"
@@ -216,6 +222,7 @@ def _save_checkpoint(acc: Any, train_dir: Path, state: dict, fingerprint: str,
                 shutil.rmtree(old, ignore_errors=True)
         logger.info("checkpoint saved: %s", final)
     acc.wait_for_everyone()
+    return final
 
 
 def _tensorboard(train_dir: Path) -> Any:

@@ -1,0 +1,164 @@
+"""The run directory: the only contract between stage workers and the web UI.
+
+```
+runs/<name>/
+  spec.yaml          resolved spec (atomic write)
+  job.json           state, leader process (pid, start time, group), stages, stop request
+  .lock              held (flock) by the job's processes for as long as they live
+  procs/<pid>.json   extra processes of the job outside its process group (training ranks)
+  events.jsonl       progress and metrics, one JSON object a line (append-only)
+  logs/<stage>.log   stage logs; logs/worker.log: output of a job launched by the web UI
+  presample/ train/ eval/ report/
+  eval/adhoc/<name>/ an evaluation of another model: a job directory of its own
+```
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from o1pruner.files import (
+    CorruptFileError,
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_text,
+    load_json,
+    read_jsonl,
+)
+
+logger = logging.getLogger(__name__)
+
+ADHOC_DIR = ("eval", "adhoc")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of one run directory (or of an ad-hoc evaluation's job directory)."""
+
+    root: Path
+
+    @property
+    def spec_path(self) -> Path:
+        return self.root / "spec.yaml"
+
+    @property
+    def job_path(self) -> Path:
+        return self.root / "job.json"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / ".lock"
+
+    @property
+    def procs_dir(self) -> Path:
+        return self.root / "procs"
+
+    @property
+    def events_path(self) -> Path:
+        return self.root / "events.jsonl"
+
+    def log_path(self, stage: str) -> Path:
+        return self.root / "logs" / f"{stage}.log"
+
+    def stage_dir(self, stage: str) -> Path:
+        path = self.root / stage
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def adhoc(self, name: str) -> RunDir:
+        """The job directory of an ad-hoc evaluation of this run's spec."""
+        return RunDir(self.root.joinpath(*ADHOC_DIR, name))
+
+    def is_run(self) -> bool:
+        return self.spec_path.exists() or self.job_path.exists()
+
+    # job.json --------------------------------------------------------------------
+    def load_job(self) -> dict[str, Any]:
+        """job.json ({} if there is none). CorruptFileError if it cannot be read."""
+        try:
+            job = load_json(self.job_path)
+        except FileNotFoundError:
+            return {}
+        if not isinstance(job, dict):
+            raise CorruptFileError(f"{self.job_path}: expected a JSON object, got "
+                                   f"{type(job).__name__}")
+        return job
+
+    def read_job(self) -> dict[str, Any]:
+        """job.json, or {} if it is missing or damaged (writers then start it afresh)."""
+        try:
+            return self.load_job()
+        except CorruptFileError as err:
+            logger.warning("%s; starting a new job record", err)
+            return {}
+
+    @contextmanager
+    def _job_file_locked(self) -> Iterator[None]:
+        """Serialise read-modify-write of job.json between the processes that update it
+        (the web UI, the job's leader, its stages)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".job.json.lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def update_job(self, **fields: Any) -> dict[str, Any]:
+        """Set top-level fields of job.json (atomically; concurrent writers are serialised)."""
+        with self._job_file_locked():
+            job = self.read_job()
+            job.update(fields, updated_at=time.time())
+            atomic_write_json(self.job_path, job)
+        return job
+
+    def update_stage(self, stage: str, **fields: Any) -> dict[str, Any]:
+        """Set fields of job.json's `stages.<stage>` record."""
+        with self._job_file_locked():
+            job = self.read_job()
+            stages = job.get("stages") if isinstance(job.get("stages"), dict) else {}
+            stages[stage] = {**(stages.get(stage) or {}), **fields}
+            job.update(stages=stages, updated_at=time.time())
+            atomic_write_json(self.job_path, job)
+        return job
+
+    def replace_job(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Write a new job record (a new launch), keeping the stage history."""
+        with self._job_file_locked():
+            old = self.read_job()
+            if isinstance(old.get("stages"), dict):
+                job = {"stages": old["stages"], **job}
+            job["updated_at"] = time.time()
+            atomic_write_json(self.job_path, job)
+        return job
+
+    # events ----------------------------------------------------------------------
+    def emit(self, kind: str, stage: str, **fields: Any) -> None:
+        """Append one event, e.g. emit("progress", "presample", done=3, total=50)."""
+        record = {"time": round(time.time(), 3), "kind": kind, "stage": stage, **fields}
+        append_jsonl(self.events_path, record)
+
+    def events(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.events_path)
+
+    # spec ------------------------------------------------------------------------
+    def write_spec(self, text: str) -> None:
+        """Write spec.yaml (atomically) unless it already holds exactly `text`."""
+        try:
+            same = self.spec_path.read_text(encoding="utf-8") == text
+        except (OSError, UnicodeDecodeError):
+            same = False
+        if not same:
+            atomic_write_text(self.spec_path, text)
+
+
+def run_dir_for(spec: Any) -> RunDir:
+    """The run directory of a RunSpec: <run.output_root>/<run name>."""
+    return RunDir(Path(spec.run.output_root) / spec.run_name())

@@ -1,0 +1,156 @@
+"""YAML from untrusted hands (spec files, web UI imports, inline YAML fields, templates).
+
+`yaml.safe_load` builds no objects, but it shares aliased nodes, and everything that later
+copies or walks the data expands them: a few hundred bytes of nested aliases (a "billion
+laughs") become billions of nodes, and a self-referencing alias recurses forever. Here the
+composed node graph is checked before anything is built: the size it expands to, its
+nesting depth and the text's length are bounded, and a cycle is refused, each with a clear
+error naming the line, in well under a second.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from o1pruner.errors import UserError
+
+MAX_BYTES = 1 << 20  # 1 MiB of YAML text
+MAX_NODES = 100_000  # scalars + collections after alias expansion
+MAX_DEPTH = 64
+
+
+class YamlError(UserError):
+    """YAML that cannot be used: malformed, too large once expanded, or self-referencing."""
+
+    def __init__(self, problem: str, source: str | None = None, line: int | None = None,
+                 column: int | None = None, malformed: bool = False):
+        self.problem, self.source, self.line, self.column = problem, source, line, column
+        self.malformed = malformed
+        super().__init__((f"{source}: " if source else "") + self.describe())
+
+    @property
+    def where(self) -> str:
+        return f"line {self.line}" + (f", column {self.column}" if self.column else "") \
+            if self.line else ""
+
+    def describe(self, what: str | None = None) -> str:
+        """The problem without the source: "malformed YAML [in <what>] at line L, column C:
+        <detail>", or "<problem> [in <what>] (at line L, column C)"."""
+        inside = f" in {what}" if what else ""
+        if self.malformed:
+            at = f" at {self.where}" if self.where else ""
+            return f"malformed YAML{inside}{at}: {self.problem}"
+        return f"{self.problem}{inside}" + (f" (at {self.where})" if self.where else "")
+
+
+def _at(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def check_node(root: yaml.Node | None, source: str | None = None,
+               max_nodes: int = MAX_NODES, max_depth: int = MAX_DEPTH) -> int:
+    """The number of nodes `root` expands to; YamlError if it refers to itself, nests deeper
+    than `max_depth` or expands beyond `max_nodes`."""
+    if root is None:
+        return 0
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+
+    def size(node: yaml.Node, depth: int) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in on_path:
+            raise YamlError("an alias refers to a node that contains it (self-reference); "
+                            "YAML specs cannot be recursive", source, *_at(node))
+        if depth > max_depth:
+            raise YamlError(f"nested more than {max_depth} levels deep", source, *_at(node))
+        total = 1
+        if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
+            on_path.add(key)
+            children = node.value if isinstance(node, yaml.SequenceNode) else [
+                part for pair in node.value for part in pair]
+            for child in children:
+                total += size(child, depth + 1)
+                if total > max_nodes:
+                    raise YamlError(f"expands to more than {max_nodes:,} values once its "
+                                    "aliases (*name) are resolved; write it out or use fewer "
+                                    "aliases", source, *_at(node))
+            on_path.discard(key)
+        sizes[key] = total
+        return total
+
+    return size(root, 0)
+
+
+def compose(text: str, source: str | None = None) -> yaml.Node | None:
+    """The checked node graph of `text` (None for an empty document)."""
+    if len(text) > MAX_BYTES:
+        raise YamlError(f"{len(text):,} characters is more than the {MAX_BYTES:,} allowed",
+                        source)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        raise YamlError(err.problem or err.context or "syntax error", source,
+                        *((mark.line + 1, mark.column + 1) if mark else (None, None)),
+                        malformed=True) from None
+    except yaml.YAMLError as err:
+        raise YamlError(str(err), source, malformed=True) from None
+    except RecursionError:
+        raise YamlError(f"nested more than {MAX_DEPTH} levels deep", source) from None
+    check_node(node, source)
+    return node
+
+
+def construct(node: yaml.Node | None, source: str | None = None) -> Any:
+    """Python data of a checked node graph (plain dicts, lists and scalars)."""
+    if node is None:
+        return None
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_document(node)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise YamlError(str(getattr(err, "problem", None) or err), source,
+                        *((mark.line + 1, mark.column + 1) if mark else (None, None)),
+                        malformed=True) from None
+    finally:
+        loader.dispose()
+
+
+def load_yaml(text: str, source: str | None = None) -> tuple[Any, yaml.Node | None]:
+    """(data, node graph) of `text`, checked as described above."""
+    node = compose(text, source)
+    return construct(node, source), node
+
+
+def safe_load(text: str, source: str | None = None) -> Any:
+    """Like `yaml.safe_load`, with the bounds above."""
+    return load_yaml(text, source)[0]
+
+
+def load_yaml_file(path: Path, source: str | None = None) -> Any:
+    """The checked YAML data of a file (OSError / UnicodeDecodeError pass through)."""
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise YamlError(f"{size:,} bytes is more than the {MAX_BYTES:,} allowed",
+                        source or str(path))
+    return safe_load(path.read_text(encoding="utf-8"), source or str(path))
+
+
+def read_yaml_file(path: Path, what: str, error: type[UserError] = UserError) -> Any:
+    """The checked YAML data of a file; a missing, unreadable, malformed or hostile file
+    raises `error` naming the file, what it is (`what`, e.g. "prompt template") and the
+    line."""
+    try:
+        return load_yaml_file(path)
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except YamlError as err:
+        raise error(f"{path}: {err.describe(what)}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise error(f"{path}: cannot read {what}: {err}") from None
