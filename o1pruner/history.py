@@ -76,8 +76,7 @@ def run_summary(run: RunDir, kind: str = "run") -> dict[str, Any]:
     A file that cannot be read makes the state `unreadable` with the reason in `message`."""
     spec, spec_problem = _spec_data(run)
     job = status(run)
-    results_path = run.root / ("results.json" if kind == "eval" else "eval/results.json")
-    results, results_problem = _results(results_path)
+    results, results_problem = _results(run.results_path)
     params = {}
     for label, (section, key) in KEY_PARAMETERS.items():
         value = spec.get(section, {}).get(key) if isinstance(spec.get(section), dict) else None

@@ -76,6 +76,16 @@ class RunDir:
         """The job directory of an ad-hoc evaluation of this run's spec."""
         return RunDir(self.root.joinpath(*ADHOC_DIR, name))
 
+    @property
+    def is_adhoc(self) -> bool:
+        """True for an ad-hoc evaluation's job directory (<run>/eval/adhoc/<name>)."""
+        return self.root.parent.parts[-2:] == ADHOC_DIR
+
+    @property
+    def results_path(self) -> Path:
+        """The evaluation's results.json: <run>/eval/, or an ad-hoc evaluation's own folder."""
+        return self.root / "results.json" if self.is_adhoc else self.root / "eval" / "results.json"
+
     def is_run(self) -> bool:
         return self.spec_path.exists() or self.job_path.exists()
 

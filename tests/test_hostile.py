@@ -191,9 +191,10 @@ def test_an_adhoc_evaluation_is_its_own_job_and_never_touches_the_run(ws: Worksp
     (ws.root / "models" / "base" / "config.json").write_text("{}")
     before = _tree_digest(run.root)
     # a hub-style id that cannot be loaded here: the ad-hoc job starts, then fails
-    message = handlers.evaluate("runs/done-run", "nobody/nothing", "arithmetic_test", ws)
-    assert "as its own job `runs/done-run/eval/adhoc/" in message
-    job_id = message.split("own job `")[1].rstrip("`")
+    message, job_id = handlers.evaluate("runs/done-run", "nobody/nothing", "arithmetic_test",
+                                        ws)
+    assert job_id.startswith("runs/done-run/eval/adhoc/nobody-nothing-")
+    assert f"as its own job `{job_id}`" in message
     adhoc = ws.run_dir(job_id)
     deadline = time.monotonic() + 120
     while jobs.status(adhoc)["state"] == "running":

@@ -8,6 +8,7 @@ restart. Screenshots go to tmp (or $O1PRUNER_SCREENSHOT_DIR, e.g. docs/screensho
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -41,6 +42,13 @@ train: {batch_size: 2, gradient_accumulation_steps: 1, max_length: 128, precisio
         gradient_checkpointing: false, learning_rate: 1.0e-5}
 eval: {benchmarks: [arithmetic_test], max_new_tokens: 16, engine: hf, batch_size: 4}
 """
+
+
+# The same run, training long enough to be stopped from the UI: 1,600 optimizer steps
+# (about 100 a second on the tiny model).
+LONG_SPEC = TINY_SPEC.replace("train_limit: 4", "train_limit: 8").replace(
+    "batch_size: 2,", "batch_size: 1,").replace(
+    "learning_rate: 1.0e-5}", "learning_rate: 1.0e-5, epochs: 100, logging_steps: 20}")
 
 
 @pytest.fixture(scope="module")
@@ -169,15 +177,16 @@ def _preview_command(page, expected: str, tries: int = 3) -> str:  # noqa: ANN00
         f"{page.locator('#form-summary').inner_text()!r}")
 
 
-def _start_from_form(page, workspace: Path, name: str, import_by_path: bool) -> None:  # noqa: ANN001
+def _start_from_form(page, workspace: Path, name: str, import_by_path: bool,  # noqa: ANN001
+                     spec_file: str = "tiny.yaml") -> None:
     if import_by_path:
-        page.get_by_label("import a spec from the workspace").fill("tiny.yaml")
+        page.get_by_label("import a spec from the workspace").fill(spec_file)
         page.get_by_role("button", name="Load", exact=True).click()
     else:
         with page.expect_file_chooser() as chooser:
             page.locator("#btn-import").click()
         chooser.value.set_files(str(workspace / "tiny.yaml"))
-    _wait_text(page, "form-summary", "imported", 30)
+    _wait_text(page, "form-summary", "OK: imported", 30)
     assert _field(page, "field-model-dtype").input_value() == "float32"
     _open(page, "section-presample")
     assert _field(page, "field-presample-max_new_tokens").input_value() == "16"
@@ -225,13 +234,47 @@ def test_build_import_export_start_watch_and_evaluate(browser, workspace: Path, 
     model.press("Enter")
     page.locator("#btn-evaluate").click()
     _wait_text(page, "runs-message", "o1pruner eval runs/e2e-run/spec.yaml --model tiny-model", 30)
-    _wait_text(page, "run-results", "arithmetic_test", 300)
-    _wait_text(page, "run-status", "state: done", 180)
+    # another model's evaluation is a job of its own, and the view follows it
+    _wait_text(page, "runs-message", "as its own job runs/e2e-run/eval/adhoc/tiny-model-", 30)
+    _wait_text(page, "run-status", "tiny-model-", 30)
+    _wait_text(page, "run-status", "state: done", 300)
+    _wait_text(page, "run-results", "arithmetic_test", 60)
     page.locator("#run-report img").first.wait_for(timeout=30_000)
     page.locator("#run-results").scroll_into_view_if_needed()
     page.screenshot(path=str(shots / "webui-results.png"), full_page=True)
     _wait_text(page, "runs-history", "done", 30)
-    assert "e2e-run" in page.locator("#runs-history").inner_text()
+    history = page.locator("#runs-history").inner_text()
+    assert "runs/e2e-run" in history and "runs/e2e-run/eval/adhoc/tiny-model-" in history
+    assert jobs.status(RunDir(workspace / "runs" / "e2e-run"))["state"] == "done"
+
+
+def test_stop_from_the_ui_saves_a_checkpoint_and_start_resumes_from_it(  # noqa: ANN001
+        browser, workspace: Path, servers, shots: Path) -> None:
+    (workspace / "long.yaml").write_text(LONG_SPEC)
+    servers.append(Server(workspace))
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(servers[0].url)
+    _field(page, "field-model-name_or_path").wait_for(timeout=60_000)
+    _start_from_form(page, workspace, "stopper", import_by_path=True, spec_file="long.yaml")
+    page.locator("#btn-start").click()
+    _wait_text(page, "run-status", "stopper", 30)
+    _wait_text(page, "run-progress", "/1600 step", 240)  # training has begun
+    page.locator("#btn-stop").click()
+    _wait_text(page, "runs-message", "stopping: the running stage is saving", 30)
+    _wait_text(page, "run-status", "Start resumes from it", 180)
+    status = page.locator("#run-status").inner_text()
+    assert "state: stopped" in status, status
+    step = int(re.search(r"checkpoint step-(\d+) saved", status).group(1))
+    assert step >= 1
+    assert not page.locator("#run-failure").is_visible()  # a stop is not a failure
+    page.screenshot(path=str(shots / "webui-stopped.png"), full_page=False)
+
+    page.get_by_role("tab", name="Build").click()
+    page.locator("#btn-start").click()  # the same spec again: it resumes
+    _wait_text(page, "start-message", "o1pruner run runs/stopper/spec.yaml", 30)
+    _wait_text(page, "run-status", "state: done", 600)
+    run = RunDir(workspace / "runs" / "stopper")
+    assert [e["step"] for e in run.events() if e["kind"] == "resume"] == [step]
 
 
 def test_a_run_survives_a_server_restart_and_the_ui_reattaches(browser, workspace: Path,  # noqa: ANN001

@@ -165,9 +165,11 @@ def start(values: Sequence[Any], workspace: Workspace, stage: str = "run") -> tu
     return check, run, f"started `{command_line(stage, spec_rel)}` in {workspace.root}"
 
 
-def evaluate(run_id: str, model: str, benchmarks: str, workspace: Workspace) -> str:
+def evaluate(run_id: str, model: str, benchmarks: str, workspace: Workspace
+             ) -> tuple[str, str]:
     """Launch `o1pruner eval <run>/spec.yaml [--model MODEL]`: the run's own evaluation, or
-    (another model) an ad-hoc evaluation, a job of its own that leaves the run untouched."""
+    (another model) an ad-hoc evaluation, a job of its own that leaves the run untouched.
+    Returns (message, the id of the job to watch)."""
     run = workspace.run_dir(run_id)
     if not run.spec_path.exists():
         raise UserError(f"run {run_id}: has no spec.yaml")
@@ -189,7 +191,7 @@ def evaluate(run_id: str, model: str, benchmarks: str, workspace: Workspace) -> 
     spec_rel = workspace.relative(run.spec_path)
     jobs.launch(job, ["eval", spec_rel, *extra], cwd=workspace.root)
     where = "" if job == run else f" as its own job `{workspace.run_id(job)}`"
-    return f"started `{command_line('eval', spec_rel, extra)}`{where}"
+    return f"started `{command_line('eval', spec_rel, extra)}`{where}", workspace.run_id(job)
 
 
 def stop(run_id: str, workspace: Workspace) -> str:

@@ -103,7 +103,7 @@ class LiveView:
         self.metrics: dict[str, list[dict[str, Any]]] = {}
         self.stats = {"problems": 0, "length_sum": 0.0, "accuracy_sum": 0.0, "k": 0}
         self._disharmony = _Cached(run.root / "report" / "disharmony.json")
-        self._results = _Cached(run.root / "eval" / "results.json")
+        self._results = _Cached(run.results_path)
         self.sent: list[str | None] | None = None  # what the page shows (see runs_tab)
         self.state: str | None = None  # the job state last shown
         self.metrics_seen = 0  # metrics events read so far: the curves' version

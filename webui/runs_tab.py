@@ -182,9 +182,16 @@ def runs_tab(workspace: Workspace) -> RunsTab:
     refresh.click(refresh_lists, run, lists)
     stop_btn.click(guarded(lambda name: handlers.stop(name, workspace) if name
                            else "no run selected"), run, message, show_progress="hidden")
-    eval_btn.click(guarded(lambda name, model, bench: handlers.evaluate(
-        name, model, bench, workspace) if name else "choose a run first"),
-        [run, eval_model, eval_bench], message).then(refresh_lists, run, lists)
+    def on_evaluate(name: str | None, model: str, bench: str) -> list[Any]:
+        if not name:
+            return ["choose a run first", gr.skip()]
+        try:
+            text, job_id = handlers.evaluate(name, model, bench, workspace)
+        except (UserError, SpecError) as err:
+            return [f"Error: {err}", gr.skip()]
+        return [text, gr.update(choices=handlers.run_ids(workspace), value=job_id)]
+
+    eval_btn.click(on_evaluate, [run, eval_model, eval_bench], [message, run])
     compare_btn.click(guarded(lambda names: handlers.compare(names, workspace)),
                       compare_pick, compare_view)
     delete_btn.click(guarded(lambda name, ok: handlers.delete(name, ok, workspace) if name

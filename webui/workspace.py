@@ -22,7 +22,7 @@ from typing import Any
 from o1pruner.errors import UserError
 from o1pruner.files import atomic_write_json, read_json
 from o1pruner.models import PYPI_PREFIX, looks_like_path
-from o1pruner.rundir import ADHOC_DIR, RunDir, run_dir_for
+from o1pruner.rundir import RunDir, run_dir_for
 from o1pruner.spec import RunSection, RunSpec
 
 logger = logging.getLogger(__name__)
@@ -102,8 +102,7 @@ class Workspace:
             raise UserError("run: choose a run")
         path = self.resolve(ident if "/" in ident else self.runs_root / ident, "run")
         roots = self.output_roots()
-        parts = path.parts
-        adhoc = len(parts) > 3 and parts[-3:-1] == ADHOC_DIR and path.parents[2].parent in roots
+        adhoc = RunDir(path).is_adhoc and path.parents[2].parent in roots
         if path.parent not in roots and not adhoc:
             raise UserError(f"run {ident!r}: not a run folder of this workspace's output roots "
                             f"({', '.join(self.relative(r) for r in roots)})")

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from o1pruner.errors import UserError
-from o1pruner.evaluation.report import fmt_aes, markdown_table, metrics_cell, results_path
+from o1pruner.evaluation.report import fmt_aes, markdown_table, metrics_cell
 from o1pruner.files import read_json
+from o1pruner.rundir import RunDir
 from o1pruner.safeyaml import YamlError, load_yaml_file
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def _load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if not run_dir.is_dir():
         raise UserError(f"compare: {run_dir} is not a directory (expected a run directory, "
                         "e.g. runs/<name>)")
-    path = results_path(run_dir)
+    path = RunDir(run_dir).results_path
     results = read_json(path)
     if results is None:
         raise UserError(f"compare: {run_dir} has no evaluation results "
@@ -72,9 +73,8 @@ def _load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _label(run_dir: Path) -> str:
     """A run's name; an ad-hoc evaluation (<run>/eval/adhoc/<name>) as <run>/<name>."""
-    parts = run_dir.resolve().parts
-    if len(parts) > 3 and parts[-3:-1] == ("eval", "adhoc"):
-        return f"{parts[-4]}/{parts[-1]}"
+    if RunDir(run_dir.resolve()).is_adhoc:
+        return f"{run_dir.resolve().parents[2].name}/{run_dir.name}"
     return run_dir.name
 
 

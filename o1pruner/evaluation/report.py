@@ -10,6 +10,7 @@ from typing import Any
 
 from o1pruner.errors import UserError
 from o1pruner.files import atomic_write_text, read_json, read_jsonl
+from o1pruner.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -70,18 +71,9 @@ def _round(value: float | None, scale: float = 1.0) -> float | None:
     return None if value is None else round(value * scale, 2)
 
 
-def results_path(job_dir: str | Path) -> Path:
-    """results.json of a run directory (<run>/eval/) or of an ad-hoc evaluation (its own
-    folder)."""
-    job_dir = Path(job_dir)
-    own = job_dir / "eval" / "results.json"
-    return own if own.exists() or not (job_dir / "results.json").exists() \
-        else job_dir / "results.json"
-
-
 def results_table(run_dir: str | Path) -> list[dict[str, Any]]:
     """The evaluation table of a run directory (see `results_rows`), for the web UI."""
-    path = results_path(run_dir)
+    path = RunDir(Path(run_dir)).results_path
     results = read_json(path)
     if results is None:
         raise UserError(f"{run_dir}: no evaluation results ({path} is missing or unreadable); "

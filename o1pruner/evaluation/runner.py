@@ -235,7 +235,14 @@ def adhoc_name(model: str) -> str:
     """The folder name of an ad-hoc evaluation of `model`: readable, and unique per model."""
     path = Path(model).expanduser()
     key = str(path.resolve()) if path.exists() else model
-    tail = "-".join(Path(model.rstrip("/")).parts[-2:]) or "model"
+    parts = Path(key).parts
+    generic = re.compile(r"^(final|adapter|model|checkpoint[s]?|step-\d+|checkpoint-\d+)$")
+    if not path.exists():  # a hub id or pypi: model, as written
+        tail = model
+    elif parts and generic.match(parts[-1]):  # train/final, checkpoints/step-4
+        tail = "-".join(parts[-2:])
+    else:
+        tail = parts[-1] if parts else "model"
     tail = re.sub(r"[^A-Za-z0-9._-]+", "-", tail).strip("-.")[:60] or "model"
     return f"{tail}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 

@@ -103,7 +103,8 @@ def train_model(spec: Any, run: RunDir, rows: list[dict], items: list, tokenizer
         acc.load_state(str(ckpt))
         state.update({k: saved[k] for k in state})
         logger.info("resumed from %s at step %d of %d", ckpt, state["step"], total_steps)
-        run.emit("resume", "train", step=state["step"], checkpoint=str(ckpt))
+        if acc.is_main_process:
+            run.emit("resume", "train", step=state["step"], checkpoint=str(ckpt))
 
     writer = _tensorboard(train_dir) if acc.is_main_process else None
     progress = Progress(run if acc.is_main_process else None, "train", total=total_steps,
