@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from o1pruner.errors import UserError
-from o1pruner.jobs import exit_code_of, user_message
+from o1pruner.job import exit_code_of, user_message
 from o1pruner.specio import SpecError, dump_yaml, load_spec
 
 logger = logging.getLogger("o1pruner")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from o1pruner import history, jobs, procs
+from o1pruner import history, job, jobs, procs
 from o1pruner.errors import UserError
 from o1pruner.files import CorruptFileError, atomic_write_json, read_jsonl
 from o1pruner.joblock import JobRunning, RunLock
@@ -154,7 +154,7 @@ def test_a_terminal_command_is_refused_while_the_ui_job_runs(tmp_path: Path) -> 
     jobs.launch(run, ["presample", str(tmp_path / "pid")], program=SLEEPER)
     try:
         with pytest.raises(JobRunning, match="already running"):
-            with jobs.job_process(run, "train", spec_text="changed"):
+            with job.job_process(run, "train", spec_text="changed"):
                 pass
         assert "changed" not in run.spec_path.read_text()
     finally:
@@ -303,13 +303,13 @@ def test_a_registered_process_keeps_the_job_alive_and_blocks_a_new_start(
     rank = subprocess.Popen([*PY, textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from o1pruner import jobs
+        from o1pruner import job
         from o1pruner.rundir import RunDir
-        jobs.register_process(RunDir(Path({str(run.root)!r})), "train rank 1")
+        job.register_process(RunDir(Path({str(run.root)!r})), "train rank 1")
         time.sleep(60)
     """)], cwd=REPO, start_new_session=True)
     try:
-        _wait(lambda: len(jobs.registered_processes(run)) == 1)
+        _wait(lambda: len(job.registered_processes(run)) == 1)
         run.update_job(state="running", stage="train", pid=2**22 + 11, pgid=2**22 + 11,
                        start=1)  # the leader is gone (kill -9)
         assert jobs.status(run)["state"] == "running"
@@ -317,7 +317,7 @@ def test_a_registered_process_keeps_the_job_alive_and_blocks_a_new_start(
             jobs.launch(run, ["train"], program=SLEEPER)
         final = jobs.stop(run, timeout=5)
         assert final["state"] == "stopped" and rank.wait(timeout=10) != 0
-        assert jobs.registered_processes(run) == []
+        assert job.registered_processes(run) == []
     finally:
         rank.kill()
         rank.wait()
@@ -329,19 +329,19 @@ def test_a_child_stops_itself_when_its_parent_is_killed(tmp_path: Path) -> None:
     child.write_text(textwrap.dedent(f"""
         import signal, sys, time
         from pathlib import Path
-        from o1pruner import jobs
+        from o1pruner import job
         def on_term(*_):
             Path({str(marker)!r}).write_text("saved and stopped")
             sys.exit(0)
         signal.signal(signal.SIGTERM, on_term)
-        jobs.watch_parent(interval=0.1)
+        job.watch_parent(interval=0.1)
         print("ready", flush=True)
         time.sleep(60)
     """))
     parent = subprocess.Popen([*PY, textwrap.dedent(f"""
         import subprocess, sys, time
-        from o1pruner import jobs
-        subprocess.Popen([sys.executable, {str(child)!r}], env=jobs.child_env())
+        from o1pruner import job
+        subprocess.Popen([sys.executable, {str(child)!r}], env=job.child_env())
         time.sleep(60)
     """)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert parent.stdout.readline().strip() == "ready"

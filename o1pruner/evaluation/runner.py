@@ -29,7 +29,7 @@ from o1pruner.errors import UserError
 from o1pruner.evaluation import cache
 from o1pruner.evaluation.metrics import average_row, benchmark_metrics, compare
 from o1pruner.files import JsonlWriter, atomic_write_json, read_jsonl
-from o1pruner.jobs import job_process
+from o1pruner.job import job_process
 from o1pruner.progress import Progress
 from o1pruner.rundir import RunDir, run_dir_for
 from o1pruner.spec import DatasetRef, RunSpec

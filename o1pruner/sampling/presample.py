@@ -24,7 +24,7 @@ from typing import Any
 
 from o1pruner.errors import UserError
 from o1pruner.files import JsonlWriter, atomic_write_text, read_jsonl
-from o1pruner.jobs import job_process
+from o1pruner.job import job_process
 from o1pruner.progress import Progress
 from o1pruner.rundir import RunDir, run_dir_for
 from o1pruner.spec import RunSpec

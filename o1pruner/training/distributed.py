@@ -132,14 +132,14 @@ def launch_workers(train: Any, run: Any, lock: Any) -> tuple[int, bool]:
     (exit code, whether a stop was asked).
 
     torch's launcher starts every rank in a session of its own, outside the job's process
-    group, so the ranks register themselves (`jobs.register_process`) and a stop is sent to
+    group, so the ranks register themselves (`job.register_process`) and a stop is sent to
     them directly; each rank finishes its step, saves and exits. The launcher itself ignores
     SIGTERM/SIGINT (it would otherwise kill the ranks 30 s later, mid-save) and ends when
     they do. Each rank watches this process and stops the same way if it dies (`kill -9`).
     """
     import torch
 
-    from o1pruner.jobs import registered_processes, run_child
+    from o1pruner.job import registered_processes, run_child
     from o1pruner.procs import signal_pid
 
     port = free_port()

@@ -18,7 +18,7 @@ from typing import Any
 
 from o1pruner.errors import UserError
 from o1pruner.files import atomic_write_json, atomic_write_text, read_json
-from o1pruner.jobs import job_process, register_process
+from o1pruner.job import job_process, register_process
 from o1pruner.progress import stage_logging
 from o1pruner.rundir import RunDir, run_dir_for
 from o1pruner.training.distributed import is_launched_worker, launch_workers, prepare_environment
