@@ -121,6 +121,20 @@ def clear_registered(run: RunDir) -> None:
             path.unlink(missing_ok=True)
 
 
+def take_over(run: RunDir, spec_text: str | None) -> None:
+    """The first steps of a new job, once its lock is taken: refuse while processes of the
+    previous job (registered ranks) are still exiting, write spec.yaml, forget the previous
+    job's registrations."""
+    live = registered_processes(run)
+    if live:
+        raise JobRunning(f"{run.root}: processes of the previous job are still exiting "
+                         f"(pids {', '.join(str(p.pid) for p in live)}); wait a moment and "
+                         "start again")
+    if spec_text is not None:
+        run.write_spec(spec_text)
+    clear_registered(run)
+
+
 @contextmanager
 def job_process(run: RunDir, stage: str, spec_text: str | None = None,
                 command: Sequence[str] | None = None) -> Iterator[RunLock]:
@@ -138,15 +152,10 @@ def job_process(run: RunDir, stage: str, spec_text: str | None = None,
     inherited = RunLock.inherited(run.lock_path)
     lock = inherited or RunLock.acquire(run.lock_path, command)
     try:
-        live = registered_processes(run) if inherited is None else []
-        if live:
-            raise JobRunning(f"{run.root}: processes of the previous job are still exiting "
-                             f"(pids {', '.join(str(p.pid) for p in live)}); wait a moment "
-                             "and start again")
-        if spec_text is not None:
-            run.write_spec(spec_text)
         if inherited is None:
-            clear_registered(run)
+            take_over(run, spec_text)
+        elif spec_text is not None:
+            run.write_spec(spec_text)
         watch_parent()
         with stage_logging(run, stage):
             with _recorded(run, stage, leader=parent_process() is None,

@@ -31,10 +31,10 @@ from o1pruner.job import (
     PARENT_ENV,
     PARENT_START_ENV,
     SECRET_ENV,
-    clear_registered,
     registered_processes,
+    take_over,
 )
-from o1pruner.joblock import JobRunning, RunLock
+from o1pruner.joblock import RunLock
 from o1pruner.procs import (
     ProcessId,
     group_alive,
@@ -81,14 +81,7 @@ def launch(run: RunDir, argv: Sequence[str], *, cwd: Path | str | None = None,
     with _STATUS_LOCK:
         lock = RunLock.acquire(run.lock_path, command)
         try:
-            live = registered_processes(run)
-            if live:
-                raise JobRunning(f"{run.root}: processes of the previous job are still "
-                                 f"exiting (pids {', '.join(str(p.pid) for p in live)}); wait "
-                                 "a moment and start again")
-            if spec_text is not None:
-                run.write_spec(spec_text)
-            clear_registered(run)
+            take_over(run, spec_text)
             log_path = run.root / "logs" / WORKER_LOG
             log_path.parent.mkdir(parents=True, exist_ok=True)
             child = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
