@@ -249,3 +249,26 @@ def test_a_public_host_without_a_login_needs_insecure() -> None:
     with pytest.raises(UserError, match="--insecure"):
         check_exposure("0.0.0.0", None, insecure=False)
     check_exposure("0.0.0.0", None, insecure=True)
+
+
+# ------------------------------------------------------------------ damaged run files
+def test_a_damaged_presample_line_stops_a_resume_with_file_line_and_fix(
+        tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from o1pruner.models import load_tokenizer
+    from o1pruner.rundir import run_dir_for
+    from o1pruner.specio import save_spec
+    from tests.presample_files import make_spec, write_presample
+
+    spec = make_spec(tiny_model_dir, tmp_path / "runs", name="damaged")
+    run = run_dir_for(spec)
+    out = write_presample(run.root, load_tokenizer(spec.model, str(tiny_model_dir)))
+    lines = (out / "samples.jsonl").read_text().splitlines(keepends=True)
+    lines[4] = lines[4][:20] + "\n"  # a complete line cut short: damaged, not torn
+    (out / "samples.jsonl").write_text("".join(lines))
+    save_spec(spec, tmp_path / "spec.yaml")
+    assert cli_main(["train", str(tmp_path / "spec.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'samples.jsonl'}, line 5: not a valid JSON record" in err
+    assert "delete that line" in err and "Traceback" not in err
+    job = run.read_job()
+    assert job["state"] == "failed" and "line 5" in job["message"]
