@@ -9,6 +9,7 @@ import torch
 
 from o1pruner.training.dataset import BatchPlan, collate, tokenize_pair
 from o1pruner.training.loss import (
+    LOG_RATIO_LIMIT,
     completion_logprobs,
     dpo_loss,
     length_harmonizing_loss,
@@ -51,6 +52,23 @@ def test_token_mean_ratio_is_geometric_mean_of_token_ratios():
     _, seq = length_harmonizing_loss(logp, ref, n, torch.ones(1), 0.2, "sequence")
     assert tok["ratio"].item() == pytest.approx(math.exp(2 / 4))
     assert seq["ratio"].item() == pytest.approx(math.exp(2))
+
+
+def test_sequence_ratio_of_long_samples_stays_finite():
+    """Sums over 8,000-token samples: log-ratios of thousands of nats in both directions,
+    with zero, positive and negative rewards. Before the clamp: inf and NaN."""
+    n = torch.full((4,), 8000.0)
+    ref = torch.full((4,), -16000.0)
+    logp = (ref + torch.tensor([3000.0, -3000.0, 3000.0, 0.0])).requires_grad_()
+    rewards = torch.tensor([0.0, 1.0, -1.0, 0.5])
+    loss, stats = length_harmonizing_loss(logp, ref, n, rewards, 0.2, "sequence")
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert torch.isfinite(logp.grad).all()
+    assert torch.isfinite(stats["ratio"]).all()
+    assert stats["ratio"][0].item() == pytest.approx(math.exp(LOG_RATIO_LIMIT), rel=1e-5)
+    # inside the clamp the value is unchanged: the last row has ratio 1
+    assert stats["ratio"][3].item() == 1.0
 
 
 def test_sft_and_dpo_losses():

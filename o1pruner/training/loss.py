@@ -14,6 +14,9 @@ import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
+#: |log r| is clamped to this before exp: r stays within [2e-9, 5e8], finite in fp32.
+LOG_RATIO_LIMIT = 20.0
+
 
 def completion_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of log pi(y_t | x, y_<t) over each row's completion tokens, and their count.
@@ -75,10 +78,17 @@ def length_harmonizing_loss(
     `token_mean`: r = exp( mean_t logp_theta - mean_t logp_ref )  (geometric mean of the
                   per-token ratios; the published code's choice).
     All inputs are [B]; returns the scalar loss and detached statistics.
+
+    The ratio is formed in log space and its log clamped to +-LOG_RATIO_LIMIT before the
+    exponential: a sequence-level log-ratio is a sum over thousands of tokens and would
+    overflow to inf (and inf * a zero reward to NaN). Inside the clamp nothing changes;
+    beyond it the clipped branch of the objective is already active or the sample's
+    gradient is bounded.
     """
     log_ratio = logp_sum - ref_logp_sum                               # [B]
     if ratio_level == "token_mean":
         log_ratio = log_ratio / n_tokens.clamp(min=1)
+    log_ratio = log_ratio.clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
     ratio = torch.exp(log_ratio)                                      # [B]
     unclipped = ratio * rewards
     clipped = torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * rewards
