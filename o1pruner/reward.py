@@ -133,9 +133,12 @@ def _row(spec: Any, problem: dict, s: dict, stat: dict, rejected: dict | None) -
         "reward_raw": reward, "reward": reward,
         "truncated": problem["prompt_tokens"] + s["num_tokens"] > max_length,
     }
+    if "prompt_token_ids" in problem and "token_ids" in s:  # the exact sampled tokens
+        row.update(prompt_token_ids=problem["prompt_token_ids"], token_ids=s["token_ids"])
     if rejected is not None:
         row["rejected"] = {k: rejected[k] for k in
-                           ("sample_idx", "completion", "num_tokens", "finish_reason", "correct")}
+                           ("sample_idx", "completion", "num_tokens", "finish_reason", "correct",
+                            "token_ids") if k in rejected}
         row["truncated"] = row["truncated"] or (
             problem["prompt_tokens"] + rejected["num_tokens"] > max_length)
     return row

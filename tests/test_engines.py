@@ -3,7 +3,6 @@ imports (slow: one engine start per module)."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from o1pruner.prompts import PromptTemplate, build_prompt
 from o1pruner.sampling import Completion, create_engine
 from o1pruner.sampling.engines import encode_prompt, stop_token_ids, vllm_support
 from o1pruner.spec import ModelSpec
+from tests.tiny_model import build_stopping_model as _build_stopping_model
 from tests.tiny_model import build_tiny_model
 
 P_STOP = 0.2  # chance that the stopping model ends its answer at each step
@@ -20,31 +20,8 @@ TEMPLATE = PromptTemplate(name="t", system=None, user="{problem}")
 
 
 def build_stopping_model(path: Path, p_stop: float = P_STOP, hidden: int = 128) -> Path:
-    """The tiny Llama, rewired so that every step emits EOS with probability `p_stop`
-    (temperature 1) and otherwise a uniformly random token: lengths are geometric with
-    mean 1 / p_stop, whichever engine samples them.
-
-    Attention and MLP outputs are zeroed, so the final hidden state is the (constant)
-    token embedding; only the EOS row of lm_head is non-zero."""
-    import torch
-    from safetensors.torch import load_file, save_file
-    from transformers import AutoTokenizer
-
-    build_tiny_model(path, hidden=hidden, heads=2)
-    tok = AutoTokenizer.from_pretrained(path)
-    state = load_file(path / "model.safetensors")
-    vocab = state["lm_head.weight"].shape[0]
-    for name in state:
-        if name.endswith(("o_proj.weight", "down_proj.weight")):
-            state[name].zero_()
-    state["model.embed_tokens.weight"].fill_(1.0)
-    state["model.norm.weight"].fill_(1.0)
-    eos_logit = math.log(p_stop / (1 - p_stop) * (vocab - 1))
-    head = torch.zeros_like(state["lm_head.weight"])
-    head[tok.eos_token_id] = eos_logit / hidden  # norm(h) is all ones -> logit = eos_logit
-    state["lm_head.weight"] = head
-    save_file(state, path / "model.safetensors", metadata={"format": "pt"})
-    return path
+    """See tests.tiny_model.build_stopping_model (EOS with probability p_stop per step)."""
+    return _build_stopping_model(path, p_stop=p_stop, hidden=hidden)
 
 
 @pytest.fixture(autouse=True, scope="module")

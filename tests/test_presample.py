@@ -67,10 +67,12 @@ def test_presample_writes_problems_samples_and_stats(stopping_model, tmp_path, c
     assert [p["prompt"] for p in problems] == [
         build_prompt(tok, load_template(spec.model), p["problem"]) for p in problems]
     assert all(p["prompt_tokens"] == len(tok(p["prompt"])["input_ids"]) for p in problems)
+    assert all(p["prompt_token_ids"] == tok(p["prompt"])["input_ids"] for p in problems)
     assert_complete(out, 6, 4)
     sample = read_jsonl(out / "samples.jsonl")[0]
-    assert set(sample) == {"problem_id", "sample_idx", "completion", "num_tokens",
+    assert set(sample) == {"problem_id", "sample_idx", "completion", "token_ids", "num_tokens",
                            "finish_reason", "extracted", "correct"}
+    assert len(sample["token_ids"]) == sample["num_tokens"]
     stats = read_jsonl(out / "problem_stats.jsonl")
     assert set(stats[0]) == {"problem_id", "k", "mean_length", "mean_accuracy", "min_length",
                              "max_length", "truncated"}

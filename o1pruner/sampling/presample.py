@@ -80,8 +80,9 @@ def _build_problem_lines(spec: RunSpec) -> list[dict[str, Any]]:
     lines = []
     for p in problems:
         prompt = build_prompt(tokenizer, template, p.problem)
+        ids = encode_prompt(tokenizer, prompt)  # exactly what the engines are given
         lines.append({"problem_id": p.id, "problem": p.problem, "gold": p.gold,
-                      "prompt": prompt, "prompt_tokens": len(encode_prompt(tokenizer, prompt))})
+                      "prompt": prompt, "prompt_tokens": len(ids), "prompt_token_ids": ids})
     return lines
 
 
@@ -98,6 +99,9 @@ def _load_or_write_problems(out: Path, spec: RunSpec) -> list[dict[str, Any]]:
                 f"{path}: was written for other problems or prompts than this spec gives "
                 "(data, limit, shuffle or prompt template changed); use another run.name or "
                 f"delete {out} to pre-sample again")
+        if any("prompt_token_ids" not in r for r in existing):  # written before ids were kept
+            atomic_write_text(path, _jsonl_text(lines))
+            return lines
         return existing
     atomic_write_text(path, _jsonl_text(lines))
     return lines
@@ -222,6 +226,7 @@ def _grade_batch(batch: list[tuple[int, dict[str, Any]]],
     for (p, idx, c), g in zip(flat, grades, strict=True):
         sample_lines.append({
             "problem_id": p["problem_id"], "sample_idx": idx, "completion": c.text,
+            "token_ids": c.token_ids,  # as generated, with the token that ended the sample
             "num_tokens": c.num_tokens, "finish_reason": c.finish_reason,
             "extracted": g.extracted,
             # no final answer within the token limit means wrong (METHOD.md)

@@ -25,30 +25,47 @@ class Sequence:
     n_prompt: int
 
 
+def sequence_of(prompt_ids: list[int], completion_ids: list[int], max_length: int) -> Sequence:
+    """Prompt ids + completion ids cut to max_length. A prompt that leaves no room is cut
+    from the left to half of max_length."""
+    if len(prompt_ids) >= max_length:
+        prompt_ids = prompt_ids[-(max_length // 2):]
+    return Sequence(list(prompt_ids + completion_ids)[:max_length], len(prompt_ids))
+
+
 def tokenize_pair(tokenizer: Any, prompt: str, completion: str, finish_reason: str,
                   max_length: int) -> Sequence:
-    """Prompt ids + completion ids (+ EOS when the sample stopped by itself), cut to
-    max_length. A prompt that leaves no room is cut from the left to half of max_length."""
+    """Pre-samples written without token ids: the texts tokenized again (+ EOS when the
+    sample stopped by itself). Not always the sampled sequence: a decode/encode round trip
+    can differ, and the sample may have ended with an end-of-turn token other than EOS."""
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
     if finish_reason == "stop" and tokenizer.eos_token_id is not None:
         completion_ids = completion_ids + [tokenizer.eos_token_id]
-    if len(prompt_ids) >= max_length:
-        prompt_ids = prompt_ids[-(max_length // 2):]
-    ids = (prompt_ids + completion_ids)[:max_length]
-    return Sequence(ids, len(prompt_ids))
+    return sequence_of(prompt_ids, completion_ids, max_length)
+
+
+def _sequence(tokenizer: Any, row: dict, sample: dict, max_length: int) -> Sequence:
+    """The exact sampled tokens (prompt ids as generated from, completion ids including
+    the token that ended it) when the pre-samples have them, else the texts again."""
+    if "prompt_token_ids" in row and "token_ids" in sample:
+        return sequence_of(row["prompt_token_ids"], sample["token_ids"], max_length)
+    return tokenize_pair(tokenizer, row["prompt"], sample["completion"],
+                         sample["finish_reason"], max_length)
 
 
 def tokenize_rows(tokenizer: Any, rows: list[dict], max_length: int) -> list[dict[str, Sequence]]:
     """Each row's `chosen` sequence (its completion) and, for DPO rows, `rejected`."""
+    legacy = sum("token_ids" not in row or "prompt_token_ids" not in row for row in rows)
+    if legacy:
+        logger.warning("%d of %d training samples have no token ids (pre-sampled by an older "
+                       "version): their texts are tokenized again, which may not give the "
+                       "sampled tokens; pre-sample again for exact ratios", legacy, len(rows))
     items = []
     for row in rows:
-        item = {"chosen": tokenize_pair(tokenizer, row["prompt"], row["completion"],
-                                        row["finish_reason"], max_length)}
+        item = {"chosen": _sequence(tokenizer, row, row, max_length)}
         if "rejected" in row:
-            rej = row["rejected"]
-            item["rejected"] = tokenize_pair(tokenizer, row["prompt"], rej["completion"],
-                                             rej["finish_reason"], max_length)
+            item["rejected"] = _sequence(tokenizer, row, row["rejected"], max_length)
         items.append(item)
     return items
 
