@@ -49,7 +49,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
     from o1pruner.grading import grade_file
 
     summary = grade_file(Path(args.input), Path(args.output), workers=args.workers,
-                         timeout=args.timeout)
+                         timeout=args.timeout, mode=args.mode)
     print(summary.describe())
     return 0
 
@@ -178,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="JSONL written with `extracted`, `correct`.")
     p.add_argument("--workers", type=int, default=None, help="Grading processes (default: CPUs).")
     p.add_argument("--timeout", type=float, default=5.0, help="Seconds allowed per item.")
+    p.add_argument("--mode", choices=("strict", "standard"), default="strict",
+                   help="strict: the last \\boxed{} or #### N only (default); standard: "
+                   "math-verify's own extraction of LaTeX and plain answers. A row with "
+                   "truncated: true (or finish_reason: length) needs a closed last box.")
 
     p = add("datasets", cmd_datasets, "List the dataset registry, or preview one data set.")
     p.add_argument("name", nargs="?", help="Registry name or file to preview.")

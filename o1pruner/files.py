@@ -14,11 +14,13 @@ number and what to do (`CorruptFileError`), never skipped silently.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +101,24 @@ def load_json(path: Path) -> Any:
     except json.JSONDecodeError as err:
         raise CorruptFileError(f"{path}: not valid JSON (line {err.lineno}, column "
                                f"{err.colno}: {err.msg})") from None
+
+
+@contextmanager
+def folder_lock(folder: Path, waiting: str | None = None) -> Iterator[None]:
+    """Exclusive lock on `folder` (a `.lock` file in it) for the body, so two jobs never
+    append to the same shared files at once: the second waits, logging `waiting` first."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            if waiting:
+                logger.info("%s", waiting)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 # ------------------------------------------------------------------------ JSON lines

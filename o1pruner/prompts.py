@@ -160,10 +160,15 @@ def build_messages(template: PromptTemplate, problem: str,
 
 
 def build_prompt(tokenizer: Any, template: PromptTemplate, problem: str,
-                 extra_suffix: str = "") -> str:
+                 extra_suffix: str = "", thinking: str = "auto") -> str:
     """The prompt text for `problem`: the tokenizer's chat template applied to
-    [system?, user] with the assistant turn opened. A tokenizer without a chat template
-    gets a plain "{system}\\n\\n{user}\\n" (a warning is logged once per tokenizer)."""
+    [system?, user] with the assistant turn opened (and, for templates with Qwen3's
+    switch, thinking turned on or off by `thinking`, see o1pruner.thinking). A tokenizer
+    without a chat template gets a plain "{system}\\n\\n{user}\\n" (a warning is logged
+    once per tokenizer)."""
+    from o1pruner.thinking import template_kwargs
+
+    extra = template_kwargs(tokenizer, thinking)
     messages = build_messages(template, problem, extra_suffix)
     if not getattr(tokenizer, "chat_template", None):
         key = str(getattr(tokenizer, "name_or_path", id(tokenizer)))
@@ -174,7 +179,7 @@ def build_prompt(tokenizer: Any, template: PromptTemplate, problem: str,
         return "\n\n".join(m["content"] for m in messages) + "\n"
     try:
         text = tokenizer.apply_chat_template(messages, tokenize=False,
-                                             add_generation_prompt=True)
+                                             add_generation_prompt=True, **extra)
     except Exception as err:  # e.g. templates that reject a system role
         if template.system is None:
             raise UserError(f"the tokenizer's chat template failed on a user message: "
@@ -183,7 +188,8 @@ def build_prompt(tokenizer: Any, template: PromptTemplate, problem: str,
                        "start of the user turn", err)
         merged = [{"role": "user",
                    "content": template.system + "\n\n" + messages[-1]["content"]}]
-        text = tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True,
+                                             **extra)
     if not isinstance(text, str):
         raise TypeError(f"apply_chat_template returned {type(text).__name__}, expected str")
     return text

@@ -84,6 +84,8 @@ def build_training_set(spec: Any, presample_dir: Path) -> list[dict[str, Any]]:
     Problems without enough samples (correct ones, for sft/dpo) are skipped and counted.
     """
     problems, samples, stats = read_presample(Path(presample_dir))
+    if spec.reward.length == "thinking":
+        _check_thinking(presample_dir, samples, stats)
     m, method = spec.reward.samples_per_problem, spec.train.method
     rng = random.Random(spec.run.seed)
     rows: list[dict[str, Any]] = []
@@ -120,9 +122,27 @@ def build_training_set(spec: Any, presample_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+LENGTH_FIELDS = {"total": ("num_tokens", "mean_length"),
+                 "thinking": ("thinking_tokens", "mean_thinking_tokens")}
+
+
+def _check_thinking(presample_dir: Path, samples: dict[str, list[dict]],
+                    stats: dict[str, dict]) -> None:
+    """reward.length thinking needs thinking counts, and some thinking."""
+    flat = [x for group in samples.values() for x in group]
+    if any("thinking_tokens" not in x for x in flat) or any(
+            "mean_thinking_tokens" not in st for st in stats.values()):
+        raise UserError(f"reward.length: thinking, but the pre-samples in {presample_dir} have "
+                        "no thinking counts (written by an older version); pre-sample again")
+    if not any(x["thinking_tokens"] for x in flat):
+        raise UserError("reward.length: thinking, but no pre-sample has a thinking part (does "
+                        "the model think? see model.thinking); use reward.length: total")
+
+
 def _row(spec: Any, problem: dict, s: dict, stat: dict, rejected: dict | None) -> dict[str, Any]:
+    own, mean = LENGTH_FIELDS[spec.reward.length]
     reward, length_term, accuracy_term = length_harmonizing_reward(
-        float(stat["mean_length"]), float(s["num_tokens"]), spec.reward.lambda_,
+        float(stat[mean]), float(s[own]), spec.reward.lambda_,
         float(s["correct"]), float(stat["mean_accuracy"]))
     max_length = spec.train.max_length
     row = {

@@ -56,6 +56,14 @@ class ModelSpec(Section):
         None,
         description="Overrides the template's system prompt (null keeps the template's).",
     )
+    thinking: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Whether completions think first (a <think>...</think> block): `auto` "
+        "detects it (R1-style templates that open <think>, Qwen3's enable_thinking switch, "
+        "a completion that starts with <think>); `on`/`off` set Qwen3's switch and say it. "
+        "Lengths are then split into thinking and answer tokens, and a completion cut off "
+        "inside its thinking has no answer.",
+    )
     trust_remote_code: bool = Field(
         False,
         description="Allow the model repository to run its own Python code on load. Off "
@@ -190,6 +198,14 @@ class PresampleSpec(Section):
         "problems per submission, which is also the resume granularity).",
     )
     seed: int = Field(0, ge=0, description="Sampling seed.")
+    grading: Literal["strict", "standard"] = Field(
+        "strict",
+        description="How answers are read. `strict` (METHOD.md): the last \\boxed{}, else "
+        "GSM8K's #### N, nothing else; for models told to box their answer. `standard`: "
+        "math-verify's own extraction (boxed first, then LaTeX and plain answers), as the "
+        "field's harnesses grade; for models that do not box. Either way a generation that "
+        "hit the token limit needs a closed last box.",
+    )
     tensor_parallel_size: int = Field(
         1, ge=1, le=64, description="vLLM tensor parallel size (GPUs per model copy)."
     )
@@ -229,6 +245,11 @@ class RewardSpec(Section):
         ge=1,
         description="m: samples kept per problem for training (LH: drawn at random with "
         "run.seed; SFT/DPO: the m shortest correct ones). Paper: 2.",
+    )
+    length: Literal["total", "thinking"] = Field(
+        "total",
+        description="The length L(y) in the reward: `total` tokens (the paper's) or only the "
+        "`thinking` tokens (reasoning models; the answer's length is then not rewarded).",
     )
 
     @field_validator("reward_clip")
@@ -397,8 +418,23 @@ class EvalSpec(Section):
         8192, ge=1, le=131072, description="Token limit per solution; a solution that hits it "
         "without a final answer is wrong and counted as truncated."
     )
+    samples_per_problem: int = Field(
+        1, ge=1, le=1024,
+        description="n: solutions per problem (decoding: sample). Accuracy is then avg@n (the "
+        "mean over all samples), pass@k is reported for k <= n, and mean tokens are over "
+        "all samples. AIME/AMC with R1-style models: n = 16 at temperature 0.6, top-p 0.95.",
+    )
     engine: Engine = Field("auto", description="Generation engine, as presample.engine.")
     batch_size: int = Field(64, ge=1, description="Problems per generation batch.")
+    grading: Literal["strict", "standard"] = Field(
+        "strict",
+        description="How answers are read. `strict` (METHOD.md): the last \\boxed{}, else "
+        "GSM8K's #### N, nothing else; for models told to box their answer. `standard`: "
+        "math-verify's own extraction (boxed first, then LaTeX and plain answers), as the "
+        "field's harnesses grade; for models that do not box. Either way a generation that "
+        "hit the token limit needs a closed last box.",
+    )
+
     fast_solving_prompt: bool = Field(
         False,
         description="Also evaluate the paper's Fast-Solving Prompt baseline: the reference "
@@ -412,6 +448,8 @@ class EvalSpec(Section):
     def _sampling_options(self) -> EvalSpec:
         if self.decoding != "sample":
             stray = _changed(self, ("temperature", "top_p"))
+            if self.samples_per_problem > 1:
+                stray.append("samples_per_problem")
             if stray:
                 raise ValueError("\n".join(
                     f"{f}: only applies with decoding: sample (decoding is {self.decoding})"

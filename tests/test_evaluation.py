@@ -7,9 +7,11 @@ the AES arithmetic is covered by tests/test_aes.py.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +92,13 @@ def test_results_are_consistent_with_saved_generations(first, data_dir: Path) ->
         for label in ("fast_solving", "trained"):
             expected = compare(results["metrics"][label][bench],
                                results["metrics"]["base"][bench]).to_dict()
-            assert results["comparison"][label][bench] == expected
+            comparison = dict(results["comparison"][label][bench])
+            interval = comparison.pop("interval")
+            assert comparison == expected
+            assert interval["problems"] == LIMIT and interval["resamples"] == 2000
+            assert interval["length_pct"] == pytest.approx(
+                100 * (results["metrics"][label][bench]["mean_tokens"]
+                       / results["metrics"]["base"][bench]["mean_tokens"] - 1), abs=0.01)
 
 
 def test_truncated_solutions_are_counted_and_wrong_without_an_answer(first) -> None:
@@ -145,8 +153,11 @@ def test_report_has_the_table_and_existing_plots(first) -> None:
 def test_headline_summarises_each_method_against_the_base(first) -> None:
     _, results = first
     lines = headline_lines(results)
-    assert [line.split(":")[0] for line in lines] == ["base", "fast_solving", "trained"]
-    assert all("tokens" in line for line in lines) and "AES" in lines[-1]
+    heads = [line for line in lines if not line.startswith("  ")]
+    assert [line.split(":")[0] for line in heads] == ["base", "fast_solving", "trained"]
+    assert all("tokens" in line for line in heads) and "AES" in heads[-1]
+    intervals = [line for line in lines if line.startswith("  95% paired bootstrap")]
+    assert len(intervals) == 2 and all("points" in x and "% tokens" in x for x in intervals)
 
 
 def test_second_run_reuses_the_cached_baseline(first, root: Path, tiny_model_dir: Path,
@@ -241,3 +252,29 @@ def test_cli_eval_and_compare_errors(root: Path, tiny_model_dir: Path, trained_d
         results_table(empty)
     with pytest.raises(UserError, match="--model"):
         run_eval(spec, model=str(empty))
+
+
+def test_sampled_evaluation_keeps_n_samples_per_problem_and_resumes(
+        root: Path, tiny_model_dir: Path, trained_dir: Path, data_dir: Path) -> None:
+    spec = make_spec(root, tiny_model_dir, data_dir, "sampled", eval__decoding="sample",
+                     eval__temperature=1.0, eval__samples_per_problem=4)
+    results = run_eval(spec, model=str(trained_dir), benchmarks=["arithmetic_test"])
+    job = Path(results["eval_dir"])
+    path = job / "trained" / "arithmetic_test" / "generations.jsonl"
+    records = read_jsonl(path)
+    assert sorted((r["problem_id"], r["sample_idx"]) for r in records) == sorted(
+        (p.id, i) for p in load_problems("arithmetic_test", str(data_dir), LIMIT)
+        for i in range(4))
+    m = results["metrics"]["trained"]["arithmetic_test"]
+    assert (m["n"], m["n_samples"], m["samples_per_problem"]) == (LIMIT, 4 * LIMIT, 4)
+    assert set(m["pass_at_k"]) == {"1", "2", "4"}
+    assert results["settings"]["samples_per_problem"] == 4
+    key = read_json(path.parent / "key.json")
+    assert key["grading"] == {"version": 2, "mode": "strict"} and key["engine"] == "hf"
+    # a crash in the middle of a problem's samples: the problem is sampled again, whole
+    path.write_text("".join(json.dumps(r) + "\n" for r in records[:6]))
+    results = run_eval(spec, model=str(trained_dir), benchmarks=["arithmetic_test"])
+    again = read_jsonl(path)
+    counts = Counter(r["problem_id"] for r in again)
+    assert set(counts.values()) >= {4} and len(counts) == LIMIT
+    assert results["metrics"]["trained"]["arithmetic_test"]["n_samples"] == 4 * LIMIT

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from o1pruner.errors import UserError
 from o1pruner.files import read_jsonl
 from o1pruner.sampling import run_presample
 from o1pruner.sampling.presample import problem_stats
@@ -71,10 +70,12 @@ def test_presample_writes_problems_samples_and_stats(stopping_model, tmp_path, c
     assert_complete(out, 6, 4)
     sample = read_jsonl(out / "samples.jsonl")[0]
     assert set(sample) == {"problem_id", "sample_idx", "completion", "token_ids", "num_tokens",
-                           "finish_reason", "extracted", "correct"}
-    assert len(sample["token_ids"]) == sample["num_tokens"]
+                           "thinking_tokens", "answer_tokens", "finish_reason", "extracted",
+                           "correct"}
+    assert len(sample["token_ids"]) == sample["num_tokens"] == sample["answer_tokens"]
     stats = read_jsonl(out / "problem_stats.jsonl")
-    assert set(stats[0]) == {"problem_id", "k", "mean_length", "mean_accuracy", "min_length",
+    assert set(stats[0]) == {"problem_id", "k", "mean_length", "mean_thinking_tokens",
+                             "mean_answer_tokens", "mean_accuracy", "min_length",
                              "max_length", "truncated"}
     job = run.read_job()
     assert job["stage"] == "presample" and job["state"] == "done"
@@ -90,8 +91,9 @@ def test_truncated_completion_without_answer_is_wrong():
     samples = [{"num_tokens": 16, "correct": False, "finish_reason": "length"},
                {"num_tokens": 4, "correct": True, "finish_reason": "stop"}]
     assert problem_stats("p", samples) == {
-        "problem_id": "p", "k": 2, "mean_length": 10.0, "mean_accuracy": 0.5,
-        "min_length": 4, "max_length": 16, "truncated": 1}
+        "problem_id": "p", "k": 2, "mean_length": 10.0, "mean_thinking_tokens": 0.0,
+        "mean_answer_tokens": 10.0, "mean_accuracy": 0.5, "min_length": 4,
+        "max_length": 16, "truncated": 1}
 
 
 def test_rerun_of_a_finished_stage_is_skipped(stopping_model, tmp_path):
@@ -119,16 +121,45 @@ def test_resume_drops_samples_of_unfinished_problems(stopping_model, tmp_path):
     assert [s for s in read_jsonl(samples_path) if s["problem_id"] in kept] == old
 
 
-def test_changed_data_in_the_same_run_dir_is_refused(stopping_model, tmp_path):
-    run_presample(make_spec(stopping_model, tmp_path, n=2))
-    with pytest.raises(UserError, match="other problems or prompts"):
-        run_presample(make_spec(stopping_model, tmp_path, n=3))
+def _shared(out):
+    source = json.loads((out / "source.json").read_text())
+    return Path(source["shared"]) / "generations.jsonl"
 
 
-def test_changed_k_in_the_same_run_dir_is_refused(stopping_model, tmp_path):
-    run_presample(make_spec(stopping_model, tmp_path, n=2, k=4))
-    with pytest.raises(UserError, match="presample.k is 3"):
-        run_presample(make_spec(stopping_model, tmp_path, n=2, k=3))
+def test_more_problems_in_the_same_run_sample_only_the_new_ones(stopping_model, tmp_path):
+    out = run_presample(make_spec(stopping_model, tmp_path, n=2)).root / "presample"
+    first = read_jsonl(_shared(out))
+    run_presample(make_spec(stopping_model, tmp_path, n=3))
+    assert_complete(out, 3, 4)
+    entry = read_jsonl(_shared(out))
+    assert entry[:len(first)] == first and len(entry) == 3 * 4  # 2 reused, 1 sampled
+
+
+def test_another_k_uses_another_shared_entry_and_keeps_the_first(stopping_model, tmp_path):
+    out = run_presample(make_spec(stopping_model, tmp_path, n=2, k=4)).root / "presample"
+    entry4 = _shared(out)
+    run_presample(make_spec(stopping_model, tmp_path, n=2, k=3))
+    assert_complete(out, 2, 3)
+    assert _shared(out) != entry4 and len(read_jsonl(entry4)) == 2 * 4
+
+
+def test_runs_that_differ_in_reward_share_their_pre_samples_and_grade_on_their_own(
+        stopping_model, tmp_path):
+    a = run_presample(make_spec(stopping_model, tmp_path, n=3))
+    other = make_spec(stopping_model, tmp_path, n=3).model_copy(deep=True)
+    other.run.name, other.reward.lambda_ = "ps-lambda-5", 5.0
+    other.presample.grading = "standard"
+    b = run_presample(other)
+    assert _shared(a.root / "presample") == _shared(b.root / "presample")
+    assert not [e for e in b.events() if e["kind"] == "engine"]  # no model was started
+    strip = ("extracted", "correct")
+    samples_a = [{k: v for k, v in s.items() if k not in strip}
+                 for s in read_jsonl(a.root / "presample" / "samples.jsonl")]
+    samples_b = [{k: v for k, v in s.items() if k not in strip}
+                 for s in read_jsonl(b.root / "presample" / "samples.jsonl")]
+    assert samples_a == samples_b
+    assert json.loads((b.root / "presample" / "source.json").read_text())["grading"] == \
+        "standard"
 
 
 @pytest.mark.slow

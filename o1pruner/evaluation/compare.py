@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from o1pruner.errors import UserError
+from o1pruner.evaluation.intervals import describe
 from o1pruner.evaluation.report import fmt_aes, markdown_table, metrics_cell
 from o1pruner.files import read_json
 from o1pruner.rundir import RunDir
@@ -91,7 +92,8 @@ def run_compare(run_dirs: list[Path]) -> str:
     diffs = spec_differences([spec for _, _, spec in loaded])
     flats = [flatten(spec) for _, _, spec in loaded]
 
-    header = ["run", *diffs, "method", *benches, "AVG", "AVG AES"]
+    header = ["run", *diffs, "method", *benches, "AVG", "AVG AES",
+              "AVG vs base, 95% CI (points; % tokens)"]
     rows: list[list[str]] = []
     seen_bases: dict[str, str] = {}
     for (run_dir, results, _), flat in zip(loaded, flats, strict=True):
@@ -110,7 +112,8 @@ def run_compare(run_dirs: list[Path]) -> str:
             avg = comps["AVG"] if comps else None
             rows.append([_label(run_dir), *values, label, *cells,
                          metrics_cell(results["averages"][label], avg),
-                         fmt_aes(avg["aes"]) if avg else "-"])
+                         fmt_aes(avg["aes"]) if avg else "-",
+                         describe(avg.get("interval")) if avg else "-"])
     lines = [
         "Cells: accuracy % / mean tokens / AES against the run's base model; AVG is the mean "
         "over the run's benchmarks. A base row is shown once per distinct base evaluation.",

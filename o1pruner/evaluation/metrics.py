@@ -1,7 +1,8 @@
 """Benchmark metrics and the accuracy-efficiency score (AES) of METHOD.md.
 
-Per (model, benchmark): accuracy, mean / median tokens over all solutions, truncation
-rate, wall time. Against the untrained base model:
+Per (model, benchmark): accuracy (avg@n with n samples per problem, and pass@k), mean /
+median tokens over all solutions (with their thinking and answer parts), truncation rate,
+wall time. Against the untrained base model:
 
     dLen = (Len_base - Len_model) / Len_base
     dAcc = (Acc_model - Acc_base) / Acc_base
@@ -66,25 +67,66 @@ def compare(model: Mapping[str, Any], base: Mapping[str, Any], alpha: float = 1.
     return Comparison(d_len, d_acc, score, "; ".join(notes) or None)
 
 
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased pass@k estimate from n samples of which c are correct (Chen et al.
+    2021): 1 - C(n - c, k) / C(n, k), computed as a product to stay exact for large n."""
+    if n - c < k:
+        return 1.0
+    prob_all_wrong = 1.0
+    for i in range(n - c + 1, n + 1):
+        prob_all_wrong *= 1.0 - k / i
+    return 1.0 - prob_all_wrong
+
+
+def pass_ks(n: int) -> list[int]:
+    """The k reported for n samples per problem: 1, 2, 4, ... up to n, and n."""
+    ks, k = [], 1
+    while k < n:
+        ks.append(k)
+        k *= 2
+    return [*ks, n] if n > 1 else []
+
+
+def by_problem(records: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """Records grouped by problem id, in first-seen order."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for r in records:
+        groups.setdefault(str(r["problem_id"]), []).append(r)
+    return groups
+
+
 def benchmark_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Metrics of one model on one benchmark from its generation records (each with
-    `num_tokens`, `finish_reason`, `correct`, `extracted`, optional `gen_s`).
+    `problem_id`, `num_tokens`, `finish_reason`, `correct`, `extracted`, and optionally
+    `sample_idx`, `thinking_tokens`, `answer_tokens`, `gen_s`).
 
-    A solution that hit the token limit (finish_reason `length`) is counted as truncated;
-    if it has no final answer it is also wrong (its `correct` is already False)."""
+    With several samples per problem, accuracy is avg@n (each problem's share of correct
+    samples, averaged over problems), pass@k is the unbiased estimate for k <= n, and the
+    token figures are over all samples. A solution that hit the token limit (finish_reason
+    `length`) is counted as truncated; without a final answer it is also wrong."""
+    groups = by_problem(records)
     n = len(records)
     tokens = [int(r["num_tokens"]) for r in records]
+    thinking = [int(r.get("thinking_tokens") or 0) for r in records]
     correct = sum(bool(r["correct"]) for r in records)
     truncated = sum(r.get("finish_reason") == "length" for r in records)
     truncated_no_answer = sum(r.get("finish_reason") == "length" and r.get("extracted") is None
                               for r in records)
     wall = sum(float(r.get("gen_s") or 0.0) for r in records)
-    return {
-        "n": n,
+    shares = [sum(bool(r["correct"]) for r in g) / len(g) for g in groups.values()]
+    samples = min((len(g) for g in groups.values()), default=0)
+    out = {
+        "n": len(groups),
+        "n_samples": n,
+        "samples_per_problem": samples,
         "n_correct": correct,
-        "accuracy": correct / n if n else 0.0,
+        "accuracy": statistics.fmean(shares) if shares else 0.0,
         "mean_tokens": statistics.fmean(tokens) if tokens else 0.0,
         "median_tokens": float(statistics.median(tokens)) if tokens else 0.0,
+        "mean_thinking_tokens": statistics.fmean(thinking) if thinking else 0.0,
+        "mean_answer_tokens": statistics.fmean(t - h for t, h in zip(tokens, thinking,
+                                                                      strict=True))
+        if tokens else 0.0,
         "total_tokens": sum(tokens),
         "n_truncated": truncated,
         "truncation_rate": truncated / n if n else 0.0,
@@ -93,6 +135,11 @@ def benchmark_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "wall_s": round(wall, 3),
         "tokens_per_s": round(sum(tokens) / wall, 2) if wall > 0 else None,
     }
+    if samples > 1:
+        out["pass_at_k"] = {str(k): statistics.fmean(
+            pass_at_k(len(g), sum(bool(r["correct"]) for r in g), k) for g in groups.values())
+            for k in pass_ks(samples)}
+    return out
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
@@ -113,6 +160,9 @@ def average_row(per_benchmark: Mapping[str, Mapping[str, Any]],
         "mean_tokens": _mean(r["mean_tokens"] for r in rows),
         "median_tokens": _mean(r["median_tokens"] for r in rows),
         "truncation_rate": _mean(r["truncation_rate"] for r in rows),
+        "mean_thinking_tokens": _mean(r.get("mean_thinking_tokens", 0.0) for r in rows),
+        "mean_answer_tokens": _mean(r.get("mean_answer_tokens", r["mean_tokens"])
+                                    for r in rows),
         "wall_s": round(sum(r["wall_s"] for r in rows), 3),
     }
     if comparisons is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from o1pruner.errors import UserError
+from o1pruner.evaluation.intervals import describe
 from o1pruner.files import atomic_write_text, read_json, read_jsonl
 from o1pruner.rundir import RunDir
 
@@ -53,18 +54,36 @@ def results_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         avg = results["averages"][label]
         for bench, m in [*per.items(), ("AVG", avg)]:
             c = comps.get(bench, {})
+            ci = c.get("interval") or {}
             rows.append({
                 "method": label, "benchmark": bench, "n": m["n"],
                 "accuracy %": _round(m["accuracy"], 100),
                 "mean tokens": _round(m["mean_tokens"]),
+                "thinking tokens": _round(m.get("mean_thinking_tokens")),
+                "answer tokens": _round(m.get("mean_answer_tokens", m["mean_tokens"])),
                 "median tokens": _round(m["median_tokens"]),
                 "truncation %": _round(m["truncation_rate"], 100),
                 "wall s": _round(m["wall_s"]),
                 "dLen %": _round(c.get("d_len"), 100),
                 "dAcc %": _round(c.get("d_acc"), 100),
                 "AES": None if c.get("aes") is None else round(c["aes"], 4),
+                "acc diff (points) [95% CI]": _ci_text(ci, "accuracy_points"),
+                "length change % [95% CI]": _ci_text(ci, "length_pct"),
+                **({f"pass@{k} %": _round(v, 100) for k, v in m["pass_at_k"].items()}
+                   if m.get("pass_at_k") else {}),
             })
     return rows
+
+
+def _ci_text(summary: dict[str, Any], key: str) -> str | None:
+    """"+5.5 [+1.0, +10.0]" (with "ns" when the interval contains 0), or None."""
+    if not summary or summary.get(key) is None:
+        return None
+    ci = summary.get(f"{key}_ci")
+    text = f"{summary[key]:+.1f}" + (f" [{ci[0]:+.1f}, {ci[1]:+.1f}]" if ci else "")
+    significant = summary.get("accuracy_significant" if key == "accuracy_points"
+                              else "length_significant")
+    return text + (" ns" if significant is False else "")
 
 
 def _round(value: float | None, scale: float = 1.0) -> float | None:
@@ -97,6 +116,9 @@ def headline_lines(results: dict[str, Any]) -> list[str]:
         lines.append(f"{label}: accuracy {fmt_pct(avg['accuracy'])}% ({points:+.1f} points), "
                      f"{fmt_num(avg['mean_tokens'])} tokens ({d_len} length), AES "
                      f"{fmt_aes(comp['aes'])}" + (f" ({comp['note']})" if comp["note"] else ""))
+        if comp.get("interval"):
+            lines.append(f"  95% paired bootstrap intervals ({comp['interval']['problems']} "
+                         f"problems): {describe(comp['interval'])}")
     return lines
 
 
@@ -197,17 +219,27 @@ def render_report(results: dict[str, Any], images: list[tuple[str, str]]) -> str
         cells.append(metrics_cell(results["averages"][label], comps["AVG"] if comps else None))
         rows.append([label, *cells])
     lines += [markdown_table(["model, method", *benches, "AVG"], rows), ""]
+    lines += _interval_section(results)
     lines += ["## Details", ""]
-    header = ["method", "benchmark", "n", "acc %", "mean tok", "median tok", "trunc %",
-              "wall s", "dLen %", "dAcc %", "AES"]
+    header = ["method", "benchmark", "n", "acc %", "mean tok", "thinking tok", "answer tok",
+              "median tok", "trunc %", "wall s", "dLen %", "dAcc %", "AES"]
     detail = []
     for r in results_rows(results):
-        cells = [fmt_num(r[k], 1) for k in ("accuracy %", "mean tokens", "median tokens",
-                                            "truncation %", "wall s")]
+        cells = [fmt_num(r[k], 1) for k in ("accuracy %", "mean tokens", "thinking tokens",
+                                            "answer tokens", "median tokens", "truncation %",
+                                            "wall s")]
         against = [fmt_num(r["dLen %"], 1), fmt_num(r["dAcc %"], 1), fmt_aes(r["AES"])]
         detail.append([str(r["method"]), str(r["benchmark"]), str(r["n"]), *cells,
                        *(["-"] * 3 if r["method"] == "base" else against)])
     lines += [markdown_table(header, detail), ""]
+    passes = [r for r in results_rows(results) if any(k.startswith("pass@") for k in r)]
+    if passes:
+        ks = [k for k in passes[0] if k.startswith("pass@")]
+        lines += [f"Accuracy is avg@{results['settings'].get('samples_per_problem')} (the mean "
+                  "over all samples); pass@k is the unbiased estimate.", "",
+                  markdown_table(["method", "benchmark", *ks],
+                                 [[str(r["method"]), str(r["benchmark"]),
+                                   *[fmt_num(r.get(k), 1) for k in ks]] for r in passes]), ""]
     notes = sorted({f"{label} on {b}: {c['note']}" for label, comps in
                     results["comparison"].items() for b, c in comps.items() if c.get("note")})
     if notes:
@@ -218,6 +250,36 @@ def render_report(results: dict[str, Any], images: list[tuple[str, str]]) -> str
     lines += ["## Plots", ""]
     lines += [f"![{title}]({name})" for title, name in images]
     return "\n".join(lines) + "\n"
+
+
+def _interval_section(results: dict[str, Any]) -> list[str]:
+    """The differences against the base with their 95% paired bootstrap intervals."""
+    rows, flat = [], []
+    for label, comps in results["comparison"].items():
+        for bench, c in comps.items():
+            ci = c.get("interval")
+            if not ci:
+                continue
+            rows.append([label, bench, str(ci["problems"]),
+                         _ci_text(ci, "accuracy_points") or "n/a",
+                         _ci_text(ci, "length_pct") or "n/a"])
+            flat += [f"{label} on {bench}: the {what} change is not significant (its interval "
+                     "contains 0)" for what, key in (("accuracy", "accuracy_significant"),
+                                                    ("length", "length_significant"))
+                     if ci.get(key) is False]
+    if not rows:
+        return []
+    first = next(c["interval"] for comps in results["comparison"].values()
+                 for c in comps.values() if c.get("interval"))
+    out = ["## Differences against the base, with 95% intervals", "",
+           f"Paired bootstrap over problems ({first['resamples']} resamples, the same "
+           "problems for both models); accuracy in points, length as the % change of mean "
+           "tokens; `ns`: the interval contains 0 (not significant).", "",
+           markdown_table(["method", "benchmark", "problems", "accuracy (points) [95% CI]",
+                           "length (%) [95% CI]"], rows), ""]
+    if flat:
+        out += [*[f"- {line}" for line in flat], ""]
+    return out
 
 
 def write_report(eval_dir: Path, out: Path, results: dict[str, Any]) -> Path:

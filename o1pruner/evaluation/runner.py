@@ -27,9 +27,11 @@ from typing import Any
 
 from o1pruner.errors import UserError
 from o1pruner.evaluation import cache
+from o1pruner.evaluation.intervals import paired_bootstrap
 from o1pruner.evaluation.metrics import average_row, benchmark_metrics, compare
-from o1pruner.files import JsonlWriter, atomic_write_json, read_jsonl
+from o1pruner.files import JsonlWriter, atomic_write_json, folder_lock, read_jsonl
 from o1pruner.job import job_process
+from o1pruner.models import model_fingerprint
 from o1pruner.progress import Progress
 from o1pruner.rundir import RunDir, run_dir_for
 from o1pruner.spec import DatasetRef, RunSpec
@@ -133,7 +135,7 @@ def plan_methods(spec: RunSpec, run: RunDir, model: str | None) -> list[Method]:
     from o1pruner.prompts import FAST_SOLVING_SUFFIX
 
     base_path = resolve_model(spec.model)
-    base_fp = cache.model_fingerprint(spec.model.name_or_path, base_path, spec.model.revision)
+    base_fp = model_fingerprint(spec.model.name_or_path, base_path, spec.model.revision)
     methods = [Method(BASE, spec.model.name_or_path, base_path, cached=True, fingerprint=base_fp)]
     if spec.eval.fast_solving_prompt:
         methods.append(Method(FAST, spec.model.name_or_path, base_path, FAST_SOLVING_SUFFIX,
@@ -145,70 +147,92 @@ def plan_methods(spec: RunSpec, run: RunDir, model: str | None) -> list[Method]:
     else:
         ref, path = trained
         methods.append(Method(TRAINED, ref, path,
-                              fingerprint=cache.model_fingerprint(ref, path, None)))
+                              fingerprint=model_fingerprint(ref, path, None)))
     return methods
 
 
 def plan_tasks(spec: RunSpec, eval_dir: Path, methods: list[Method],
                benches: list[Benchmark], template: Any) -> list[Task]:
     """Key every (method, benchmark), prepare its directory, find what is left to do."""
+    from o1pruner.sampling.engines import resolve_engine
+
     tasks = []
     for method in methods:
+        engine = resolve_engine(spec.eval.engine, method.path)[0]
         for bench in benches:
             key = cache.eval_key(spec, method.fingerprint, bench.fingerprint,
-                                 cache.prompt_fingerprint(template, method.suffix))
+                                 cache.prompt_fingerprint(template, method.suffix,
+                                                          spec.model.thinking), engine)
             rundir = eval_dir / method.label / bench.name
             workdir = cache.cache_dir(spec, key) if method.cached else rundir
             cache.prepare_workdir(workdir, key)
-            done = {r["problem_id"] for r in read_jsonl(workdir / "generations.jsonl")}
-            todo = [p for p in bench.problems if p.id not in done]
-            reused = method.cached and not todo and cache.is_complete(workdir)
-            tasks.append(Task(method, bench, workdir, rundir, key, todo, reused))
+            task = Task(method, bench, workdir, rundir, key, [])
+            task.todo = _remaining(task, spec.eval.samples_per_problem)
+            task.reused = method.cached and not task.todo and cache.is_complete(workdir)
+            tasks.append(task)
     return tasks
 
 
 # ---------------------------------------------------------------------------- generation
 def _generate(spec: RunSpec, engine: Any, template: Any, task: Task,
               progress: Progress) -> None:
-    """Generate, grade and append the task's remaining problems, one batch at a time."""
+    """Generate, grade and append the task's remaining problems, one batch at a time (the
+    n = eval.samples_per_problem samples of a problem are written together)."""
     from o1pruner.grading import grade_many
     from o1pruner.prompts import build_prompt
+    from o1pruner.thinking import split_completions
 
     settings = cache.decoding_settings(spec)
+    n = spec.eval.samples_per_problem
     size = spec.eval.batch_size
     with JsonlWriter(task.workdir / "generations.jsonl") as out:
         for start in range(0, len(task.todo), size):
             batch = task.todo[start:start + size]
-            prompts = [build_prompt(engine.tokenizer, template, p.problem, task.method.suffix)
-                       for p in batch]
+            prompts = [build_prompt(engine.tokenizer, template, p.problem, task.method.suffix,
+                                    thinking=spec.model.thinking) for p in batch]
             began = time.perf_counter()
-            outputs = engine.generate(prompts, 1, temperature=settings["temperature"],
+            outputs = engine.generate(prompts, n, temperature=settings["temperature"],
                                       top_p=settings["top_p"],
                                       max_new_tokens=settings["max_new_tokens"],
                                       seed=settings.get("seed"))
-            per_item = (time.perf_counter() - began) / len(batch)
-            completions = [group[0] for group in outputs]
-            grades = grade_many([c.text for c in completions], [p.gold for p in batch])
+            per_item = (time.perf_counter() - began) / (len(batch) * n)
+            flat = [(p, prompt, idx, c) for p, prompt, group in zip(batch, prompts, outputs,
+                                                                    strict=True)
+                    for idx, c in enumerate(group)]
+            parts = split_completions(engine.tokenizer, spec.model.thinking,
+                                      [prompt for _, prompt, _, _ in flat],
+                                      [c for _, _, _, c in flat])
+            grades = grade_many([answer for _, answer in parts], [p.gold for p, *_ in flat],
+                                mode=spec.eval.grading,
+                                truncated=[c.finish_reason == "length" for *_, c in flat])
             out.write_many({
-                "problem_id": p.id, "prompt": prompt, "completion": c.text,
-                "num_tokens": c.num_tokens, "finish_reason": c.finish_reason,
-                "extracted": g.extracted, "correct": g.correct, "gold": p.gold,
-                "gen_s": round(per_item, 4),
-            } for p, prompt, c, g in zip(batch, prompts, completions, grades, strict=True))
+                "problem_id": p.id, "sample_idx": idx, "prompt": prompt, "completion": c.text,
+                "num_tokens": c.num_tokens, "thinking_tokens": measured.thinking_tokens,
+                "answer_tokens": measured.answer_tokens, "finish_reason": c.finish_reason,
+                "extracted": g.extracted, "correct": bool(g.correct and g.extracted is not None),
+                "gold": p.gold, "gen_s": round(per_item, 4),
+            } for (p, prompt, idx, c), (measured, _), g in zip(flat, parts, grades, strict=True))
             progress.update(len(batch), method=task.method.label, benchmark=task.bench.name,
                             correct=sum(g.correct for g in grades))
+
+
+def task_records(task: Task) -> list[dict[str, Any]]:
+    """The task's generation records for its benchmark's problems, one per (problem,
+    sample), in problem order (a sample written twice keeps its first record)."""
+    wanted = {p.id for p in task.bench.problems}
+    records: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in read_jsonl(task.workdir / "generations.jsonl"):
+        if r["problem_id"] in wanted:
+            records.setdefault((r["problem_id"], int(r.get("sample_idx", 0))), r)
+    order = {p.id: i for i, p in enumerate(task.bench.problems)}
+    return [records[k] for k in sorted(records, key=lambda k: (order[k[0]], k[1]))]
 
 
 def _finish(run: RunDir, task: Task) -> dict[str, Any]:
     """Metrics of a completed task from its saved generations (metrics.json); cached
     results are linked into the run directory."""
     metrics_path = task.workdir / cache.COMPLETE_MARKER
-    wanted = {p.id for p in task.bench.problems}
-    records: dict[str, dict[str, Any]] = {}
-    for r in read_jsonl(task.workdir / "generations.jsonl"):
-        if r["problem_id"] in wanted:
-            records.setdefault(r["problem_id"], r)
-    metrics = benchmark_metrics([records[p.id] for p in task.bench.problems if p.id in records])
+    metrics = benchmark_metrics(task_records(task))
     if not task.method.cached or not metrics_path.exists():  # a cache entry is immutable
         atomic_write_json(metrics_path, metrics)
     if task.method.cached:
@@ -299,8 +323,9 @@ def run_eval(spec: RunSpec, model: str | None = None,
                 logger.info("%s: engine %s (%s)", method.label, engine.name, engine.reason)
                 try:
                     for task in todo:
-                        with cache.locked(task.workdir) if method.cached else nullcontext():
-                            task.todo = _remaining(task)  # another run may have filled it
+                        with folder_lock(task.workdir) if method.cached else nullcontext():
+                            # another run may have filled it meanwhile
+                            task.todo = _remaining(task, spec.eval.samples_per_problem)
                             _generate(spec, engine, template, task, progress)
                 finally:
                     engine.close()
@@ -315,9 +340,12 @@ def run_eval(spec: RunSpec, model: str | None = None,
     return results
 
 
-def _remaining(task: Task) -> list[Any]:
-    done = {r["problem_id"] for r in read_jsonl(task.workdir / "generations.jsonl")}
-    return [p for p in task.bench.problems if p.id not in done]
+def _remaining(task: Task, n: int) -> list[Any]:
+    """The problems without all n samples yet."""
+    counts: dict[str, set[int]] = {}
+    for r in read_jsonl(task.workdir / "generations.jsonl"):
+        counts.setdefault(r["problem_id"], set()).add(int(r.get("sample_idx", 0)))
+    return [p for p in task.bench.problems if len(counts.get(p.id, ())) < n]
 
 
 def build_results(spec: RunSpec, run: RunDir, methods: list[Method], benches: list[Benchmark],
@@ -326,8 +354,10 @@ def build_results(spec: RunSpec, run: RunDir, methods: list[Method], benches: li
     the models, settings and the command used."""
     ev = spec.eval
     metrics: dict[str, dict[str, Any]] = {m.label: {} for m in methods}
+    records: dict[str, dict[str, list[dict[str, Any]]]] = {m.label: {} for m in methods}
     for task in tasks:
         metrics[task.method.label][task.bench.name] = _finish(run, task)
+        records[task.method.label][task.bench.name] = task_records(task)
     comparison: dict[str, dict[str, Any]] = {}
     for m in methods:
         if m.label == BASE:
@@ -337,6 +367,9 @@ def build_results(spec: RunSpec, run: RunDir, methods: list[Method], benches: li
         avg = average_row(metrics[m.label], comps)
         comparison[m.label] = {b: c.to_dict() for b, c in comps.items()}
         comparison[m.label]["AVG"] = {k: avg[k] for k in ("d_len", "d_acc", "aes", "note")}
+        bootstrap = paired_bootstrap(records[BASE], records[m.label], seed=spec.run.seed)
+        for bench, summary in bootstrap.items():
+            comparison[m.label][bench]["interval"] = summary
     averages = {m.label: average_row(metrics[m.label]) for m in methods}
     return {
         "run": str(run.root),
@@ -347,7 +380,8 @@ def build_results(spec: RunSpec, run: RunDir, methods: list[Method], benches: li
                              "prompt_suffix": m.suffix, "cached": m.cached} for m in methods},
         "settings": cache.decoding_settings(spec) | {
             "engine": ev.engine, "batch_size": ev.batch_size, "aes_alpha": ev.aes_alpha,
-            "aes_beta": ev.aes_beta, "aes_gamma": ev.aes_gamma},
+            "aes_beta": ev.aes_beta, "aes_gamma": ev.aes_gamma, "grading": ev.grading,
+            "thinking": spec.model.thinking},
         "methods": [m.label for m in sorted(methods, key=lambda m: METHOD_ORDER.index(m.label))],
         "metrics": metrics,
         "averages": averages,

@@ -304,6 +304,28 @@ class VLLMEngine:
 
 
 # ------------------------------------------------------------------------------ factory
+_RESOLVED: dict[tuple[str, str], tuple[str, str]] = {}
+
+
+def resolve_engine(engine: str, path: str) -> tuple[str, str]:
+    """("vllm" or "hf", why) for the engine setting and the model at `path`: `auto` takes
+    vLLM when it imports and supports the model's architecture (and, on CPU, its attention
+    head size), else transformers. Remembered per process."""
+    if engine not in ("auto", "vllm", "hf"):
+        raise UserError(f"presample.engine: expected auto, vllm or hf; got {engine!r}")
+    if engine == "hf":
+        return "hf", "engine: hf was asked for"
+    if (engine, path) not in _RESOLVED:
+        ok, why = vllm_support(path)
+        if engine == "vllm" and not ok:
+            raise UserError(f"presample.engine: vllm was asked for, but {why}; use engine: hf "
+                            "or auto")
+        _RESOLVED[(engine, path)] = ("vllm" if ok else "hf", why)
+        if engine == "auto":
+            logger.info("engine auto -> %s: %s", _RESOLVED[(engine, path)][0], why)
+    return _RESOLVED[(engine, path)]
+
+
 def create_engine(model: ModelSpec, engine: Literal["auto", "vllm", "hf"], *,
                   model_path: str | None = None, batch_size: int = 32,
                   max_model_len: int | None = None, tensor_parallel_size: int = 1,
@@ -314,19 +336,7 @@ def create_engine(model: ModelSpec, engine: Literal["auto", "vllm", "hf"], *,
     its attention head size), else transformers; the choice and its reason are logged.
     """
     path = model_path or resolve_model(model)
-    if engine not in ("auto", "vllm", "hf"):
-        raise UserError(f"presample.engine: expected auto, vllm or hf; got {engine!r}")
-    if engine == "auto":
-        ok, why = vllm_support(path)
-        engine = "vllm" if ok else "hf"
-        logger.info("engine auto -> %s: %s", engine, why)
-    elif engine == "vllm":
-        ok, why = vllm_support(path)
-        if not ok:
-            raise UserError(f"presample.engine: vllm was asked for, but {why}; use engine: hf "
-                            "or auto")
-    else:
-        why = "engine: hf was asked for"
+    engine, why = resolve_engine(engine, path)
     started: VLLMEngine | HFEngine
     if engine == "vllm":
         started = VLLMEngine(model, path, max_model_len=max_model_len,
