@@ -56,7 +56,7 @@ def main() -> int:
               f"{100 * sum(after) / n:.1f}% |")
         changes[mode] = [(i, b, a) for i, (b, a) in enumerate(pairs) if b != a]
     for mode, changed in changes.items():
-        for i, b, a in changed[:args.examples]:
+        for i, b, _ in changed[:args.examples]:
             s = samples[i]
             tail = s["completion"].strip()[-200:].replace("\n", " | ")
             print(f"\n[{mode}] {'right -> wrong' if b else 'wrong -> right'} "

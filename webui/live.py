@@ -101,7 +101,8 @@ class LiveView:
         self.log = TextTail(run.root / "logs" / jobs.WORKER_LOG)
         self.progress: dict[str, dict[str, Any]] = {}
         self.metrics: dict[str, list[dict[str, Any]]] = {}
-        self.stats = {"problems": 0, "length_sum": 0.0, "accuracy_sum": 0.0, "k": 0}
+        self.stats = {"problems": 0, "length_sum": 0.0, "thinking_sum": 0.0,
+                      "accuracy_sum": 0.0, "k": 0}
         self._disharmony = _Cached(run.root / "report" / "disharmony.json")
         self._results = _Cached(run.results_path)
         self.sent: list[str | None] | None = None  # what the page shows (see runs_tab)
@@ -122,6 +123,7 @@ class LiveView:
         for row in self._stats.read_new():
             self.stats["problems"] += 1
             self.stats["length_sum"] += float(row.get("mean_length") or 0.0)
+            self.stats["thinking_sum"] += float(row.get("mean_thinking_tokens") or 0.0)
             self.stats["accuracy_sum"] += float(row.get("mean_accuracy") or 0.0)
             self.stats["k"] += int(row.get("k") or 0)
         self.log.read_new()
@@ -204,8 +206,11 @@ class LiveView:
                 return "_no pre-sample statistics yet_"
             return ("pre-sample: " + ", ".join(f"{k} {_fmt(v)}" for k, v in last.items()
                                                if k not in ("time", "kind", "stage")))
+        thinking = self.stats["thinking_sum"] / n
+        split = (f" ({thinking:.1f} thinking, {self.stats['length_sum'] / n - thinking:.1f} "
+                 "answer)") if thinking else ""
         return (f"**pre-sample**: {n} problems, {self.stats['k']} samples · mean length "
-                f"{self.stats['length_sum'] / n:.1f} tokens · mean accuracy "
+                f"{self.stats['length_sum'] / n:.1f} tokens{split} · mean accuracy "
                 f"{100 * self.stats['accuracy_sum'] / n:.1f}%")
 
     def disharmony(self) -> pd.DataFrame:

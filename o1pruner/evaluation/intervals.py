@@ -119,8 +119,8 @@ def paired_bootstrap(base: Mapping[str, Sequence[Mapping[str, Any]]],
 
 
 def describe(summary: Mapping[str, Any] | None) -> str:
-    """"+5.5 points [+1.0, +10.0]; -11.6 % tokens [-14.0, -9.1]" with "(not significant)"
-    after an interval that contains 0."""
+    """"<diff> points [<lo>, <hi>]; <change> % tokens [<lo>, <hi>]", signed, one decimal,
+    with "(not significant)" after an interval that contains 0."""
     if not summary:
         return ""
 

@@ -76,7 +76,7 @@ def results_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _ci_text(summary: dict[str, Any], key: str) -> str | None:
-    """"+5.5 [+1.0, +10.0]" (with "ns" when the interval contains 0), or None."""
+    """"<value> [<lo>, <hi>]", signed (with "ns" when the interval contains 0), or None."""
     if not summary or summary.get(key) is None:
         return None
     ci = summary.get(f"{key}_ci")
