@@ -19,9 +19,11 @@ SOLUTIONS = [
 ]
 
 
-def write_presample(run_root: Path, tokenizer: Any, n_problems: int = 6, k: int = 4) -> Path:
+def write_presample(run_root: Path, tokenizer: Any, n_problems: int = 6, k: int = 4,
+                    with_ids: bool = False) -> Path:
     """Write problems/samples/problem_stats JSONL for n_problems problems x k samples.
-    Sample j of problem i is solution j % 4 (longer with j); every third one is wrong."""
+    Sample j of problem i is solution j % 4 (longer with j); every third one is wrong.
+    `with_ids`: also the prompt and sample token ids, as pre-sampling writes them."""
     out = run_root / "presample"
     out.mkdir(parents=True, exist_ok=True)
     problems, samples, stats = [], [], []
@@ -33,6 +35,9 @@ def write_presample(run_root: Path, tokenizer: Any, n_problems: int = 6, k: int 
         n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
         problems.append({"problem_id": f"p{i}", "problem": text, "gold": gold,
                          "prompt": prompt, "prompt_tokens": n_prompt})
+        if with_ids:
+            problems[-1]["prompt_token_ids"] = tokenizer(prompt, add_special_tokens=False)[
+                "input_ids"]
         group = []
         for j in range(k):
             correct = (i + j) % 3 != 0
@@ -41,6 +46,9 @@ def write_presample(run_root: Path, tokenizer: Any, n_problems: int = 6, k: int 
             group.append({"problem_id": f"p{i}", "sample_idx": j, "completion": completion,
                           "num_tokens": n, "finish_reason": "stop",
                           "extracted": gold if correct else "99", "correct": correct})
+            if with_ids:
+                group[-1]["token_ids"] = tokenizer(completion, add_special_tokens=False)[
+                    "input_ids"] + [tokenizer.eos_token_id]
         samples += group
         stats.append({"problem_id": f"p{i}", "k": k,
                       "mean_length": sum(s["num_tokens"] for s in group) / k,

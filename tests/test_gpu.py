@@ -1,0 +1,101 @@
+"""The GPU path, on a tiny real model: training in bf16 on CUDA with full, freeze and LoRA
+fine-tuning (the ratio exactly 1 at the first step), transformers generation on CUDA, and
+vLLM generation where vLLM is installed. Marked `gpu`; skipped where CUDA is absent.
+
+Run on a GPU machine with `scripts/gpu_check.sh` (it brings the few dependencies such a
+machine may lack)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+
+def _train(tiny_model_dir: Path, tmp_path: Path, finetuning: str, **train) -> tuple:
+    from o1pruner.files import read_json
+    from o1pruner.models import load_tokenizer
+    from o1pruner.rundir import run_dir_for
+    from o1pruner.training import run_train
+    from tests.presample_files import make_spec, write_presample
+
+    extra = {"freeze": {"freeze_trainable_layers": 1}, "lora": {"lora_rank": 4}}.get(
+        finetuning, {})
+    spec = make_spec(tiny_model_dir, tmp_path, name=f"gpu-{finetuning}",
+                     train={"precision": "bf16", "finetuning": finetuning, "logging_steps": 1,
+                            "learning_rate": 1e-3, **extra, **train})
+    run = run_dir_for(spec)
+    write_presample(run.root, load_tokenizer(spec.model, str(tiny_model_dir)), with_ids=True)
+    torch.cuda.reset_peak_memory_stats()
+    run_train(spec)
+    summary = read_json(run.root / "train" / "summary.json")
+    metrics = [e for e in run.events() if e["kind"] == "metrics" and e["stage"] == "train"]
+    return run, summary, metrics
+
+
+@pytest.mark.parametrize("finetuning", ["full", "freeze", "lora"])
+def test_training_on_cuda_in_bf16(tiny_model_dir: Path, tmp_path: Path,
+                                  finetuning: str) -> None:
+    from transformers import AutoModelForCausalLM
+
+    run, summary, metrics = _train(tiny_model_dir, tmp_path, finetuning)
+    assert torch.cuda.max_memory_allocated() > 0  # it ran on the GPU
+    assert summary["steps"] >= 3 and summary["trainable_params"] > 0
+    first = metrics[0]
+    assert first["ratio/min"] == first["ratio/max"] == 1.0  # r = 1 exactly at step 0
+    assert all(torch.isfinite(torch.tensor(m["loss"])) for m in metrics)
+    trained = AutoModelForCausalLM.from_pretrained(run.root / "train" / "final")
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    changed = [not torch.equal(a, b) for a, b in zip(trained.parameters(), base.parameters(),
+                                                     strict=True)]
+    assert any(changed)
+    if finetuning == "freeze":  # only the last layer (and what follows it) changed
+        names = [n for (n, _), c in zip(trained.named_parameters(), changed, strict=True) if c]
+        assert all(".layers.0." not in n for n in names)
+
+
+def test_transformers_generation_on_cuda(tmp_path: Path) -> None:
+    from o1pruner.prompts import PromptTemplate, build_prompt
+    from o1pruner.sampling import create_engine
+    from o1pruner.sampling.engines import stop_token_ids
+    from o1pruner.spec import ModelSpec
+    from tests.tiny_model import build_stopping_model
+
+    model = ModelSpec(name_or_path=str(build_stopping_model(tmp_path / "m")), dtype="bfloat16")
+    engine = create_engine(model, "hf", batch_size=8, seed=0)
+    try:
+        assert next(engine.model.parameters()).is_cuda
+        template = PromptTemplate(name="t", system=None, user="{problem}")
+        prompts = [build_prompt(engine.tokenizer, template, f"{i} + {i}?") for i in range(4)]
+        groups = engine.generate(prompts, 4, temperature=1.0, top_p=1.0, max_new_tokens=32)
+        stops = set(stop_token_ids(engine.tokenizer))
+        assert [len(g) for g in groups] == [4] * 4
+        for c in (c for g in groups for c in g):
+            assert c.num_tokens == len(c.token_ids) <= 32
+            assert (c.finish_reason == "stop") == (c.token_ids[-1] in stops)
+        assert any(c.finish_reason == "stop" for g in groups for c in g)
+    finally:
+        engine.close()
+
+
+def test_vllm_generation_on_cuda(tmp_path: Path) -> None:
+    pytest.importorskip("vllm")
+    from o1pruner.sampling import create_engine
+    from o1pruner.spec import ModelSpec
+    from tests.tiny_model import build_stopping_model
+
+    model = ModelSpec(name_or_path=str(build_stopping_model(tmp_path / "m")), dtype="bfloat16")
+    engine = create_engine(model, "vllm", seed=0, gpu_memory_utilization=0.3)
+    try:
+        groups = engine.generate(["1 + 1?", "2 + 2?"], 4, temperature=1.0, top_p=1.0,
+                                 max_new_tokens=32, seed=7)
+        assert [len(g) for g in groups] == [4, 4]
+    finally:
+        engine.close()
