@@ -170,6 +170,16 @@ class DataSpec(Section):
 Engine = Literal["auto", "vllm", "hf"]
 
 
+Grading = Literal["strict", "standard"]
+GRADING_HELP = (
+    "How answers are read. `strict` (METHOD.md): the last \\boxed{}, else GSM8K's #### N, "
+    "nothing else; for models told to box their answer. `standard`: math-verify's own "
+    "extraction (boxed first, then LaTeX and plain answers), as the field's harnesses grade; "
+    "for models that do not box. Either way a generation that hit the token limit needs a "
+    "closed last box."
+)
+
+
 class PresampleSpec(Section):
     k: int = Field(
         16, ge=1, le=1024, description="Solutions sampled per problem (paper: 16 for 7B, 12 for 32B)."
@@ -198,14 +208,7 @@ class PresampleSpec(Section):
         "problems per submission, which is also the resume granularity).",
     )
     seed: int = Field(0, ge=0, description="Sampling seed.")
-    grading: Literal["strict", "standard"] = Field(
-        "strict",
-        description="How answers are read. `strict` (METHOD.md): the last \\boxed{}, else "
-        "GSM8K's #### N, nothing else; for models told to box their answer. `standard`: "
-        "math-verify's own extraction (boxed first, then LaTeX and plain answers), as the "
-        "field's harnesses grade; for models that do not box. Either way a generation that "
-        "hit the token limit needs a closed last box.",
-    )
+    grading: Grading = Field("strict", description=GRADING_HELP)
     tensor_parallel_size: int = Field(
         1, ge=1, le=64, description="vLLM tensor parallel size (GPUs per model copy)."
     )
@@ -426,14 +429,7 @@ class EvalSpec(Section):
     )
     engine: Engine = Field("auto", description="Generation engine, as presample.engine.")
     batch_size: int = Field(64, ge=1, description="Problems per generation batch.")
-    grading: Literal["strict", "standard"] = Field(
-        "strict",
-        description="How answers are read. `strict` (METHOD.md): the last \\boxed{}, else "
-        "GSM8K's #### N, nothing else; for models told to box their answer. `standard`: "
-        "math-verify's own extraction (boxed first, then LaTeX and plain answers), as the "
-        "field's harnesses grade; for models that do not box. Either way a generation that "
-        "hit the token limit needs a closed last box.",
-    )
+    grading: Grading = Field("strict", description=GRADING_HELP)
 
     fast_solving_prompt: bool = Field(
         False,

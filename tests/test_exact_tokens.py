@@ -15,9 +15,10 @@ from o1pruner.reward import build_training_set
 from o1pruner.rundir import run_dir_for
 from o1pruner.sampling import run_presample
 from o1pruner.sampling.engines import encode_prompt
-from o1pruner.specio import spec_from_dict
+from o1pruner.spec import ModelSpec
 from o1pruner.training.dataset import tokenize_pair, tokenize_rows
 from tests.presample_files import make_spec, write_presample
+from tests.test_presample import make_spec as presample_spec
 from tests.tiny_model import build_stopping_model
 
 
@@ -67,14 +68,8 @@ def test_a_sample_ended_by_end_of_turn_is_trained_to_end_with_it_not_with_eos(
     token, and training must end those samples with it."""
     model = build_stopping_model(tmp_path / "model", p_stop=0.3, stop_token="<|im_end|>",
                                  eos_token="<|endoftext|>")
-    spec = spec_from_dict({
-        "model": {"name_or_path": str(model), "dtype": "float32"},
-        "data": {"train": "arithmetic_train", "train_limit": 3},
-        "presample": {"k": 4, "engine": "hf", "max_new_tokens": 40, "temperature": 1.0,
-                      "top_p": 1.0, "batch_size": 4},
-        "reward": {"samples_per_problem": 4},
-        "run": {"name": "eot", "output_root": str(tmp_path / "runs")},
-    })
+    spec = presample_spec(ModelSpec(name_or_path=str(model)), tmp_path, n=3,
+                          max_new_tokens=40, batch_size=4)
     run_presample(spec)
     out = run_dir_for(spec).root / "presample"
     tok = load_tokenizer(spec.model, str(model))

@@ -16,9 +16,10 @@ from o1pruner.prompts import PromptTemplate, build_prompt
 from o1pruner.reward import build_training_set
 from o1pruner.rundir import run_dir_for
 from o1pruner.sampling import Completion, run_presample
-from o1pruner.specio import spec_from_dict
+from o1pruner.spec import ModelSpec
 from o1pruner.thinking import ThinkingFormat, split_completions
 from tests.presample_files import make_spec, write_presample
+from tests.test_presample import make_spec as presample_spec
 from tests.tiny_model import build_stopping_model, build_tiny_model
 
 TEMPLATE = PromptTemplate(name="t", system=None, user="{problem}")
@@ -94,14 +95,8 @@ def test_a_model_that_does_not_think_is_all_answer(tiny_model_dir: Path) -> None
 
 def test_presample_records_thinking_and_answer_tokens(tmp_path: Path) -> None:
     model = build_stopping_model(tmp_path / "m", p_stop=0.25, thinking="r1")
-    spec = spec_from_dict({
-        "model": {"name_or_path": str(model), "dtype": "float32"},
-        "data": {"train": "arithmetic_train", "train_limit": 3},
-        "presample": {"k": 4, "engine": "hf", "max_new_tokens": 24, "temperature": 1.0,
-                      "top_p": 1.0, "batch_size": 4},
-        "reward": {"samples_per_problem": 2},
-        "run": {"name": "think", "output_root": str(tmp_path / "runs")},
-    })
+    spec = presample_spec(ModelSpec(name_or_path=str(model)), tmp_path, n=3,
+                          max_new_tokens=24, batch_size=4)
     run_presample(spec)
     out = run_dir_for(spec).root / "presample"
     samples = read_jsonl(out / "samples.jsonl")
