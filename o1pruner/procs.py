@@ -116,7 +116,8 @@ def signal_group(pgid: int | None, leader_start: int | None, sig: signal.Signals
 
 @dataclass(frozen=True)
 class ProcessId:
-    """A pid with its start time and its process group, as recorded in job files."""
+    """A pid with its start time and, when it leads one, its process group (whose id is
+    then the pid itself), as recorded in job files."""
 
     pid: int
     start: int | None
@@ -124,16 +125,11 @@ class ProcessId:
 
     @classmethod
     def current(cls) -> ProcessId:
+        """This process; `pgid` only when it leads its process group. A process started
+        inside someone else's group (a script's, a test runner's) must never have that
+        group signalled on its behalf: then only its own pid is."""
         pid = os.getpid()
-        return cls(pid, start_time(pid), os.getpgid(0))
-
-    @classmethod
-    def of(cls, pid: int) -> ProcessId:
-        try:
-            pgid = os.getpgid(pid)
-        except ProcessLookupError:
-            pgid = None
-        return cls(pid, start_time(pid), pgid)
+        return cls(pid, start_time(pid), pid if os.getpgid(0) == pid else None)
 
     @classmethod
     def from_dict(cls, data: Any) -> ProcessId | None:

@@ -421,3 +421,26 @@ def test_list_runs_gives_history_rows_with_parameters_results_and_adhoc_evals(
     history.delete_run(old)
     assert not old.root.exists()
     assert history.list_runs(tmp_path / "missing") == []
+
+
+def test_a_job_inside_another_process_group_is_stopped_alone(tmp_path: Path) -> None:
+    """A job started by a script or a test runner lives in their process group: Stop must
+    signal the job's own processes, never that group (here: pytest's)."""
+    run = _run(tmp_path)
+    worker = subprocess.Popen([*PY, textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from o1pruner import job
+        from o1pruner.rundir import RunDir
+        with job.job_process(RunDir(Path({str(run.root)!r})), "train"):
+            time.sleep(60)
+    """)], cwd=REPO)  # no new session: pytest's group
+    try:
+        _wait(lambda: run.read_job().get("pid") == worker.pid)
+        assert os.getpgid(worker.pid) == os.getpgid(0)
+        assert run.read_job()["pgid"] is None
+        assert jobs.stop(run, timeout=10)["state"] == "stopped"
+        assert worker.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        worker.kill()
+        worker.wait()
