@@ -72,6 +72,16 @@ def _load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return results, spec if isinstance(spec, dict) else {}
 
 
+def _split(avg: dict[str, Any]) -> str:
+    """"<thinking> / <answer>" mean tokens (the answer is all of it for a model that does
+    not think)."""
+    thinking = avg.get("mean_thinking_tokens")
+    answer = avg.get("mean_answer_tokens", avg.get("mean_tokens"))
+    if thinking is None or answer is None:
+        return "-"
+    return f"{thinking:.0f} / {answer:.0f}"
+
+
 def _label(run_dir: Path) -> str:
     """A run's name; an ad-hoc evaluation (<run>/eval/adhoc/<name>) as <run>/<name>."""
     if RunDir(run_dir.resolve()).is_adhoc:
@@ -93,7 +103,7 @@ def run_compare(run_dirs: list[Path]) -> str:
     flats = [flatten(spec) for _, _, spec in loaded]
 
     header = ["run", *diffs, "method", *benches, "AVG", "AVG AES",
-              "AVG vs base, 95% CI (points; % tokens)"]
+              "AVG vs base, 95% CI (points; % tokens)", "AVG thinking / answer tokens"]
     rows: list[list[str]] = []
     seen_bases: dict[str, str] = {}
     for (run_dir, results, _), flat in zip(loaded, flats, strict=True):
@@ -113,7 +123,8 @@ def run_compare(run_dirs: list[Path]) -> str:
             rows.append([_label(run_dir), *values, label, *cells,
                          metrics_cell(results["averages"][label], avg),
                          fmt_aes(avg["aes"]) if avg else "-",
-                         describe(avg.get("interval")) if avg else "-"])
+                         describe(avg.get("interval")) if avg else "-",
+                         _split(results["averages"][label])])
     lines = [
         "Cells: accuracy % / mean tokens / AES against the run's base model; AVG is the mean "
         "over the run's benchmarks. A base row is shown once per distinct base evaluation.",
