@@ -272,3 +272,17 @@ def test_a_damaged_presample_line_stops_a_resume_with_file_line_and_fix(
     assert "delete that line" in err and "Traceback" not in err
     job = run.read_job()
     assert job["state"] == "failed" and "line 5" in job["message"]
+
+
+def test_out_of_memory_is_one_message_with_what_to_do() -> None:
+    from o1pruner.job import exit_code_of, user_message
+
+    class OutOfMemoryError(RuntimeError):  # the name torch.OutOfMemoryError has
+        pass
+
+    for err, where in ((MemoryError(), "machine (RAM)"),
+                       (OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                        "GPU: CUDA out of memory")):
+        text = user_message(err)
+        assert text.startswith(f"out of memory on the {where}") and "train.batch_size" in text
+        assert exit_code_of(err) == 2
