@@ -15,9 +15,11 @@ import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import get_args
 
 from o1pruner.errors import UserError
 from o1pruner.job import exit_code_of, user_message
+from o1pruner.spec import Grading
 from o1pruner.specio import SpecError, dump_yaml, load_spec
 
 logger = logging.getLogger("o1pruner")
@@ -178,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="JSONL written with `extracted`, `correct`.")
     p.add_argument("--workers", type=int, default=None, help="Grading processes (default: CPUs).")
     p.add_argument("--timeout", type=float, default=5.0, help="Seconds allowed per item.")
-    p.add_argument("--mode", choices=("strict", "standard"), default="strict",
+    p.add_argument("--mode", choices=get_args(Grading), default="strict",
                    help="strict: the last \\boxed{} or #### N only (default); standard: "
                    "math-verify's own extraction of LaTeX and plain answers. A row with "
                    "truncated: true (or finish_reason: length) needs a closed last box.")

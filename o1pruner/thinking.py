@@ -24,12 +24,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
+
+from o1pruner.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-THINKING_MODES = ("auto", "on", "off")
+THINKING_MODES: tuple[str, ...] = get_args(ModelSpec.model_fields["thinking"].annotation)
 SWITCH = "enable_thinking"
 
 

@@ -26,17 +26,18 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import get_args
 
 from o1pruner.grading.extract import extract_answer, normalize_answer, verify_answer, verify_text
 from o1pruner.grading.files import GradeSummary, grade_file
 from o1pruner.grading.workers import verify_in_workers
+from o1pruner.spec import Grading
 
 logger = logging.getLogger(__name__)
 
 GRADER_VERSION = 2
-GRADING_MODES = ("strict", "standard")
-GradingMode = Literal["strict", "standard"]
+GradingMode = Grading  # the spec's field type: the modes are defined there, once
+GRADING_MODES: tuple[str, ...] = get_args(Grading)
 SMALL_BATCH = 16  # fewer items than this are verified by a single worker process
 
 __all__ = ["GRADER_VERSION", "GRADING_MODES", "GradeResult", "GradeSummary", "extract_answer",
