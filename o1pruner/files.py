@@ -20,7 +20,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -104,11 +104,11 @@ def load_json(path: Path) -> Any:
 
 
 @contextmanager
-def folder_lock(folder: Path, waiting: str | None = None) -> Iterator[None]:
-    """Exclusive lock on `folder` (a `.lock` file in it) for the body, so two jobs never
-    append to the same shared files at once: the second waits, logging `waiting` first."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a") as fh:
+def locked_file(path: Path, waiting: str | None = None) -> Iterator[None]:
+    """Exclusive flock on `path` (created if needed) for the body: other processes taking
+    it wait (after `waiting` is logged, if given)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -119,6 +119,12 @@ def folder_lock(folder: Path, waiting: str | None = None) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def folder_lock(folder: Path, waiting: str | None = None) -> AbstractContextManager[None]:
+    """Exclusive lock on a shared folder (a `.lock` file in it), so two jobs never append
+    to the same shared files at once: the second waits."""
+    return locked_file(folder / ".lock", waiting)
 
 
 # ------------------------------------------------------------------------ JSON lines

@@ -15,11 +15,9 @@ runs/<name>/
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from o1pruner.files import (
     atomic_write_json,
     atomic_write_text,
     load_json,
+    locked_file,
     read_jsonl,
 )
 
@@ -109,45 +108,33 @@ class RunDir:
             logger.warning("%s; starting a new job record", err)
             return {}
 
-    @contextmanager
-    def _job_file_locked(self) -> Iterator[None]:
-        """Serialise read-modify-write of job.json between the processes that update it
-        (the web UI, the job's leader, its stages)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".job.json.lock", "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
-    def update_job(self, **fields: Any) -> dict[str, Any]:
-        """Set top-level fields of job.json (atomically; concurrent writers are serialised)."""
-        with self._job_file_locked():
-            job = self.read_job()
-            job.update(fields, updated_at=time.time())
-            atomic_write_json(self.job_path, job)
-        return job
-
-    def update_stage(self, stage: str, **fields: Any) -> dict[str, Any]:
-        """Set fields of job.json's `stages.<stage>` record."""
-        with self._job_file_locked():
-            job = self.read_job()
-            stages = job.get("stages") if isinstance(job.get("stages"), dict) else {}
-            stages[stage] = {**(stages.get(stage) or {}), **fields}
-            job.update(stages=stages, updated_at=time.time())
-            atomic_write_json(self.job_path, job)
-        return job
-
-    def replace_job(self, job: dict[str, Any]) -> dict[str, Any]:
-        """Write a new job record (a new launch), keeping the stage history."""
-        with self._job_file_locked():
-            old = self.read_job()
-            if isinstance(old.get("stages"), dict):
-                job = {"stages": old["stages"], **job}
+    def _modify_job(self, change: Callable[[dict[str, Any]], dict[str, Any]]
+                    ) -> dict[str, Any]:
+        """Read job.json, apply `change`, write it back atomically; the processes that
+        update it (the web UI, the job's leader, its stages) take turns (a file lock)."""
+        with locked_file(self.root / ".job.json.lock"):
+            job = change(self.read_job())
             job["updated_at"] = time.time()
             atomic_write_json(self.job_path, job)
         return job
+
+    def update_job(self, **fields: Any) -> dict[str, Any]:
+        """Set top-level fields of job.json."""
+        return self._modify_job(lambda job: {**job, **fields})
+
+    def update_stage(self, stage: str, **fields: Any) -> dict[str, Any]:
+        """Set fields of job.json's `stages.<stage>` record."""
+        def change(job: dict[str, Any]) -> dict[str, Any]:
+            stages = job.get("stages") if isinstance(job.get("stages"), dict) else {}
+            return {**job, "stages": {**stages, stage: {**(stages.get(stage) or {}), **fields}}}
+        return self._modify_job(change)
+
+    def replace_job(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Write a new job record (a new launch), keeping the stage history."""
+        def change(old: dict[str, Any]) -> dict[str, Any]:
+            stages = old.get("stages")
+            return {"stages": stages, **job} if isinstance(stages, dict) else dict(job)
+        return self._modify_job(change)
 
     # events ----------------------------------------------------------------------
     def emit(self, kind: str, stage: str, **fields: Any) -> None:

@@ -186,8 +186,9 @@ def evaluate(run_id: str, model: str, benchmarks: str, workspace: Workspace
         extra += ["--benchmarks", ",".join(names)]
     from o1pruner.evaluation.runner import eval_job_dir
 
+    # the worker resolves a local model against the workspace (its working directory)
     local = workspace.root / model if model else None
-    job = eval_job_dir(run, (str(local) if local.exists() else model) if local else None)
+    job = eval_job_dir(run, str(local) if local and local.exists() else model or None)
     spec_rel = workspace.relative(run.spec_path)
     jobs.launch(job, ["eval", spec_rel, *extra], cwd=workspace.root)
     where = "" if job == run else f" as its own job `{workspace.run_id(job)}`"
