@@ -158,3 +158,40 @@ def test_two_ray_actors_give_the_same_samples_as_one(stopping_model, one_replica
     assert all(e["pid"] != os.getpid() for e in replicas)
     engine = events(run.root, "engine")[-1]
     assert engine["backend"] == "Ray actors" and engine["replicas"] == 2
+
+
+def _eval_records(results: dict) -> dict:
+    from o1pruner.files import read_jsonl as read
+
+    out = {}
+    for label in results["methods"]:
+        for bench in results["benchmarks"]:
+            path = Path(results["cache"][f"{label}/{bench}"]["path"]) / "generations.jsonl"
+            rows = sorted(read(path), key=lambda r: (r["problem_id"], r["sample_idx"]))
+            out[(label, bench)] = [{k: v for k, v in r.items() if k != "gen_s"} for r in rows]
+    return out
+
+
+@pytest.mark.slow
+def test_evaluation_with_two_replicas_gives_the_same_records_as_one(tiny_model_dir, data_dir,
+                                                                   tmp_path):
+    from o1pruner.evaluation import run_eval
+    from tests.test_evaluation import make_spec as eval_spec
+
+    def evaluate(root: Path, **extra):
+        spec = eval_spec(root, tiny_model_dir, data_dir, "dp", eval__decoding="sample",
+                         eval__temperature=1.0, eval__samples_per_problem=2,
+                         eval__batch_size=2, **extra)
+        return run_eval(spec)
+
+    one = evaluate(tmp_path / "one")
+    two = evaluate(tmp_path / "two", eval__data_parallel_size=2)
+    assert _eval_records(two) == _eval_records(one)
+    assert len(_eval_records(one)[("base", "arithmetic_test")]) == 2 * 6
+
+    def untimed(results: dict) -> dict:  # wall_s, tokens_per_s: seconds differ, of course
+        return {bench: {k: v for k, v in m.items() if k not in ("wall_s", "tokens_per_s")}
+                for bench, m in results["metrics"]["base"].items()}
+
+    assert untimed(two) == untimed(one)
+    assert sorted(e["replica"] for e in events(Path(two["run"]), "replica")) == [0, 1]

@@ -174,32 +174,38 @@ def plan_tasks(spec: RunSpec, eval_dir: Path, methods: list[Method],
 
 
 # ---------------------------------------------------------------------------- generation
-def _generate(spec: RunSpec, engine: Any, template: Any, task: Task,
+def _generate(spec: RunSpec, pool: Any, tokenizer: Any, template: Any, task: Task,
               progress: Progress) -> None:
-    """Generate, grade and append the task's remaining problems, one batch at a time (the
-    n = eval.samples_per_problem samples of a problem are written together)."""
+    """Generate, grade and append the task's remaining problems, one batch at a time on the
+    pool's replicas (the n = eval.samples_per_problem samples of a problem are written
+    together). Sampling seeds problem i with `run.seed + i * n`, whichever replica runs it."""
     from o1pruner.grading import grade_many
     from o1pruner.prompts import build_prompt
+    from o1pruner.sampling.replicas import Request
     from o1pruner.thinking import split_completions
 
     settings = cache.decoding_settings(spec)
-    n = spec.eval.samples_per_problem
-    size = spec.eval.batch_size
-    with JsonlWriter(task.workdir / "generations.jsonl") as out:
+    sampling = {k: settings[k] for k in ("temperature", "top_p", "max_new_tokens")}
+    n, size, seed = spec.eval.samples_per_problem, spec.eval.batch_size, settings.get("seed")
+    index = {p.id: i for i, p in enumerate(task.bench.problems)}
+
+    def requests() -> Any:
         for start in range(0, len(task.todo), size):
             batch = task.todo[start:start + size]
-            prompts = [build_prompt(engine.tokenizer, template, p.problem, task.method.suffix,
+            prompts = [build_prompt(tokenizer, template, p.problem, task.method.suffix,
                                     thinking=spec.model.thinking) for p in batch]
-            began = time.perf_counter()
-            outputs = engine.generate(prompts, n, temperature=settings["temperature"],
-                                      top_p=settings["top_p"],
-                                      max_new_tokens=settings["max_new_tokens"],
-                                      seed=settings.get("seed"))
-            per_item = (time.perf_counter() - began) / (len(batch) * n)
-            flat = [(p, prompt, idx, c) for p, prompt, group in zip(batch, prompts, outputs,
-                                                                    strict=True)
+            yield Request(prompts, n, sampling, tag=batch,
+                          seeds=None if seed is None else [seed + index[p.id] * n
+                                                           for p in batch])
+
+    with JsonlWriter(task.workdir / "generations.jsonl") as out:
+        for result in pool.run(requests()):
+            batch, prompts = result.request.tag, result.request.prompts
+            per_item = result.seconds / (len(batch) * n)
+            flat = [(p, prompt, idx, c) for p, prompt, group in zip(batch, prompts,
+                                                                    result.groups, strict=True)
                     for idx, c in enumerate(group)]
-            parts = split_completions(engine.tokenizer, spec.model.thinking,
+            parts = split_completions(tokenizer, spec.model.thinking,
                                       [prompt for _, prompt, _, _ in flat],
                                       [c for _, _, _, c in flat])
             grades = grade_many([answer for _, answer in parts], [p.gold for p, *_ in flat],
@@ -294,7 +300,6 @@ def run_eval(spec: RunSpec, model: str | None = None,
     from o1pruner.evaluation.report import results_rows, write_report
     from o1pruner.models import looks_like_path
     from o1pruner.prompts import load_template
-    from o1pruner.sampling import create_engine
 
     run = run_dir_for(spec)
     job = eval_job_dir(run, model)
@@ -318,17 +323,7 @@ def run_eval(spec: RunSpec, model: str | None = None,
                 todo = [t for t in tasks if t.method is method and t.todo]
                 if not todo:
                     continue
-                engine = create_engine(spec.model, spec.eval.engine, model_path=method.path,
-                                       batch_size=spec.eval.batch_size, seed=spec.run.seed)
-                logger.info("%s: engine %s (%s)", method.label, engine.name, engine.reason)
-                try:
-                    for task in todo:
-                        with folder_lock(task.workdir) if method.cached else nullcontext():
-                            # another run may have filled it meanwhile
-                            task.todo = _remaining(task, spec.eval.samples_per_problem)
-                            _generate(spec, engine, template, task, progress)
-                finally:
-                    engine.close()
+                _evaluate_method(spec, job, method, todo, template, progress)
         results = build_results(spec, job, methods, benches, tasks,
                                 _command(run.spec_path, model, benchmarks))
         results.update(elapsed_s=round(time.time() - started, 1), eval_dir=str(eval_dir),
@@ -338,6 +333,34 @@ def run_eval(spec: RunSpec, model: str | None = None,
         job.emit("metrics", "eval", table=results_rows(results), report=str(report))
         logger.info("eval done: %s", eval_dir / "results.json")
     return results
+
+
+def _evaluate_method(spec: RunSpec, job: RunDir, method: Method, todo: list[Task],
+                     template: Any, progress: Progress) -> None:
+    """Generate the method's unfinished tasks on eval.data_parallel_size replicas of its
+    model (started once for all its benchmarks)."""
+    from o1pruner.models import load_tokenizer
+    from o1pruner.sampling.engines import resolve_engine
+    from o1pruner.sampling.replicas import engine_args, open_pool
+
+    ev = spec.eval
+    engine, why = resolve_engine(ev.engine, method.path)
+    logger.info("%s: engine %s (%s), %d replica(s)", method.label, engine, why,
+                ev.data_parallel_size)
+    args = engine_args(spec.model, ev.engine, method.path, batch_size=ev.batch_size,
+                       tensor_parallel_size=ev.tensor_parallel_size,
+                       gpu_memory_utilization=ev.gpu_memory_utilization, seed=spec.run.seed)
+    tokenizer = load_tokenizer(spec.model, method.path)
+    with open_pool(args, ev.data_parallel_size, ev.ray_address,
+                   on_event=lambda kind, **f: job.emit(kind, "eval", method=method.label,
+                                                       **f)) as pool:
+        job.emit("engine", "eval", method=method.label, engine=engine, reason=why,
+                 replicas=pool.size, backend=pool.kind)
+        for task in todo:
+            with folder_lock(task.workdir) if method.cached else nullcontext():
+                # another run may have filled it meanwhile
+                task.todo = _remaining(task, ev.samples_per_problem)
+                _generate(spec, pool, tokenizer, template, task, progress)
 
 
 def _remaining(task: Task, n: int) -> list[Any]:

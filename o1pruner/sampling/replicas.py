@@ -151,8 +151,11 @@ class ReplicaPool(Pool):
     # to implement: start(slot), submit(slot, request), wait() -> [(slot, result|_Failure)],
     # drop(slot) (end a dead or failed replica), close()
     def run(self, requests: Iterable[Request]) -> Iterator[Result]:
-        queue: deque[Request] = deque()
         source = iter(requests)
+        first = next(source, None)
+        if first is None:
+            return
+        queue: deque[Request] = deque([first])
         exhausted = False
         if not self.started:  # replicas stay up across calls (one per benchmark in eval)
             self.started = True
