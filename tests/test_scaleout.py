@@ -195,3 +195,31 @@ def test_evaluation_with_two_replicas_gives_the_same_records_as_one(tiny_model_d
 
     assert untimed(two) == untimed(one)
     assert sorted(e["replica"] for e in events(Path(two["run"]), "replica")) == [0, 1]
+
+
+@pytest.mark.slow
+def test_a_stop_ends_every_replica_and_keeps_finished_batches(stopping_model, one_replica,
+                                                             tmp_path):
+    from o1pruner.procs import pid_alive
+
+    spec = make_spec(stopping_model, tmp_path, n=N, k=K, max_new_tokens=24,
+                     data_parallel_size=2, batch_size=1)
+    proc, spec_path = _launch(spec, tmp_path)
+    root, log = tmp_path / "ps", tmp_path / "worker.log"
+    try:
+        _wait_for(proc, log, "a finished problem",
+                  lambda: read_jsonl(root / "presample" / "problem_stats.jsonl"))
+        pids = [_replica_pid(root, r, 0) for r in (0, 1)]
+        os.killpg(proc.pid, signal.SIGTERM)  # as the UI's Stop does
+        assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    deadline = time.time() + 30
+    while any(pid_alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(pid_alive(p) for p in pids)
+    job = json.loads((root / "job.json").read_text())
+    assert job["state"] == "stopped" and "Start resumes with the rest" in job["message"]
+    run_presample(load_spec(spec_path))
+    assert presample_files(root) == one_replica
