@@ -174,6 +174,24 @@ def cmd_webui(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from o1pruner.sweep import load_sweep, plan_sweep, run_sweep
+
+    target = Path(args.spec)
+    if target.is_dir():
+        if args.grid or args.seeds or args.preset or args.overrides:
+            raise UserError(f"{target} is a sweep folder: it is resumed as it was defined "
+                            "(no --grid, --seeds, --preset or --set)")
+        sweep = load_sweep(target)
+    else:
+        sweep = plan_sweep(target, args.grid, args.seeds, overrides=args.overrides,
+                           name=args.name, preset=args.preset, seed_fields=args.seed_field)
+    print(f"sweep {sweep.name}: {len(sweep.points)} runs in {sweep.root}")
+    run_sweep(sweep, parallel=args.parallel)
+    print((sweep.root / "report" / "table.md").read_text(encoding="utf-8"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="o1pruner",
@@ -221,6 +239,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+", help="Run directories.")
     p = add("run", cmd_run, "The whole pipeline: presample, train, eval, report.")
     _add_spec_args(p, generates=True)
+    p = add("sweep", cmd_sweep, "Run a spec over a grid of values and seeds (one run each, "
+            "queued), then a report with intervals over seeds; SPEC may be a sweep folder "
+            "to resume.")
+    _add_spec_args(p, generates=True)
+    p.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2",
+                   help="Values of a spec field to sweep, e.g. --grid reward.lambda=0.5,1,2 "
+                   "(repeatable: the grid is every combination).")
+    p.add_argument("--seeds", default=None, metavar="S1,S2",
+                   help="Seeds: each grid point runs once per seed (default: the spec's).")
+    p.add_argument("--seed-field", action="append", default=None, metavar="FIELD",
+                   help="Spec field(s) the seed sets (default run.seed: training and data "
+                   "order; add presample.seed to re-sample per seed).")
+    p.add_argument("--parallel", type=int, default=1, metavar="N",
+                   help="Runs at a time (default 1).")
+    p.add_argument("--name", default=None, help="Sweep name (default: from the spec and grid).")
+    p.add_argument("--preset", default=None, choices=["paper-table"],
+                   help="paper-table: base, Fast-Solving Prompt, SFT, DPO and O1-Pruner on "
+                   "the same pre-samples, as the paper's Table 2.")
     p = add("stop", cmd_stop, "Stop a run's job: the running stage saves (the trainer a "
             "checkpoint) and exits; a re-run resumes.")
     p.add_argument("run_dir", help="Run directory (runs/<name>).")

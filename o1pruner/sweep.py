@@ -1,0 +1,301 @@
+"""`o1pruner sweep SPEC --grid FIELD=V1,V2 ... --seeds 0,1,2`: one run per grid point and
+seed, queued, then a report over seeds (o1pruner.sweep_report).
+
+A sweep lives in `<output_root>/sweeps/<name>/`: `sweep.json` (its definition and points),
+`points/<run>.yaml` (each point's spec), the job files of the sweep itself (`job.json`,
+`events.jsonl`, `logs/sweep.log`: it is a job like a run, stopped and watched the same
+way) and `report/`. Each point is an ordinary run in `<output_root>/<run name>/`, started
+as a job of its own (`o1pruner run`), so points share pre-samples and base evaluations
+through the shared caches whenever those are identical (a lambda or method sweep samples
+and evaluates the base once), and each can be evaluated, compared or exported like any
+run.
+
+The queue survives anything: a point's state is its run's state, so re-running the same
+sweep (same command, or Start in the UI) skips finished points, waits for points still
+running (a sweep process killed with `kill -9` leaves its current point running on its
+own) and starts the rest. A failed point is recorded and the sweep goes on; a re-run
+tries it again. A stop (the UI's Stop, `o1pruner stop sweeps/NAME`, Ctrl-C) stops the
+running points (each saves, as any run does) and the sweep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from o1pruner.errors import UserError
+from o1pruner.files import atomic_write_json, atomic_write_text, read_json
+from o1pruner.job import job_process
+from o1pruner.progress import Progress
+from o1pruner.rundir import RunDir
+from o1pruner.safeyaml import YamlError, safe_load
+from o1pruner.specio import SpecError, dump_yaml, load_spec, load_spec_text
+
+logger = logging.getLogger(__name__)
+
+STAGE = "sweep"
+SWEEPS_DIR = "sweeps"
+#: Presets: extra overrides and a grid. "paper-table" is the paper's Table 2 for your model
+#: on the same pre-samples: base and Fast-Solving Prompt (evaluated once, cached), SFT,
+#: DPO and O1-Pruner.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper-table": {"overrides": ["eval.fast_solving_prompt=true"],
+                    "grid": [("train.method", ["sft", "dpo", "lh"])]},
+}
+POLL_S = 1.0
+
+
+@dataclass
+class Point:
+    """One run of the sweep: its grid values, seed and run name."""
+
+    name: str
+    values: dict[str, Any]
+    seed: int
+
+    def label(self) -> str:
+        return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in self.values.items()) or "base spec"
+
+
+@dataclass
+class Sweep:
+    root: Path
+    name: str
+    base_yaml: str  # the resolved base spec (with --set and the preset applied)
+    grid: list[tuple[str, list[Any]]]
+    seeds: list[int]
+    seed_fields: list[str]
+    preset: str | None
+    points: list[Point]
+
+    @property
+    def job(self) -> RunDir:
+        return RunDir(self.root)
+
+    def definition(self) -> dict[str, Any]:
+        return {"name": self.name, "base_spec": self.base_yaml,
+                "grid": [[f, v] for f, v in self.grid], "seeds": self.seeds,
+                "seed_fields": self.seed_fields, "preset": self.preset,
+                "points": [asdict(p) for p in self.points]}
+
+    def run_dir(self, point: Point) -> RunDir:
+        return RunDir(self.root.parent.parent / point.name)
+
+
+# ----------------------------------------------------------------------------- planning
+def parse_grid(items: list[str]) -> list[tuple[str, list[Any]]]:
+    """`FIELD=V1,V2,...` items as (field, values); values are YAML scalars."""
+    grid: list[tuple[str, list[Any]]] = []
+    for item in items:
+        field, sep, raw = item.partition("=")
+        field = field.strip()
+        if not sep or not field or not raw.strip():
+            raise UserError(f"--grid {item!r}: expected FIELD=V1,V2,... e.g. "
+                            "--grid reward.lambda=0.5,1,2")
+        if any(f == field for f, _ in grid):
+            raise UserError(f"--grid {field}: given twice; put all its values in one --grid")
+        values = []
+        for text in raw.split(","):
+            try:
+                values.append(safe_load(text.strip(), source=f"--grid {field}"))
+            except YamlError as err:
+                raise UserError(f"--grid {field}: {err}") from None
+        if len(set(map(json.dumps, values))) != len(values):
+            raise UserError(f"--grid {field}: a value is given twice")
+        grid.append((field, values))
+    return grid
+
+
+def parse_seeds(text: str | None) -> list[int]:
+    if not text:
+        return []
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: expected whole numbers, e.g. --seeds 0,1,2") from None
+    if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+        raise UserError(f"--seeds {text!r}: expected distinct numbers >= 0")
+    return seeds
+
+
+def _slug(values: dict[str, Any]) -> str:
+    text = "_".join(f"{k.split('.')[-1]}{v}" for k, v in values.items()) or "base"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:60] or "point"
+
+
+def _points(grid: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
+    combos: list[dict[str, Any]] = [{}]
+    for field, values in grid:
+        combos = [{**c, field: v} for c in combos for v in values]
+    return combos
+
+
+def plan_sweep(spec_path: str | Path, grid_items: list[str], seeds_text: str | None = None,
+               *, overrides: list[str] | None = None, name: str | None = None,
+               preset: str | None = None, seed_fields: list[str] | None = None) -> Sweep:
+    """The sweep's points, each validated as a spec (a bad grid value is refused before
+    anything runs, naming the point)."""
+    overrides = list(overrides or [])
+    grid = parse_grid(grid_items)
+    if preset is not None:
+        if preset not in PRESETS:
+            raise UserError(f"--preset {preset!r}: expected one of {', '.join(PRESETS)}")
+        overrides = [*PRESETS[preset]["overrides"], *overrides]
+        taken = {f for f, _ in grid}
+        grid = [(f, list(v)) for f, v in PRESETS[preset]["grid"] if f not in taken] + grid
+    if not grid and not seeds_text:
+        raise UserError("a sweep needs at least one --grid FIELD=V1,V2 or --seeds 0,1,2")
+    seed_fields = seed_fields or ["run.seed"]
+    base = load_spec(spec_path, overrides)
+    seeds = parse_seeds(seeds_text) or [_get(base, seed_fields[0])]
+    base_yaml = dump_yaml(base)
+    digest = hashlib.sha256(json.dumps(
+        [base_yaml, [[f, v] for f, v in grid], seeds, seed_fields, preset],
+        sort_keys=True, default=str).encode()).hexdigest()[:8]
+    stem = base.run.name or re.sub(r"[^A-Za-z0-9._-]+", "-", base.model.name_or_path.rstrip(
+        "/").split("/")[-1].split(":")[-1]).strip("-.") or "sweep"
+    name = name or f"{stem}-sweep-{digest}"
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", name) or name.startswith("."):
+        raise UserError(f"--name {name!r}: use letters, digits, '.', '_' or '-'")
+    points = []
+    for i, values in enumerate(_points(grid)):
+        for seed in seeds:
+            point = Point(f"{name}-{i:02d}-{_slug(values)}-s{seed}", values, seed)
+            try:
+                point_spec(base_yaml, point, seed_fields)
+            except (SpecError, UserError) as err:
+                raise UserError(f"sweep point {point.label()} (seed {seed}): {err}") from None
+            points.append(point)
+    root = Path(base.run.output_root) / SWEEPS_DIR / name
+    return Sweep(root, name, base_yaml, grid, seeds, seed_fields, preset, points)
+
+
+def _get(spec: Any, dotted: str) -> Any:
+    value = spec
+    for part in dotted.split("."):
+        value = getattr(value, part if part != "lambda" else "lambda_")
+    return value
+
+
+def point_spec(base_yaml: str, point: Point, seed_fields: list[str]) -> str:
+    """The resolved spec YAML of a point."""
+    sets = [f"{field}={json.dumps(value)}" for field, value in point.values.items()]
+    sets += [f"{field}={point.seed}" for field in seed_fields]
+    sets.append(f"run.name={point.name}")
+    return dump_yaml(load_spec_text(base_yaml, "the base spec", sets))
+
+
+# ------------------------------------------------------------------------------ running
+def point_state(run: RunDir) -> str:
+    """done (finished with results), running, failed, stopped or pending."""
+    from o1pruner.jobs import status
+
+    if not run.root.exists():
+        return "pending"
+    job = status(run)
+    if job.get("alive"):
+        return "running"
+    if job["state"] == "done" and run.results_path.exists():
+        return "done"
+    return job["state"] if job["state"] in ("failed", "stopped") else "pending"
+
+
+def run_sweep(sweep: Sweep, parallel: int = 1) -> dict[str, Any]:
+    """Stage entry (`o1pruner sweep`): run the points not yet done, `parallel` at a time,
+    then write the report; returns the report's data."""
+    from o1pruner.sweep_report import write_sweep_report
+
+    if parallel < 1:
+        raise UserError(f"--parallel {parallel}: expected 1 or more")
+    job = sweep.job
+    job.root.mkdir(parents=True, exist_ok=True)
+    known = read_json(job.root / "sweep.json")
+    if known is not None and known.get("points") != sweep.definition()["points"]:
+        raise UserError(f"{job.root} holds another sweep (other points); choose another --name "
+                        "or delete that folder")
+    with job_process(job, STAGE):
+        atomic_write_json(job.root / "sweep.json", sweep.definition())
+        for point in sweep.points:
+            path = job.root / "points" / f"{point.name}.yaml"
+            path.parent.mkdir(exist_ok=True)
+            text = point_spec(sweep.base_yaml, point, sweep.seed_fields)
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                atomic_write_text(path, text)
+        _run_points(sweep, parallel)
+        report = write_sweep_report(sweep.root)
+        failed = [p.name for p in sweep.points if point_state(sweep.run_dir(p)) != "done"]
+        job.emit("metrics", STAGE, report=str(job.root / "report"), failed=failed)
+        if failed:
+            raise UserError(f"{len(failed)} of {len(sweep.points)} sweep points did not "
+                            f"finish: {', '.join(failed)}; their logs are in their run "
+                            "folders. Start the sweep again to retry them (the report has "
+                            "the others)")
+    return report
+
+
+def _run_points(sweep: Sweep, parallel: int) -> None:
+    from o1pruner.jobs import launch, request_stop, stop, stop_timeout_of
+
+    job = sweep.job
+    states = {p.name: point_state(sweep.run_dir(p)) for p in sweep.points}
+    todo = [p for p in sweep.points if states[p.name] != "done"]
+    running: dict[str, Point] = {}
+    with Progress(job, STAGE, total=len(sweep.points), initial=len(sweep.points) - len(todo),
+                  unit="run") as progress:
+        try:
+            while todo or running:
+                while todo and len(running) < parallel:
+                    point = todo.pop(0)
+                    run = sweep.run_dir(point)
+                    if point_state(run) != "running":  # else: left running by a killed sweep
+                        spec_path = job.root / "points" / f"{point.name}.yaml"
+                        launch(run, ["run", str(run.spec_path)], cwd=os.getcwd(),
+                               spec_text=spec_path.read_text(encoding="utf-8"))
+                    running[point.name] = point
+                    job.emit("point", STAGE, name=point.name, state="running",
+                             values=point.values, seed=point.seed)
+                    logger.info("sweep point %s (%s, seed %d) started", point.name,
+                                point.label(), point.seed)
+                time.sleep(POLL_S)
+                for name, point in list(running.items()):
+                    state = point_state(sweep.run_dir(point))
+                    if state == "running":
+                        continue
+                    del running[name]
+                    job.emit("point", STAGE, name=name, state=state, values=point.values,
+                             seed=point.seed)
+                    logger.log(logging.INFO if state == "done" else logging.WARNING,
+                               "sweep point %s: %s", name, state)
+                    progress.update(1, point=name, state=state)
+        except KeyboardInterrupt:
+            for point in running.values():  # points are jobs of their own: stop them all,
+                request_stop(sweep.run_dir(point))
+            for point in running.values():  # then wait for each to save
+                run = sweep.run_dir(point)
+                stop(run, timeout=stop_timeout_of(run))
+            job.update_stage(STAGE, resume=f"{len(running)} running point(s) stopped and "
+                             "saved; Start resumes the sweep")
+            raise
+
+
+def load_sweep(root: Path) -> Sweep:
+    """A sweep from its folder (the UI's Start of an existing sweep)."""
+    data = read_json(root / "sweep.json")
+    if not isinstance(data, dict):
+        raise UserError(f"{root}: no sweep.json; not a sweep folder")
+    return Sweep(root, data["name"], data["base_spec"], [(f, v) for f, v in data["grid"]],
+                 data["seeds"], data["seed_fields"], data.get("preset"),
+                 [Point(**p) for p in data["points"]])
+
+
+def list_sweeps(output_root: Path | str) -> list[Path]:
+    base = Path(output_root) / SWEEPS_DIR
+    return sorted((p for p in base.iterdir() if (p / "sweep.json").exists()),
+                  key=lambda p: p.stat().st_mtime, reverse=True) if base.is_dir() else []

@@ -1,0 +1,199 @@
+"""The report of a sweep (`<sweep>/report/`): one row per grid point with the mean and the
+95 % interval over seeds of accuracy, mean tokens and AES per benchmark and on average,
+the base model (and the Fast-Solving Prompt) for reference, and an accuracy-vs-tokens
+plot with error bars and the Pareto front marked.
+
+Intervals over seeds are Student-t intervals of the per-seed values (n seeds, n - 1
+degrees of freedom); with one seed a row carries no interval (each run's own paired
+bootstrap intervals are in its report).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from o1pruner.files import atomic_write_json, atomic_write_text, read_json
+
+#: Two-sided 95 % Student-t quantiles t(0.975, df), df = 1..30 (normal beyond).
+T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+        2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+#: Row names of the paper's Table 2 (the "paper-table" preset).
+PAPER_NAMES = {"base": "Base", "fast_solving": "Fast-Solving Prompt", "sft": "SFT",
+               "dpo": "DPO", "lh": "O1-Pruner"}
+
+
+def mean_ci(values: list[float]) -> dict[str, Any]:
+    """Mean, 95 % t-interval (None below 2 values), n and the values."""
+    n = len(values)
+    if n == 0:
+        return {"mean": None, "ci": None, "n": 0, "values": []}
+    mean = statistics.fmean(values)
+    ci = None
+    if n >= 2:
+        half = (T975[n - 2] if n - 1 <= len(T975) else 1.96) * statistics.stdev(values) \
+            / math.sqrt(n)
+        ci = [mean - half, mean + half]
+    return {"mean": mean, "ci": ci, "n": n, "values": values}
+
+
+def _point_values(results: dict[str, Any], label: str) -> dict[str, dict[str, float | None]]:
+    """{benchmark or AVG: {accuracy %, tokens, aes, d_len %, d_acc %}} of one method."""
+    out = {}
+    for bench in [*results["benchmarks"], "AVG"]:
+        m = results["averages"][label] if bench == "AVG" else results["metrics"][label][bench]
+        c = results.get("comparison", {}).get(label, {}).get(bench, {})
+        out[bench] = {"accuracy": 100 * m["accuracy"], "tokens": m["mean_tokens"],
+                      "aes": c.get("aes") if label != "base" else 0.0,
+                      "d_len": None if c.get("d_len") is None else 100 * c["d_len"],
+                      "d_acc": None if c.get("d_acc") is None else 100 * c["d_acc"]}
+    return out
+
+
+def _aggregate(samples: list[dict[str, dict[str, float | None]]]) -> dict[str, Any]:
+    benches = list(samples[0]) if samples else []
+    return {b: {k: mean_ci([s[b][k] for s in samples if s[b][k] is not None])
+                for k in samples[0][b]} for b in benches}
+
+
+def sweep_rows(root: Path) -> dict[str, Any]:
+    """The report's data: points with their state, and rows (reference rows first)."""
+    from o1pruner.rundir import RunDir
+    from o1pruner.sweep import load_sweep, point_state
+
+    sweep = load_sweep(root)
+    paper = sweep.preset == "paper-table"
+    points, groups, reference = [], {}, {"base": [], "fast_solving": []}
+    benchmarks: list[str] = []
+    for p in sweep.points:
+        run: RunDir = sweep.run_dir(p)
+        state = point_state(run)
+        results = read_json(run.results_path) if state == "done" else None
+        points.append({"name": p.name, "label": p.label(), "seed": p.seed, "state": state,
+                       "values": p.values})
+        if not isinstance(results, dict) or "trained" not in results.get("methods", []):
+            continue
+        benchmarks = benchmarks or list(results["benchmarks"])
+        key = json.dumps(p.values, sort_keys=True)
+        groups.setdefault(key, {"values": p.values, "label": p.label(), "samples": []})
+        groups[key]["samples"].append(_point_values(results, "trained"))
+        for label in reference:  # the same cached evaluation in every run counts once
+            if label in results["methods"] and \
+                    (values := _point_values(results, label)) not in reference[label]:
+                reference[label].append(values)
+    rows = []
+    for label, samples in reference.items():
+        if samples:
+            rows.append({"label": PAPER_NAMES[label] if paper else label, "kind": label,
+                         "values": {}, "seeds": len(samples), "metrics": _aggregate(samples)})
+    for group in groups.values():
+        label = group["label"]
+        if paper and "train.method" in group["values"]:
+            method = PAPER_NAMES.get(group["values"]["train.method"], label)
+            rest = {k: v for k, v in group["values"].items() if k != "train.method"}
+            extra = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in rest.items())
+            label = f"{method} ({extra})" if extra else method
+        rows.append({"label": label, "kind": "trained", "values": group["values"],
+                     "seeds": len(group["samples"]), "metrics": _aggregate(group["samples"])})
+    _mark_pareto(rows)
+    return {"name": sweep.name, "preset": sweep.preset, "grid": sweep.grid,
+            "seeds": sweep.seeds, "benchmarks": benchmarks, "points": points, "rows": rows}
+
+
+def _mark_pareto(rows: list[dict[str, Any]]) -> None:
+    """A row is on the Pareto front when no other row has both fewer mean tokens and at
+    least the accuracy (or the same tokens and more accuracy), on average over benchmarks."""
+    def xy(r: dict[str, Any]) -> tuple[float, float]:
+        avg = r["metrics"]["AVG"]
+        return avg["tokens"]["mean"], avg["accuracy"]["mean"]
+
+    for r in rows:
+        x, y = xy(r)
+        r["pareto"] = not any((ox <= x and oy >= y) and (ox < x or oy > y)
+                              for o in rows if o is not r for ox, oy in [xy(o)])
+
+
+def _cell(stat: dict[str, Any], digits: int = 1) -> str:
+    if stat["mean"] is None:
+        return "-"
+    text = f"{stat['mean']:.{digits}f}"
+    return text + (f" [{stat['ci'][0]:.{digits}f}, {stat['ci'][1]:.{digits}f}]"
+                   if stat["ci"] else "")
+
+
+def table_markdown(data: dict[str, Any]) -> str:
+    """The sweep table: per benchmark and AVG, accuracy %, mean tokens and AES, each the
+    mean over seeds with its 95 % interval; * marks the Pareto front."""
+    benches = [*data["benchmarks"], "AVG"]
+    head = ["method" if data["preset"] == "paper-table" else "point", "seeds"]
+    for b in benches:
+        head += [f"{b} acc %", f"{b} tokens", f"{b} AES"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in data["rows"]:
+        cells = [("* " if r["pareto"] else "") + r["label"], str(r["seeds"])]
+        for b in benches:
+            m = r["metrics"][b]
+            cells += [_cell(m["accuracy"]), _cell(m["tokens"], 0), _cell(m["aes"], 3)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_sweep(data: dict[str, Any], out: Path) -> None:
+    """Accuracy vs mean tokens (AVG over benchmarks), error bars = 95 % intervals over
+    seeds, the reference rows as stars, the Pareto front joined and ringed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from o1pruner.evaluation.report import _save
+
+    fig, ax = plt.subplots(figsize=(7.5, 5.2))
+    front = []
+    for i, r in enumerate(data["rows"]):
+        acc, tok = r["metrics"]["AVG"]["accuracy"], r["metrics"]["AVG"]["tokens"]
+        x, y = tok["mean"], acc["mean"]
+        xerr = [[x - tok["ci"][0]], [tok["ci"][1] - x]] if tok["ci"] else None
+        yerr = [[y - acc["ci"][0]], [acc["ci"][1] - y]] if acc["ci"] else None
+        color = "black" if r["kind"] != "trained" else plt.cm.tab10(i % 10)
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="*" if r["kind"] != "trained" else "o",
+                    color=color, markersize=12 if r["kind"] != "trained" else 7, capsize=3,
+                    label=r["label"], zorder=3)
+        if r["pareto"]:
+            front.append((x, y))
+            ax.scatter([x], [y], s=260, facecolors="none", edgecolors="crimson",
+                       linewidths=1.4, zorder=4)
+    if front:
+        xs, ys = zip(*sorted(front), strict=True)
+        ax.plot(xs, ys, color="crimson", alpha=0.5, linestyle="--", zorder=2,
+                label="Pareto front")
+    ax.set_xlabel("mean tokens per solution (average over benchmarks)")
+    ax.set_ylabel("accuracy % (average over benchmarks)")
+    seeds = len(data["seeds"])
+    ax.set_title(f"Sweep {data['name']}: {seeds} seed(s), 95 % intervals over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    _save(fig, out)
+
+
+def write_sweep_report(root: Path) -> dict[str, Any]:
+    """report/sweep.json, report/table.md and report/accuracy_vs_tokens.png."""
+    data = sweep_rows(root)
+    out = root / "report"
+    out.mkdir(exist_ok=True)
+    atomic_write_json(out / "sweep.json", data)
+    done = sum(p["state"] == "done" for p in data["points"])
+    header = (f"# Sweep {data['name']}\n\n{done} of {len(data['points'])} runs done; "
+              f"grid: {', '.join(f'{f} = {v}' for f, v in data['grid']) or '-'}; "
+              f"seeds: {', '.join(map(str, data['seeds']))}. Cells: mean over seeds "
+              "[95 % t-interval]; * marks the Pareto front (fewest tokens for the "
+              "accuracy).\n\n")
+    atomic_write_text(out / "table.md", header + (table_markdown(data) if data["rows"]
+                                                  else "No finished runs yet.\n"))
+    if data["rows"]:
+        plot_sweep(data, out / "accuracy_vs_tokens.png")
+    return data

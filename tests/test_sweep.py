@@ -1,0 +1,93 @@
+"""`o1pruner sweep`: the grid, the queue (one run per point, resumable), shared
+pre-samples and base evaluation, and the report with intervals over seeds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from o1pruner.errors import UserError
+from o1pruner.files import read_jsonl
+from o1pruner.sweep import parse_grid, plan_sweep
+from o1pruner.sweep_report import mean_ci
+from tests.test_pipeline import write_spec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_grid_values_are_yaml_scalars_and_errors_name_the_item():
+    assert parse_grid(["reward.lambda=0.5,1,2", "train.method=lh,sft"]) == [
+        ("reward.lambda", [0.5, 1, 2]), ("train.method", ["lh", "sft"])]
+    for bad, words in (("reward.lambda", "expected FIELD=V1,V2"),
+                       ("reward.lambda=1,1", "twice"), ("=1,2", "expected FIELD")):
+        with pytest.raises(UserError, match=words):
+            parse_grid([bad])
+    with pytest.raises(UserError, match="given twice"):
+        parse_grid(["reward.lambda=1", "reward.lambda=2"])
+
+
+def test_points_are_every_combination_times_seeds_and_invalid_values_are_refused(
+        tmp_path, tiny_model_dir):
+    spec = write_spec(tmp_path, tiny_model_dir)
+    sweep = plan_sweep(spec, ["reward.lambda=0.5,2", "train.method=lh,sft"], "0,1")
+    assert len(sweep.points) == 8 and len({p.name for p in sweep.points}) == 8
+    assert {(p.values["reward.lambda"], p.values["train.method"], p.seed)
+            for p in sweep.points} == {(lam, m, s) for lam in (0.5, 2) for m in ("lh", "sft")
+                                       for s in (0, 1)}
+    assert sweep.root == tmp_path / "runs" / "sweeps" / sweep.name
+    with pytest.raises(UserError, match=r"sweep point .*reward.lambda|lambda"):
+        plan_sweep(spec, ["reward.lambda=-1,1"])
+    with pytest.raises(UserError, match="no_such"):
+        plan_sweep(spec, ["train.no_such=1,2"])
+    with pytest.raises(UserError, match="--seeds"):
+        plan_sweep(spec, [], "0,x")
+    paper = plan_sweep(spec, [], preset="paper-table")
+    assert [p.values for p in paper.points] == [{"train.method": m} for m in ("sft", "dpo", "lh")]
+
+
+def test_mean_and_t_interval_over_seeds():
+    stat = mean_ci([50.0, 52.0, 54.0])
+    assert stat["mean"] == 52.0
+    # stdev 2, t(0.975, 2) = 4.303: half-width 4.303 * 2 / sqrt(3) = 4.969
+    assert stat["ci"] == pytest.approx([52.0 - 4.969, 52.0 + 4.969], abs=1e-3)
+    assert mean_ci([3.0])["ci"] is None and mean_ci([])["mean"] is None
+
+
+@pytest.mark.slow
+def test_a_lambda_sweep_samples_once_evaluates_the_base_once_and_reports(tmp_path,
+                                                                        tiny_model_dir):
+    spec = write_spec(tmp_path, tiny_model_dir)
+    command = [sys.executable, "-m", "o1pruner.cli", "sweep", str(spec),
+               "--grid", "reward.lambda=0.5,1,2", "--name", "lam"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs, root = tmp_path / "runs", tmp_path / "runs" / "sweeps" / "lam"
+    data = json.loads((root / "report" / "sweep.json").read_text())
+    assert [p["state"] for p in data["points"]] == ["done"] * 3
+    assert [r["label"] for r in data["rows"]] == ["base", "lambda=0.5", "lambda=1", "lambda=2"]
+    assert all(r["seeds"] == 1 for r in data["rows"])
+    # one pre-sample entry and one base evaluation for the three runs
+    assert len(list((runs / ".cache" / "presample").iterdir())) == 1
+    generated = [p["name"] for p in data["points"] if any(
+        e["kind"] == "engine" for e in read_jsonl(runs / p["name"] / "events.jsonl")
+        if e.get("stage") == "presample")]
+    assert len(generated) == 1
+    reused = [e["reused"] for p in data["points"]
+              for e in read_jsonl(runs / p["name"] / "events.jsonl")
+              if e["kind"] == "cache" and e.get("method") == "base"]
+    assert sorted(reused) == [False, True, True]
+    # the three runs trained differently: their rewards differ with lambda
+    table = (root / "report" / "table.md").read_text()
+    assert "3 of 3 runs done" in table and "| lambda=0.5 |" in table.replace("* ", "")
+    assert (root / "report" / "accuracy_vs_tokens.png").stat().st_size > 10_000
+    assert "sweep lam: 3 runs" in result.stdout
+    # the same command again: every point is done, nothing is launched
+    again = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    starts = [e for e in read_jsonl(root / "events.jsonl")
+              if e["kind"] == "point" and e["state"] == "running"]
+    assert len(starts) == 3
