@@ -42,12 +42,15 @@ logger = logging.getLogger(__name__)
 
 STAGE = "sweep"
 SWEEPS_DIR = "sweeps"
-#: Presets: extra overrides and a grid. "paper-table" is the paper's Table 2 for your model
-#: on the same pre-samples: base and Fast-Solving Prompt (evaluated once, cached), SFT,
-#: DPO and O1-Pruner.
+#: Presets: extra overrides and the points they add (crossed with any --grid).
+#: "paper-table" is the paper's Table 2 for your model on the same pre-samples: base and
+#: Fast-Solving Prompt (evaluated once, cached), SFT and DPO on the 2 shortest correct
+#: samples of each problem (METHOD.md), and O1-Pruner as the spec sets it.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper-table": {"overrides": ["eval.fast_solving_prompt=true"],
-                    "grid": [("train.method", ["sft", "dpo", "lh"])]},
+                    "points": [{"train.method": "sft", "reward.samples_per_problem": 2},
+                               {"train.method": "dpo", "reward.samples_per_problem": 2},
+                               {"train.method": "lh"}]},
 }
 POLL_S = 1.0
 
@@ -144,20 +147,20 @@ def plan_sweep(spec_path: str | Path, grid_items: list[str], seeds_text: str | N
     anything runs, naming the point)."""
     overrides = list(overrides or [])
     grid = parse_grid(grid_items)
+    combos = _points(grid)
     if preset is not None:
         if preset not in PRESETS:
             raise UserError(f"--preset {preset!r}: expected one of {', '.join(PRESETS)}")
         overrides = [*PRESETS[preset]["overrides"], *overrides]
-        taken = {f for f, _ in grid}
-        grid = [(f, list(v)) for f, v in PRESETS[preset]["grid"] if f not in taken] + grid
-    if not grid and not seeds_text:
+        combos = [{**p, **c} for p in PRESETS[preset]["points"] for c in combos]
+    elif not grid and not seeds_text:
         raise UserError("a sweep needs at least one --grid FIELD=V1,V2 or --seeds 0,1,2")
     seed_fields = seed_fields or ["run.seed"]
     base = load_spec(spec_path, overrides)
     seeds = parse_seeds(seeds_text) or [_get(base, seed_fields[0])]
     base_yaml = dump_yaml(base)
     digest = hashlib.sha256(json.dumps(
-        [base_yaml, [[f, v] for f, v in grid], seeds, seed_fields, preset],
+        [base_yaml, combos, seeds, seed_fields, preset],
         sort_keys=True, default=str).encode()).hexdigest()[:8]
     stem = base.run.name or re.sub(r"[^A-Za-z0-9._-]+", "-", base.model.name_or_path.rstrip(
         "/").split("/")[-1].split(":")[-1]).strip("-.") or "sweep"
@@ -165,7 +168,7 @@ def plan_sweep(spec_path: str | Path, grid_items: list[str], seeds_text: str | N
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", name) or name.startswith("."):
         raise UserError(f"--name {name!r}: use letters, digits, '.', '_' or '-'")
     points = []
-    for i, values in enumerate(_points(grid)):
+    for i, values in enumerate(combos):
         for seed in seeds:
             point = Point(f"{name}-{i:02d}-{_slug(values)}-s{seed}", values, seed)
             try:

@@ -94,7 +94,8 @@ def sweep_rows(root: Path) -> dict[str, Any]:
         label = group["label"]
         if paper and "train.method" in group["values"]:
             method = PAPER_NAMES.get(group["values"]["train.method"], label)
-            rest = {k: v for k, v in group["values"].items() if k != "train.method"}
+            preset = ("train.method", "reward.samples_per_problem")  # the preset's own
+            rest = {k: v for k, v in group["values"].items() if k not in preset}
             extra = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in rest.items())
             label = f"{method} ({extra})" if extra else method
         rows.append({"label": label, "kind": "trained", "values": group["values"],

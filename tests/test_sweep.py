@@ -46,7 +46,12 @@ def test_points_are_every_combination_times_seeds_and_invalid_values_are_refused
     with pytest.raises(UserError, match="--seeds"):
         plan_sweep(spec, [], "0,x")
     paper = plan_sweep(spec, [], preset="paper-table")
-    assert [p.values for p in paper.points] == [{"train.method": m} for m in ("sft", "dpo", "lh")]
+    assert [p.values for p in paper.points] == [
+        {"train.method": "sft", "reward.samples_per_problem": 2},
+        {"train.method": "dpo", "reward.samples_per_problem": 2}, {"train.method": "lh"}]
+    crossed = plan_sweep(spec, ["reward.lambda=1,2"], preset="paper-table")
+    assert len(crossed.points) == 6 and crossed.points[-1].values == {
+        "train.method": "lh", "reward.lambda": 2}
 
 
 def test_mean_and_t_interval_over_seeds():
