@@ -218,13 +218,8 @@ def run_sweep(sweep: Sweep, parallel: int = 1) -> dict[str, Any]:
     if parallel < 1:
         raise UserError(f"--parallel {parallel}: expected 1 or more")
     job = sweep.job
-    job.root.mkdir(parents=True, exist_ok=True)
-    known = read_json(job.root / "sweep.json")
-    if known is not None and known.get("points") != sweep.definition()["points"]:
-        raise UserError(f"{job.root} holds another sweep (other points); choose another --name "
-                        "or delete that folder")
     with job_process(job, STAGE):
-        atomic_write_json(job.root / "sweep.json", sweep.definition())
+        save_definition(sweep)
         for point in sweep.points:
             path = job.root / "points" / f"{point.name}.yaml"
             path.parent.mkdir(exist_ok=True)
@@ -241,6 +236,18 @@ def run_sweep(sweep: Sweep, parallel: int = 1) -> dict[str, Any]:
                             "folders. Start the sweep again to retry them (the report has "
                             "the others)")
     return report
+
+
+def save_definition(sweep: Sweep) -> None:
+    """Write sweep.json (the folder then lists as a sweep), refusing a folder that holds
+    another sweep."""
+    sweep.root.mkdir(parents=True, exist_ok=True)
+    known = read_json(sweep.root / "sweep.json")
+    if known is not None and known.get("points") != sweep.definition()["points"]:
+        raise UserError(f"{sweep.root} holds another sweep (other points); choose another "
+                        "name or delete that folder")
+    if known != sweep.definition():
+        atomic_write_json(sweep.root / "sweep.json", sweep.definition())
 
 
 def _run_points(sweep: Sweep, parallel: int) -> None:

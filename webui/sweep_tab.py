@@ -1,0 +1,179 @@
+"""The "Sweeps" tab: start a sweep (a base spec, grid lines, seeds, a preset), watch its
+queue of runs, stop or resume it, and read its report (table and plot). A sweep is a
+detached job (`o1pruner sweep`), so closing or restarting the UI does not touch it; the
+tab reads everything from the sweep's folder (o1pruner.sweep, o1pruner.sweep_report)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from o1pruner import jobs
+from o1pruner.errors import UserError
+from o1pruner.rundir import RunDir
+from o1pruner.specio import SpecError, load_spec
+from o1pruner.sweep import (
+    PRESETS,
+    list_sweeps,
+    load_sweep,
+    plan_sweep,
+    point_state,
+    save_definition,
+)
+from webui.workspace import Workspace
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 2.0
+NO_PRESET = "none"
+
+
+def sweep_ids(ws: Workspace) -> list[str]:
+    """Every sweep folder under the workspace's output roots, newest first."""
+    return [ws.relative(p) for root in ws.output_roots() for p in list_sweeps(root)]
+
+
+def sweep_dir(ws: Workspace, ident: str) -> Path:
+    path = ws.resolve(ident, "sweep")
+    if not any(path.parent == root / "sweeps" for root in ws.output_roots()) \
+            or not (path / "sweep.json").exists():
+        raise UserError(f"sweep {ident!r}: not a sweep folder of this workspace")
+    return path
+
+
+def start_sweep(ws: Workspace, spec_text: str, grid_text: str, seeds: str, preset: str,
+                parallel: float | None, name: str) -> tuple[str, str | None]:
+    """Plan the sweep (every point checked), then launch `o1pruner sweep` as a detached
+    job; returns (message, the sweep's id)."""
+    spec_path = ws.resolve(spec_text, "base spec")
+    base = load_spec(spec_path)
+    ws.check_spec_paths(base)
+    grid = [line.strip() for line in (grid_text or "").splitlines() if line.strip()]
+    preset_name = None if preset in (None, "", NO_PRESET) else preset
+    count = int(parallel or 1)
+    sweep = plan_sweep(spec_path, grid, seeds.strip() or None, name=name.strip() or None,
+                       preset=preset_name)
+    root = ws.resolve(base.run.output_root, "run.output_root") / "sweeps" / sweep.name
+    argv = ["sweep", ws.relative(spec_path), "--name", sweep.name, "--parallel", str(count)]
+    for line in grid:
+        argv += ["--grid", line]
+    if seeds.strip():
+        argv += ["--seeds", seeds.strip()]
+    if preset_name:
+        argv += ["--preset", preset_name]
+    save_definition(replace(sweep, root=root))  # listed at once; another sweep is refused
+    jobs.launch(RunDir(root), argv, cwd=ws.root)
+    ws.remember_output_root(root.parent.parent)
+    return (f"started `o1pruner {' '.join(argv)}`: {len(sweep.points)} runs, "
+            f"{count} at a time"), ws.relative(root)
+
+
+def resume_sweep(ws: Workspace, ident: str) -> str:
+    root = sweep_dir(ws, ident)
+    jobs.launch(RunDir(root), ["sweep", ws.relative(root)], cwd=ws.root)
+    return f"resumed `o1pruner sweep {ws.relative(root)}`"
+
+
+def sweep_view(ws: Workspace, ident: str | None) -> tuple[str, pd.DataFrame, str, str | None]:
+    """(status line, points table, report table markdown, plot path) of a sweep."""
+    empty = pd.DataFrame(columns=["run", "values", "seed", "state"])
+    if not ident:
+        return "_no sweep selected_", empty, "", None
+    root = sweep_dir(ws, ident)
+    sweep = load_sweep(root)
+    job = jobs.status(RunDir(root))
+    states = [point_state(sweep.run_dir(p)) for p in sweep.points]
+    table = pd.DataFrame([{"run": ws.relative(sweep.run_dir(p).root), "values": p.label(),
+                           "seed": p.seed, "state": s} for p, s in zip(sweep.points, states,
+                                                                       strict=True)])
+    counts = {s: states.count(s) for s in dict.fromkeys(states)}
+    line = (f"**{sweep.name}**: sweep job {job['state']}"
+            + (f" ({job['message']})" if job.get("message") else "")
+            + " · runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    report = root / "report" / "table.md"
+    plot = root / "report" / "accuracy_vs_tokens.png"
+    text = report.read_text(encoding="utf-8") if report.exists() else \
+        "_the report appears when the first run has finished_"
+    return line, table, text, str(plot) if plot.exists() else None
+
+
+def sweep_tab(ws: Workspace) -> None:
+    """Build the tab's components and wire them."""
+    gr.Markdown("Run a spec over a grid of values and seeds: one run per point, queued; "
+                "the report gives the mean and 95 % interval over seeds. The same as "
+                "`o1pruner sweep` (docs/sweeps.md).")
+    with gr.Row():
+        spec = gr.Textbox(label="base spec (a YAML file in the workspace, e.g. a run's "
+                          "runs/NAME/spec.yaml)", scale=3, elem_id="sweep-spec")
+        preset = gr.Dropdown([NO_PRESET, *PRESETS], value=NO_PRESET, label="preset",
+                             info="paper-table: base, Fast-Solving, SFT, DPO, O1-Pruner",
+                             scale=1, elem_id="sweep-preset")
+    with gr.Row():
+        grid = gr.Textbox(label="grid: one FIELD=V1,V2,... per line", lines=3, scale=3,
+                          placeholder="reward.lambda=0.5,1,2\ntrain.method=lh,sft",
+                          elem_id="sweep-grid")
+        with gr.Column(scale=1):
+            seeds = gr.Textbox(label="seeds", placeholder="0,1,2", elem_id="sweep-seeds")
+            parallel = gr.Number(1, label="runs at a time", precision=0, minimum=1)
+            name = gr.Textbox(label="name (optional)", elem_id="sweep-name")
+    with gr.Row():
+        start = gr.Button("Start sweep", variant="primary", scale=0, elem_id="sweep-start")
+        message = gr.Markdown(elem_id="sweep-message")
+    with gr.Row():
+        pick = gr.Dropdown(sweep_ids(ws), label="sweep", scale=3, elem_id="sweep-pick")
+        refresh = gr.Button("Refresh", scale=0)
+        resume = gr.Button("Start again / resume", scale=0, elem_id="sweep-resume")
+        stop = gr.Button("Stop", variant="stop", scale=0, elem_id="sweep-stop")
+    status = gr.Markdown(elem_id="sweep-status")
+    points = gr.Dataframe(label="runs of the sweep", interactive=False, wrap=True,
+                          elem_id="sweep-points")
+    report = gr.Markdown(elem_id="sweep-report")
+    plot = gr.Image(label="accuracy vs tokens (95 % intervals over seeds; ringed: Pareto "
+                    "front)", type="filepath", interactive=False, elem_id="sweep-plot")
+
+    def show(ident: str | None) -> list[Any]:
+        try:
+            return list(sweep_view(ws, ident))
+        except (UserError, SpecError) as err:
+            return [f"Error: {err}", gr.skip(), gr.skip(), gr.skip()]
+
+    def on_start(*args: Any) -> list[Any]:
+        try:
+            text, ident = start_sweep(ws, *args)
+        except (UserError, SpecError) as err:
+            return [f"Error: {err}", gr.skip()]
+        return [text, gr.update(choices=sweep_ids(ws), value=ident)]
+
+    def guarded(func: Any) -> Any:
+        def call(ident: str | None) -> str:
+            if not ident:
+                return "choose a sweep first"
+            try:
+                return func(ident)
+            except (UserError, SpecError) as err:
+                return f"Error: {err}"
+        return call
+
+    def on_stop(ident: str) -> str:
+        job = jobs.request_stop(RunDir(sweep_dir(ws, ident)))
+        return f"stopping: {job['state']} (the running runs save first)"
+
+    shown = gr.State("")
+
+    def tick(ident: str | None, last: str) -> list[Any]:
+        values = show(ident)
+        key = repr([v.to_json() if hasattr(v, "to_json") else v for v in values])
+        return [gr.skip()] * 4 + [gr.skip()] if key == last else [*values, key]
+
+    start.click(on_start, [spec, grid, seeds, preset, parallel, name], [message, pick])
+    pick.change(show, pick, [status, points, report, plot])
+    refresh.click(lambda cur: gr.update(choices=sweep_ids(ws), value=cur), pick, pick)
+    resume.click(guarded(lambda ident: resume_sweep(ws, ident)), pick, message)
+    stop.click(guarded(on_stop), pick, message, show_progress="hidden")
+    gr.Timer(POLL_SECONDS).tick(tick, [pick, shown], [status, points, report, plot, shown],
+                                show_progress="hidden")
