@@ -51,8 +51,10 @@ def test_training_on_cuda_in_bf16(tiny_model_dir: Path, tmp_path: Path,
     first = metrics[0]
     assert first["ratio/min"] == first["ratio/max"] == 1.0  # r = 1 exactly at step 0
     assert all(torch.isfinite(torch.tensor(m["loss"])) for m in metrics)
+    # saved in the training precision (save_dtype auto); the base rounded the same way
     trained = AutoModelForCausalLM.from_pretrained(run.root / "train" / "final")
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert {p.dtype for p in trained.parameters()} == {torch.bfloat16}
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
     changed = [not torch.equal(a, b) for a, b in zip(trained.parameters(), base.parameters(),
                                                      strict=True)]
     assert any(changed)

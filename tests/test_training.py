@@ -78,11 +78,51 @@ def test_outputs_dataset_reference_summary_and_tensorboard(lh_run):
     assert list((train / "tensorboard").glob("events.out.tfevents.*"))
     assert (train / "checkpoints" / "step-3" / "trainer_state.json").exists()
     assert run.read_job()["state"] == "done"
+    assert (train / "final" / "tokenizer_config.json").exists()
+
+
+def saved_dtypes(folder):
+    from safetensors import safe_open
+
+    dtypes = set()
+    for path in folder.glob("*.safetensors"):
+        with safe_open(path, framework="pt") as f:
+            dtypes |= {f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118
+    return dtypes
+
+
+def test_final_model_is_saved_in_the_training_precision(lh_run):
+    from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
+    _, run = lh_run  # precision bf16, save_dtype auto
+    final = run.root / "train" / "final"
+    assert saved_dtypes(final) == {"BF16"}
+    config = json.loads((final / "config.json").read_text())
+    assert config["dtype"] == config["torch_dtype"] == "bfloat16"
+    model = AutoModelForCausalLM.from_pretrained(final)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    reference = load_file(run.root / "train" / "checkpoints" / "step-3" / "model.safetensors")
+    for key, value in model.state_dict().items():  # the trained fp32 weights, rounded
+        assert torch.equal(value, reference[key].to(torch.bfloat16)), key
+
+
+@pytest.mark.parametrize("finetuning,save_dtype,expected", [
+    ("full", "float32", "F32"), ("lora", "auto", "BF16"), ("lora", "float32", "F32")])
+def test_save_dtype_sets_the_dtype_of_every_saved_model(tiny_model_dir, tmp_path, finetuning,
+                                                        save_dtype, expected):
+    from transformers import AutoModelForCausalLM
+
+    lora = {"lora_rank": 4} if finetuning == "lora" else {}
+    spec = prepared(tiny_model_dir, tmp_path, "dtype", n_problems=2,
+                    train={"precision": "bf16", "finetuning": finetuning,
+                           "save_dtype": save_dtype, **lora})
+    train = run_train(spec).root / "train"
+    folders = [train / "final"] + ([train / "adapter"] if finetuning == "lora" else [])
+    assert [saved_dtypes(f) for f in folders] == [{expected}] * len(folders)
+    dtype = {"F32": torch.float32, "BF16": torch.bfloat16}[expected]
     model = AutoModelForCausalLM.from_pretrained(train / "final")
-    assert all(p.dtype == torch.float32 for p in model.parameters())
-    assert (train / "final" / "tokenizer_config.json").exists()
+    assert {p.dtype for p in model.parameters()} == {dtype}
 
 
 def test_rerun_of_a_finished_stage_is_skipped(lh_run):
@@ -232,6 +272,51 @@ def test_lora_adapter_saves_loads_and_merges(tiny_model_dir, tmp_path):
     assert torch.allclose(merged_logits, adapter_logits, atol=1e-5)
     summary = json.loads((train / "summary.json").read_text())
     assert 0 < summary["trainable_params"] < summary["total_params"]
+
+
+def test_a_new_save_dtype_saves_the_final_model_again_without_training(tiny_model_dir,
+                                                                         tmp_path):
+    train = {"precision": "bf16", "save_dtype": "float32"}
+    run = run_train(prepared(tiny_model_dir, tmp_path, "resave", n_problems=2, train=train))
+    final = run.root / "train" / "final"
+    before = load_state(final)
+    steps = len(metrics(run))
+    run_train(prepared(tiny_model_dir, tmp_path, "resave", n_problems=2,
+                       train={**train, "save_dtype": "bfloat16"}))
+    assert len(metrics(run)) == steps  # no step trained again
+    assert [e["step"] for e in run.events() if e["kind"] == "resume"] == [steps]
+    assert saved_dtypes(final) == {"BF16"}
+    after = load_state(final)
+    assert all(torch.equal(after[k], v.to(torch.bfloat16).float()) for k, v in before.items())
+
+
+def test_lora_merge_from_the_gathered_weights_equals_peft_merge_of_the_model(tiny_model_dir):
+    # the final model is merged from the full state dict (under ZeRO-3 each process's
+    # parameters are empty shards): the weights of peft's merge of the model itself
+    import copy
+
+    from transformers import AutoModelForCausalLM
+
+    from o1pruner.training.finetuning import apply_lora
+    from o1pruner.training.saving import merge_lora
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model = apply_lora(base, 4, 8, 0.0, ["all-linear"])
+    torch.manual_seed(0)
+    with torch.no_grad():  # a trained adapter: lora_B is no longer zero
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                param.normal_(0, 0.1)
+    gathered = {k: v.clone() for k, v in model.state_dict().items()}
+    before = {k: v.clone() for k, v in model.get_base_model().state_dict().items()
+              if "lora_" not in k}
+    expected = copy.deepcopy(model).merge_and_unload().state_dict()
+    merged = merge_lora(model, gathered).state_dict()
+    assert merged.keys() == expected.keys()
+    for key, value in expected.items():
+        assert torch.equal(merged[key], value), key
+    assert not torch.equal(merged["model.layers.0.mlp.down_proj.weight"],
+                           before["model.layers.0.mlp.down_proj.base_layer.weight"])
 
 
 @pytest.mark.parametrize("method", ["sft", "dpo"])

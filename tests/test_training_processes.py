@@ -1,5 +1,5 @@
 """Training as the CLI runs it, in subprocesses: kill -9 and resume, SIGTERM/SIGINT save a
-checkpoint, DeepSpeed ZeRO-2/3 with one and two processes on CPU (gloo)."""
+checkpoint, DeepSpeed ZeRO-2/3 with one and two processes on CPU (gloo), LoRA under ZeRO-3."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from o1pruner.models import load_tokenizer
 from o1pruner.rundir import run_dir_for
@@ -118,3 +119,27 @@ def test_deepspeed_zero_trains_on_cpu(tiny_model_dir, tmp_path, stage, devices):
     assert first["epoch"] == pytest.approx(2 * devices / 12, abs=1e-3)
     model = AutoModelForCausalLM.from_pretrained(run.root / "train" / "final")
     assert sum(p.numel() for p in model.parameters()) == summary["total_params"]
+
+
+@pytest.mark.slow
+def test_lora_under_zero3_merges_the_gathered_weights(tiny_model_dir, tmp_path):
+    # each process holds empty shards of the parameters: the merged final model must be
+    # the merge of the saved adapter onto the base model
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    spec_path, run = cli_spec(tiny_model_dir, tmp_path, "lora-z3", deepspeed_stage=3,
+                              finetuning="lora", lora_rank=4, precision="fp32")
+    summary = finish(spec_path, run)
+    assert 0 < summary["trainable_params"] < summary["total_params"]
+    train = run.root / "train"
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    expected = PeftModel.from_pretrained(base, train / "adapter").merge_and_unload()
+    merged = load_file(train / "final" / "model.safetensors")
+    assert merged.keys() == expected.state_dict().keys()
+    for key, value in expected.state_dict().items():
+        assert torch.allclose(merged[key], value, atol=1e-6), key
+    untouched = load_file(tiny_model_dir / "model.safetensors")
+    assert not torch.equal(merged["model.layers.0.mlp.down_proj.weight"],
+                           untouched["model.layers.0.mlp.down_proj.weight"])

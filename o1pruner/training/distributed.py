@@ -1,8 +1,16 @@
 """Processes and precision: the Accelerator, the DeepSpeed config, and multi-process launch.
 
-One process on CPU by default. `train.devices > 1` re-launches `o1pruner train` under
-`accelerate launch`; DeepSpeed ZeRO runs through accelerate's DeepSpeedPlugin, with its
-config built from templates/deepspeed/zero{2,3}.json or read from train.deepspeed_config.
+One process on CPU by default. `train.devices > 1` or `train.num_machines > 1` re-launches
+`o1pruner train` under `accelerate launch`; DeepSpeed ZeRO runs through accelerate's
+DeepSpeedPlugin, with its config built from templates/deepspeed/zero{2,3}.json or read from
+train.deepspeed_config.
+
+Several machines: each runs `o1pruner train` on the same spec (its own train.machine_rank)
+with a run directory of its own. Machine 0's is the run's: decisions that read the run
+directory (skip, resume, reference pass) are taken there and sent to every process
+(`main_process_value`), and only its main process writes the results. Every machine keeps
+complete checkpoints in its own run directory, so each can resume without a shared file
+system.
 """
 
 from __future__ import annotations
@@ -30,6 +38,11 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def needs_launch(train: Any) -> bool:
+    """True when training runs in several processes, started by `accelerate launch`."""
+    return train.devices > 1 or train.num_machines > 1
 
 
 def is_launched_worker() -> bool:
@@ -85,6 +98,8 @@ def deepspeed_config(train: Any, world_size: int) -> dict[str, Any]:
         section = config.setdefault(key, {})
         if section.get("enabled", "auto") == "auto":
             section["enabled"] = train.precision == key
+    if train.num_machines > 1:  # each machine saves what its ranks need to resume
+        config.setdefault("checkpoint", {}).setdefault("use_node_local_storage", True)
     if train.deepspeed_offload:
         zero = config["zero_optimization"]
         zero.setdefault("offload_optimizer", {"device": "cpu", "pin_memory": False})
@@ -95,10 +110,11 @@ def deepspeed_config(train: Any, world_size: int) -> dict[str, Any]:
 
 def make_accelerator(train: Any) -> Any:
     """An Accelerator for the spec: mixed precision as autocast over fp32 weights (or
-    DeepSpeed's own bf16/fp16 with fp32 master weights), our own gradient accumulation."""
+    DeepSpeed's own bf16/fp16 with fp32 master weights), our own gradient accumulation.
+    Checkpoints hold the model and optimizer on every machine (`save_on_each_node`)."""
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
+    from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs, ProjectConfiguration
 
     if train.precision == "fp16" and not torch.cuda.is_available():
         raise UserError("train.precision: fp16 needs a GPU; use bf16 or fp32 on CPU")
@@ -115,7 +131,18 @@ def make_accelerator(train: Any) -> Any:
     return Accelerator(mixed_precision=mixed, deepspeed_plugin=plugin,
                        cpu=on_cpu and plugin is None, kwargs_handlers=handlers,
                        gradient_accumulation_steps=train.gradient_accumulation_steps,
-                       step_scheduler_with_optimizer=False)
+                       step_scheduler_with_optimizer=False,
+                       project_config=ProjectConfiguration(save_on_each_node=True))
+
+
+def main_process_value(acc: Any, value: Any) -> Any:
+    """`value` as the main process has it, on every process: for decisions read from the
+    run directory, which on other machines may be another folder (see the module doc)."""
+    if acc.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value], from_process=0)[0]
 
 
 def reset_accelerate_state() -> None:
@@ -127,9 +154,25 @@ def reset_accelerate_state() -> None:
     GradientState._reset_state()
 
 
+def launch_command(train: Any, spec_path: Path) -> list[str]:
+    """`accelerate launch` of `o1pruner train SPEC` for this machine's train.devices
+    processes (accelerate's --num_processes counts those of all machines)."""
+    alone = train.num_machines == 1
+    ip = "127.0.0.1" if alone else train.main_process_ip
+    port = free_port() if alone else train.main_process_port
+    return [sys.executable, "-m", "o1pruner.training.distributed",
+            "--num_processes", str(train.devices * train.num_machines),
+            "--num_machines", str(train.num_machines),
+            "--machine_rank", str(train.machine_rank),
+            "--main_process_ip", ip, "--main_process_port", str(port), "--multi_gpu",
+            "--mixed_precision", "no", "--dynamo_backend", "no",
+            "-m", "o1pruner.cli", "train", str(spec_path)]
+
+
 def launch_workers(train: Any, run: Any, lock: Any) -> tuple[int, bool]:
-    """Run `o1pruner train SPEC` in train.devices processes under accelerate launch; return
-    (exit code, whether a stop was asked).
+    """Run `o1pruner train SPEC` in train.devices processes under accelerate launch (with
+    the other machines' ones: train.num_machines); return (exit code, whether a stop was
+    asked).
 
     torch's launcher starts every rank in a session of its own, outside the job's process
     group, so the ranks register themselves (`job.register_process`) and a stop is sent to
@@ -142,16 +185,12 @@ def launch_workers(train: Any, run: Any, lock: Any) -> tuple[int, bool]:
     from o1pruner.job import registered_processes, run_child
     from o1pruner.procs import signal_pid
 
-    port = free_port()
-    cmd = [sys.executable, "-m", "o1pruner.training.distributed",
-           "--num_processes", str(train.devices), "--num_machines", "1",
-           "--main_process_port", str(port), "--multi_gpu",
-           "--mixed_precision", "no", "--dynamo_backend", "no",
-           "-m", "o1pruner.cli", "train", str(run.spec_path)]
+    cmd = launch_command(train, run.spec_path)
     env = {"TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGHUP"}
     if not torch.cuda.is_available():
         env.setdefault("DS_ACCELERATOR", os.environ.get("DS_ACCELERATOR", "cpu"))
-    logger.info("launching %d training processes: %s", train.devices, " ".join(cmd))
+    logger.info("launching %d training processes (machine %d of %d): %s", train.devices,
+                train.machine_rank, train.num_machines, " ".join(cmd))
 
     def to_ranks(signum: int) -> None:
         for proc in registered_processes(run):

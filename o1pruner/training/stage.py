@@ -2,7 +2,8 @@
 training -> train/final/ and train/summary.json.
 
 Re-running resumes: a finished stage (final/ present, summary.json for the same data and
-spec) is skipped, an interrupted one continues from its last checkpoint.
+spec) is skipped, an interrupted one continues from its last checkpoint. With several
+machines, machine 0's run directory decides and holds the results (training/distributed.py).
 """
 
 from __future__ import annotations
@@ -21,37 +22,48 @@ from o1pruner.files import atomic_write_json, atomic_write_text, read_json
 from o1pruner.job import job_process, register_process
 from o1pruner.progress import stage_logging
 from o1pruner.rundir import RunDir, run_dir_for
-from o1pruner.training.distributed import is_launched_worker, launch_workers, prepare_environment
+from o1pruner.training.distributed import (
+    is_launched_worker,
+    launch_workers,
+    main_process_value,
+    make_accelerator,
+    needs_launch,
+    prepare_environment,
+)
 
 logger = logging.getLogger(__name__)
 
 DATASET_FIELDS = ("problem_id", "sample_idx", "prompt", "completion", "num_tokens", "correct",
                   "length_term", "accuracy_term", "reward_raw", "reward", "truncated",
                   "finish_reason", "rejected")
+# Not what is trained: where this machine is and how it reaches machine 0 (they differ
+# between the machines of one run), and the dtype of final/ (a change saves it again).
+UNTRAINED_FIELDS = ("machine_rank", "main_process_ip", "main_process_port", "save_dtype")
 
 
 def run_train(spec: Any) -> RunDir:
     """Train the spec's model on its run's pre-samples (train.method: lh, sft or dpo)."""
     run = run_dir_for(spec)
-    if is_launched_worker():  # one rank of `train.devices` processes: the launcher records
+    if is_launched_worker():  # one rank of several processes: the launcher records the job
         register_process(run, f"train rank {os.environ.get('RANK', '?')}")
         prepare_environment(spec.train)
-        main = int(os.environ.get("RANK", "0")) == 0
-        with stage_logging(run, "train") if main else nullcontext():
-            _train(spec, run, main)
+        local_main = os.environ.get("LOCAL_RANK", "0") == "0"  # one log per machine
+        with stage_logging(run, "train") if local_main else nullcontext():
+            _train(spec, run)
         return run
     with job_process(run, "train", spec.to_yaml()) as lock:
-        if spec.train.devices > 1:
+        if needs_launch(spec.train):
             _run_launched(spec, run, lock)
         else:
             prepare_environment(spec.train)
-            _train(spec, run, main=True)
+            _train(spec, run)
     return run
 
 
 def _run_launched(spec: Any, run: RunDir, lock: Any) -> None:
-    """Start `train.devices` worker processes under accelerate and wait for them; a stop
-    reaches every rank, and raises KeyboardInterrupt once they have saved and exited."""
+    """Start this machine's `train.devices` worker processes under accelerate and wait for
+    them; a stop reaches every rank, and raises KeyboardInterrupt once they have saved and
+    exited."""
     started = time.time()
     code, asked = launch_workers(spec.train, run, lock)
     stopped = asked or any(e.get("kind") == "stopped" and e.get("time", 0) >= started
@@ -64,30 +76,40 @@ def _run_launched(spec: Any, run: RunDir, lock: Any) -> None:
 
 
 def training_fingerprint(spec: Any, rows: list[dict]) -> str:
-    """Hash of what the trained model depends on: the rows, model, reward, train, seed."""
+    """Hash of what the trained model depends on: the rows, model, reward, train (less
+    UNTRAINED_FIELDS, and num_machines at 1, so that runs trained before these fields existed
+    keep their fingerprint), seed."""
+    alone = {"num_machines"} if spec.train.num_machines == 1 else set()
+    train = spec.train.model_dump(mode="json", exclude=set(UNTRAINED_FIELDS) | alone)
     text = json.dumps({"rows": rows, "model": spec.model.model_dump(mode="json"),
                        "reward": spec.reward.model_dump(mode="json"),
-                       "train": spec.train.model_dump(mode="json"), "seed": spec.run.seed},
+                       "train": train, "seed": spec.run.seed},
                       sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _train(spec: Any, run: RunDir, main: bool) -> dict[str, Any]:
+def _train(spec: Any, run: RunDir) -> dict[str, Any]:
     from o1pruner.models import load_tokenizer, resolve_model
     from o1pruner.reward import build_training_set
     from o1pruner.training.dataset import tokenize_rows
+    from o1pruner.training.saving import save_dtype
     from o1pruner.training.trainer import train_model
 
     started = time.time()
     train_dir = run.root / "train"
     rows = build_training_set(spec, run.root / "presample")
     fingerprint = training_fingerprint(spec, rows)
+    acc = make_accelerator(spec.train)
+    main = acc.is_main_process
+    _check_same_training_set(acc, fingerprint)
     summary_path = train_dir / "summary.json"
     summary = read_json(summary_path, {}) or {}
-    if (train_dir / "final").is_dir() and summary.get("fingerprint") == fingerprint:
-        logger.info("train: %s already holds the trained model for this spec; skipped",
-                    train_dir / "final")
+    done = ((train_dir / "final").is_dir() and summary.get("fingerprint") == fingerprint
+            and summary.get("save_dtype", "float32") == save_dtype(spec.train))
+    if main_process_value(acc, done):
         if main:
+            logger.info("train: %s already holds the trained model for this spec; skipped",
+                        train_dir / "final")
             run.emit("skipped", "train", reason="final model exists", final_model=summary.get(
                 "final_model"))
         return summary
@@ -112,7 +134,7 @@ def _train(spec: Any, run: RunDir, main: bool) -> dict[str, Any]:
         raise UserError(f"model.name_or_path: the tokenizer of {model_path} has no pad or "
                         "eos token")
     items = tokenize_rows(tokenizer, rows, spec.train.max_length)
-    result = train_model(spec, run, rows, items, tokenizer, model_path, fingerprint)
+    result = train_model(spec, run, acc, rows, items, tokenizer, model_path, fingerprint)
     summary = {
         "method": spec.train.method, "finetuning": spec.train.finetuning,
         "steps": result["steps"], "samples": len(rows), "truncated": truncated,
@@ -120,10 +142,25 @@ def _train(spec: Any, run: RunDir, main: bool) -> dict[str, Any]:
         "tokens": result["tokens"], "tokens_per_s": result["tokens_per_s"],
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "trainable_params": result["trainable_params"], "total_params": result["total_params"],
-        "final_model": result["final_model"], "fingerprint": fingerprint,
+        "world_size": acc.num_processes, "final_model": result["final_model"],
+        "save_dtype": save_dtype(spec.train), "fingerprint": fingerprint,
     }
     if main:
         atomic_write_json(summary_path, summary)
         run.emit("summary", "train", **{k: v for k, v in summary.items() if k != "fingerprint"})
         logger.info("train done: %s", summary)
     return summary
+
+
+def _check_same_training_set(acc: Any, fingerprint: str) -> None:
+    """Every process must train on the same rows: with several machines each reads the
+    pre-samples of its own run directory."""
+    if acc.num_processes == 1:
+        return
+    from accelerate.utils import gather_object
+
+    prints = gather_object([fingerprint])
+    if len(set(prints)) > 1:
+        raise UserError(f"train: the processes' training sets differ (fingerprints {prints} "
+                        "by process): every machine needs the same spec and a copy of machine "
+                        "0's presample/ folder in its own run directory")

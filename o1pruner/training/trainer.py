@@ -4,6 +4,8 @@ checkpoints, signals and the final Hugging Face model.
 Checkpoints (`train/checkpoints/step-N/`) hold accelerate's resumable state (model,
 optimizer, scheduler, RNG) plus `trainer_state.json`; a directory is renamed into place only
 when complete. SIGTERM/SIGINT finish the current optimizer step, save a checkpoint and stop.
+With several machines, each saves its checkpoints in its own run directory and they resume
+together from machine 0's newest one.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from o1pruner.files import atomic_write_json
 from o1pruner.progress import Progress
 from o1pruner.rundir import RunDir
 from o1pruner.training.dataset import BatchPlan, make_batch
+from o1pruner.training.distributed import main_process_value
 from o1pruner.training.finetuning import count_parameters, load_training_model
 from o1pruner.training.loss import completion_logprobs, dpo_loss, length_harmonizing_loss, sft_loss
 from o1pruner.training.metrics import MetricsWindow
@@ -58,16 +61,41 @@ def latest_checkpoint(train_dir: Path) -> Path | None:
     return max(ckpts)[1] if ckpts else None
 
 
-def train_model(spec: Any, run: RunDir, rows: list[dict], items: list, tokenizer: Any,
-                model_path: str, fingerprint: str) -> dict[str, Any]:
-    """Train on `rows` (tokenized as `items`); return the summary fields of this stage."""
+def resume_point(acc: Any, train_dir: Path, fingerprint: str,
+                 total_steps: int) -> tuple[Path | None, dict[str, Any]]:
+    """Machine 0's newest checkpoint and its trainer state, or (None, {}). Every process
+    reads it from its own machine's run directory (the machines save together), so each
+    checks its copy; a problem on any machine stops all of them with its message."""
+    from accelerate.utils import gather_object
+
+    newest = latest_checkpoint(train_dir)
+    name = main_process_value(acc, newest and newest.name)
+    if name is None:
+        return None, {}
+    path, saved, problem = train_dir / "checkpoints" / name, {}, None
+    try:
+        saved = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        if saved.get("fingerprint") != fingerprint or saved.get("total_steps") != total_steps:
+            problem = (f"{path} was written for another training set or spec; delete "
+                       f"{train_dir / 'checkpoints'} to start over")
+    except FileNotFoundError:
+        problem = (f"{path} is missing: machine 0 resumes from {name}, and every machine "
+                   "needs it in its own run directory; delete train/checkpoints on every "
+                   "machine to start over")
+    problems = gather_object([problem]) if acc.num_processes > 1 else [problem]
+    if any(problems):
+        raise UserError(next(p for p in problems if p))
+    return path, saved
+
+
+def train_model(spec: Any, run: RunDir, acc: Any, rows: list[dict], items: list,
+                tokenizer: Any, model_path: str, fingerprint: str) -> dict[str, Any]:
+    """Train on `rows` (tokenized as `items`) with the Accelerator `acc`; return the summary
+    fields of this stage."""
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
-    from o1pruner.training.distributed import make_accelerator
-
     train, method = spec.train, spec.train.method
-    acc = make_accelerator(train)
     set_seed(spec.run.seed)
     model = load_training_model(spec, model_path)
     trainable, total = count_parameters(model)
@@ -86,7 +114,7 @@ def train_model(spec: Any, run: RunDir, rows: list[dict], items: list, tokenizer
     pad_id = tokenizer.pad_token_id
     pairs = method == "dpo"
 
-    ckpt = latest_checkpoint(train_dir)
+    ckpt, saved = resume_point(acc, train_dir, fingerprint, total_steps)
     prefix = FrozenPrefix.for_training(spec, acc.unwrap_model(model),
                                        sum(len(i["chosen"].input_ids) for i in items),
                                        acc.num_processes)
@@ -96,14 +124,10 @@ def train_model(spec: Any, run: RunDir, rows: list[dict], items: list, tokenizer
                              started_training=ckpt is not None, prefix=prefix)
     state = {"step": 0, "tokens": 0, "train_s": 0.0}
     if ckpt is not None:
-        saved = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
-        if saved.get("fingerprint") != fingerprint or saved.get("total_steps") != total_steps:
-            raise UserError(f"{ckpt} was written for another training set or spec; delete "
-                            f"{train_dir / 'checkpoints'} to start over")
         acc.load_state(str(ckpt))
         state.update({k: saved[k] for k in state})
         logger.info("resumed from %s at step %d of %d", ckpt, state["step"], total_steps)
-        if acc.is_main_process:
+        if acc.is_local_main_process:
             run.emit("resume", "train", step=state["step"], checkpoint=str(ckpt))
 
     writer = _tensorboard(train_dir) if acc.is_main_process else None
@@ -147,7 +171,7 @@ def train_model(spec: Any, run: RunDir, rows: list[dict], items: list, tokenizer
             state["train_s"] = time.time() - started
             if _should_stop(acc, stop):
                 path = _save_checkpoint(acc, train_dir, state, fingerprint, total_steps)
-                if acc.is_main_process:
+                if acc.is_local_main_process:  # every machine's job records the stop
                     run.emit("stopped", "train", step=state["step"], checkpoint=str(path))
                     run.update_stage("train", checkpoint=str(path), resume=(
                         f"checkpoint {path.name} saved; Start resumes from it"))
@@ -204,16 +228,16 @@ def _should_stop(acc: Any, stop: _StopFlag) -> bool:
 def _save_checkpoint(acc: Any, train_dir: Path, state: dict, fingerprint: str,
                      total_steps: int) -> Path:
     """Save the resumable state to checkpoints/step-N (complete, or not there at all) and
-    remove older checkpoints."""
+    remove older checkpoints: on every machine, in its own run directory."""
     root = train_dir / "checkpoints"
     final, tmp = root / f"step-{state['step']}", root / f".step-{state['step']}.tmp"
-    if acc.is_main_process:
+    if acc.is_local_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     acc.wait_for_everyone()
     acc.save_state(str(tmp))
     acc.wait_for_everyone()
-    if acc.is_main_process:
+    if acc.is_local_main_process:
         atomic_write_json(tmp / "trainer_state.json",
                           {**state, "fingerprint": fingerprint, "total_steps": total_steps})
         shutil.rmtree(final, ignore_errors=True)
