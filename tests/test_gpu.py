@@ -101,3 +101,59 @@ def test_vllm_generation_on_cuda(tmp_path: Path) -> None:
         assert [len(g) for g in groups] == [4, 4]
     finally:
         engine.close()
+
+
+def _presample_spec(model_dir: Path, root: Path, engine: str, **presample):
+    from o1pruner.specio import spec_from_dict
+
+    return spec_from_dict({
+        "model": {"name_or_path": str(model_dir), "dtype": "bfloat16"},
+        "data": {"train": "arithmetic_train", "train_limit": 12},
+        "presample": {"k": 4, "engine": engine, "max_new_tokens": 24, "temperature": 1.0,
+                      "top_p": 1.0, "batch_size": 2, "gpu_memory_utilization": 0.3,
+                      **presample},
+        "reward": {"samples_per_problem": 2},
+        "run": {"name": "dp", "output_root": str(root)},
+    })
+
+
+def test_a_replica_process_gets_its_gpu_and_samples_like_the_stage_process(
+        tmp_path: Path) -> None:
+    """A local replica (a spawned process with its own CUDA_VISIBLE_DEVICES) on CUDA gives
+    the same seeded samples as the engine in this process."""
+    from o1pruner.sampling.replicas import LocalPool, Request, engine_args, open_pool
+    from o1pruner.spec import ModelSpec
+    from tests.tiny_model import build_stopping_model
+
+    path = str(build_stopping_model(tmp_path / "m"))
+    args = engine_args(ModelSpec(name_or_path=path, dtype="bfloat16"), "hf", path,
+                       batch_size=8)
+    sampling = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "max_new_tokens": 24}
+    requests = [Request(["1 + 1?", "2 + 2?"], 4, sampling, seeds=[10, 20], tag=0),
+                Request(["3 + 3?"], 4, sampling, seeds=[30], tag=1)]
+    events: list[dict] = []
+    with open_pool(args, 1) as pool:
+        here = {r.request.tag: r.groups for r in pool.run(requests)}
+    with LocalPool(args, 1, on_event=lambda kind, **f: events.append({"kind": kind, **f})) \
+            as pool:
+        there = {r.request.tag: r.groups for r in pool.run(requests)}
+    assert [e["gpus"] for e in events if e["kind"] == "replica"] == ["0"]
+    assert {t: [[c.token_ids for c in g] for g in gs] for t, gs in there.items()} == \
+        {t: [[c.token_ids for c in g] for g in gs] for t, gs in here.items()}
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_two_vllm_replicas_presample_the_same_as_one(tmp_path: Path) -> None:
+    pytest.importorskip("vllm")
+    from o1pruner.sampling import run_presample
+    from tests.tiny_model import build_stopping_model
+
+    model = build_stopping_model(tmp_path / "m")
+    one = run_presample(_presample_spec(model, tmp_path / "one", "vllm"))
+    two = run_presample(_presample_spec(model, tmp_path / "two", "vllm",
+                                        data_parallel_size=2))
+    for name in ("samples.jsonl", "problem_stats.jsonl"):
+        assert (two.root / "presample" / name).read_text() == \
+            (one.root / "presample" / name).read_text()
+    replicas = [e for e in two.events() if e["kind"] == "replica"]
+    assert sorted(e["gpus"] for e in replicas) == ["0", "1"]
