@@ -252,6 +252,7 @@ def save_definition(sweep: Sweep) -> None:
 
 def _run_points(sweep: Sweep, parallel: int) -> None:
     from o1pruner.jobs import launch, request_stop, stop, stop_timeout_of
+    from o1pruner.sweep_report import write_sweep_report
 
     job = sweep.job
     states = {p.name: point_state(sweep.run_dir(p)) for p in sweep.points}
@@ -284,6 +285,7 @@ def _run_points(sweep: Sweep, parallel: int) -> None:
                     logger.log(logging.INFO if state == "done" else logging.WARNING,
                                "sweep point %s: %s", name, state)
                     progress.update(1, point=name, state=state)
+                    write_sweep_report(sweep.root)  # the report grows run by run
         except KeyboardInterrupt:
             for point in running.values():  # points are jobs of their own: stop them all,
                 request_stop(sweep.run_dir(point))

@@ -129,7 +129,7 @@ def _cell(stat: dict[str, Any], digits: int = 1) -> str:
 def table_markdown(data: dict[str, Any]) -> str:
     """The sweep table: per benchmark and AVG, accuracy %, mean tokens and AES, each the
     mean over seeds with its 95 % interval; * marks the Pareto front."""
-    benches = [*data["benchmarks"], "AVG"]
+    benches = [*data["benchmarks"], "AVG"] if len(data["benchmarks"]) > 1 else ["AVG"]
     head = ["method" if data["preset"] == "paper-table" else "point", "seeds"]
     for b in benches:
         head += [f"{b} acc %", f"{b} tokens", f"{b} AES"]
@@ -188,11 +188,13 @@ def write_sweep_report(root: Path) -> dict[str, Any]:
     out.mkdir(exist_ok=True)
     atomic_write_json(out / "sweep.json", data)
     done = sum(p["state"] == "done" for p in data["points"])
+    only = f" (on {data['benchmarks'][0]})" if len(data["benchmarks"]) == 1 else ""
     header = (f"# Sweep {data['name']}\n\n{done} of {len(data['points'])} runs done; "
-              f"grid: {', '.join(f'{f} = {v}' for f, v in data['grid']) or '-'}; "
+              + (f"preset {data['preset']}; " if data["preset"] else "")
+              + f"grid: {', '.join(f'{f} = {v}' for f, v in data['grid']) or '-'}; "
               f"seeds: {', '.join(map(str, data['seeds']))}. Cells: mean over seeds "
               "[95 % t-interval]; * marks the Pareto front (fewest tokens for the "
-              "accuracy).\n\n")
+              f"accuracy). AVG: the mean over benchmarks{only}.\n\n")
     atomic_write_text(out / "table.md", header + (table_markdown(data) if data["rows"]
                                                   else "No finished runs yet.\n"))
     if data["rows"]:
