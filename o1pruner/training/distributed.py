@@ -108,10 +108,11 @@ def deepspeed_config(train: Any, world_size: int) -> dict[str, Any]:
     return config
 
 
-def make_accelerator(train: Any) -> Any:
+def make_accelerator(train: Any, trackers: list[Any] | None = None) -> Any:
     """An Accelerator for the spec: mixed precision as autocast over fp32 weights (or
     DeepSpeed's own bf16/fp16 with fp32 master weights), our own gradient accumulation.
-    Checkpoints hold the model and optimizer on every machine (`save_on_each_node`)."""
+    Checkpoints hold the model and optimizer on every machine (`save_on_each_node`).
+    `trackers`: accelerate tracker objects for `log_with` (training/trackers.py)."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs, ProjectConfiguration
@@ -132,7 +133,8 @@ def make_accelerator(train: Any) -> Any:
                        cpu=on_cpu and plugin is None, kwargs_handlers=handlers,
                        gradient_accumulation_steps=train.gradient_accumulation_steps,
                        step_scheduler_with_optimizer=False,
-                       project_config=ProjectConfiguration(save_on_each_node=True))
+                       project_config=ProjectConfiguration(save_on_each_node=True),
+                       log_with=trackers or None)
 
 
 def main_process_value(acc: Any, value: Any) -> Any:

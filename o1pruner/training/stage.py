@@ -30,6 +30,7 @@ from o1pruner.training.distributed import (
     needs_launch,
     prepare_environment,
 )
+from o1pruner.training.trackers import check_trackers
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +38,10 @@ DATASET_FIELDS = ("problem_id", "sample_idx", "prompt", "completion", "num_token
                   "length_term", "accuracy_term", "reward_raw", "reward", "truncated",
                   "finish_reason", "rejected")
 # Not what is trained: where this machine is and how it reaches machine 0 (they differ
-# between the machines of one run), and the dtype of final/ (a change saves it again).
-UNTRAINED_FIELDS = ("machine_rank", "main_process_ip", "main_process_port", "save_dtype")
+# between the machines of one run), the dtype of final/ (a change saves it again), which
+# intermediate models are written and where the metrics are reported.
+UNTRAINED_FIELDS = ("machine_rank", "main_process_ip", "main_process_port", "save_dtype",
+                    "save_model_steps", "report_to")
 
 
 def run_train(spec: Any) -> RunDir:
@@ -52,6 +55,7 @@ def run_train(spec: Any) -> RunDir:
             _train(spec, run)
         return run
     with job_process(run, "train", spec.to_yaml()) as lock:
+        check_trackers(spec.train.report_to)
         if needs_launch(spec.train):
             _run_launched(spec, run, lock)
         else:
@@ -93,13 +97,16 @@ def _train(spec: Any, run: RunDir) -> dict[str, Any]:
     from o1pruner.reward import build_training_set
     from o1pruner.training.dataset import tokenize_rows
     from o1pruner.training.saving import save_dtype
+    from o1pruner.training.trackers import make_trackers
     from o1pruner.training.trainer import train_model
 
     started = time.time()
     train_dir = run.root / "train"
+    check_trackers(spec.train.report_to)  # a launched rank checks too (before any work)
     rows = build_training_set(spec, run.root / "presample")
     fingerprint = training_fingerprint(spec, rows)
-    acc = make_accelerator(spec.train)
+    acc = make_accelerator(spec.train, make_trackers(spec.train.report_to, train_dir,
+                                                     run.root.name))
     main = acc.is_main_process
     _check_same_training_set(acc, fingerprint)
     summary_path = train_dir / "summary.json"

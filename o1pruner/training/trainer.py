@@ -1,5 +1,6 @@
-"""The training loop: micro-batches, the loss of train.method, optimizer steps, metrics,
-checkpoints, signals and the final Hugging Face model.
+"""The training loop: micro-batches, the loss of train.method, optimizer steps, metrics
+(events.jsonl and the experiment trackers), checkpoints, the models of intermediate steps
+(train.save_model_steps), signals and the final Hugging Face model.
 
 Checkpoints (`train/checkpoints/step-N/`) hold accelerate's resumable state (model,
 optimizer, scheduler, RNG) plus `trainer_state.json`; a directory is renamed into place only
@@ -34,7 +35,8 @@ from o1pruner.training.loss import completion_logprobs, dpo_loss, length_harmoni
 from o1pruner.training.metrics import MetricsWindow
 from o1pruner.training.prefix import FrozenPrefix
 from o1pruner.training.reference import reference_pass
-from o1pruner.training.saving import save_final_model
+from o1pruner.training.saving import link_final_as_step, save_final_model, save_step_model
+from o1pruner.training.trackers import finish_trackers, log_metrics, start_trackers
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +132,7 @@ def train_model(spec: Any, run: RunDir, acc: Any, rows: list[dict], items: list,
         if acc.is_local_main_process:
             run.emit("resume", "train", step=state["step"], checkpoint=str(ckpt))
 
-    writer = _tensorboard(train_dir) if acc.is_main_process else None
+    start_trackers(acc, spec)
     progress = Progress(run if acc.is_main_process else None, "train", total=total_steps,
                         initial=state["step"], unit="step")
     stop = _StopFlag()
@@ -165,10 +167,11 @@ def train_model(spec: Any, run: RunDir, acc: Any, rows: list[dict], items: list,
                 state["tokens"] += metrics.pop("_tokens")
                 if acc.is_main_process:
                     run.emit("metrics", "train", step=state["step"], **metrics)
-                    for key, value in metrics.items():
-                        writer.add_scalar(f"train/{key}", value, state["step"])
-                    writer.flush()
+                log_metrics(acc, metrics, state["step"])
             state["train_s"] = time.time() - started
+            if (train.save_model_steps and not last
+                    and state["step"] % train.save_model_steps == 0):
+                save_step_model(acc, model, tokenizer, spec, train_dir, state["step"])
             if _should_stop(acc, stop):
                 path = _save_checkpoint(acc, train_dir, state, fingerprint, total_steps)
                 if acc.is_local_main_process:  # every machine's job records the stop
@@ -182,9 +185,10 @@ def train_model(spec: Any, run: RunDir, acc: Any, rows: list[dict], items: list,
         for s, handler in handlers.items():
             signal.signal(s, handler)
         progress.close()
-        if writer is not None:
-            writer.close()
+        finish_trackers(acc)
     final = save_final_model(acc, model, tokenizer, spec, train_dir)
+    if train.save_model_steps:
+        link_final_as_step(acc, spec, train_dir, state["step"])
     return {"steps": state["step"], "total_steps": total_steps, "tokens": state["tokens"],
             "train_s": round(state["train_s"], 2),
             "tokens_per_s": round(state["tokens"] / max(state["train_s"], 1e-9), 2),
@@ -248,9 +252,3 @@ def _save_checkpoint(acc: Any, train_dir: Path, state: dict, fingerprint: str,
         logger.info("checkpoint saved: %s", final)
     acc.wait_for_everyone()
     return final
-
-
-def _tensorboard(train_dir: Path) -> Any:
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(log_dir=str(train_dir / "tensorboard"))
