@@ -177,23 +177,98 @@ def _preview_command(page, expected: str, tries: int = 3) -> str:  # noqa: ANN00
         f"{page.locator('#form-summary').inner_text()!r}")
 
 
+def _export(page):  # noqa: ANN001, ANN202
+    """Export YAML, then download it with the button that appears beside it."""
+    page.locator("#btn-export").click()
+    button = page.locator("#export-download")
+    button.wait_for(state="visible", timeout=30_000)
+    with page.expect_download() as download:
+        button.click()
+    return load_spec_text(Path(download.value.path()).read_text(), "exported")
+
+
+def _note(page, key: str) -> str:  # noqa: ANN001
+    """The small print under a field: its path and its problem, if any."""
+    return page.locator(f"#note-{key.replace('.', '-')}").inner_text()
+
+
 def _start_from_form(page, workspace: Path, name: str, import_by_path: bool,  # noqa: ANN001
                      spec_file: str = "tiny.yaml") -> None:
     if import_by_path:
-        page.get_by_label("import a spec from the workspace").fill(spec_file)
-        page.get_by_role("button", name="Load", exact=True).click()
+        _choose(page, "load-path", spec_file)  # the workspace's spec files are listed
+        page.locator("#btn-load").click()
     else:
         with page.expect_file_chooser() as chooser:
             page.locator("#btn-import").click()
         chooser.value.set_files(str(workspace / "tiny.yaml"))
     _wait_text(page, "form-summary", "OK: imported", 30)
+    _open(page, "section-model")
     assert _field(page, "field-model-dtype").input_value() == "float32"
     _open(page, "section-presample")
     assert _field(page, "field-presample-max_new_tokens").input_value() == "16"
     _type(page, "field-model-name_or_path", "tiny-model")
-    _open(page, "section-run")
     _type(page, "field-run-name", name)
     _choose(page, "start-stage", START_STAGE)
+
+
+def test_presets_strict_numbers_and_problems_at_their_fields(browser, workspace: Path,  # noqa: ANN001
+                                                            servers, shots: Path) -> None:
+    servers.append(Server(workspace))
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(servers[0].url)
+    _field(page, "field-model-name_or_path").wait_for(timeout=60_000)
+    # a small preset, one click away
+    page.locator("#preset-smoke").click()
+    _wait_text(page, "form-summary", "loaded preset Smoke test", 30)
+    assert _field(page, "field-presample-k").input_value() == "2"
+    assert _field(page, "field-run-name").input_value() == "smoke"
+    page.screenshot(path=str(shots / "webui-form.png"), full_page=False)
+
+    # numbers are read strictly; the problem is shown at its field, naming it
+    _type(page, "field-presample-k", "-3")
+    _wait_text(page, "note-presample-k", "greater than or equal to 1", 30)
+    assert "presample.k:" in _note(page, "presample.k")
+    _type(page, "field-reward-lambda", "2,5")
+    _wait_text(page, "note-reward-lambda", "write decimals with a dot", 30)
+    page.locator("#btn-preview").click()
+    _wait_text(page, "form-summary", "Error: 2 problem(s)", 30)
+    assert "OK" not in page.locator("#form-summary").inner_text()
+    assert page.locator(".toast-body").count() == 0  # no Gradio pop-up that names no field
+    _type(page, "field-presample-k", "2")
+    _wait_text(page, "note-presample-k", "presample.k", 30)
+    assert "greater" not in _note(page, "presample.k")  # fixed: its problem is gone
+    _type(page, "field-reward-lambda", "2.5")
+    assert _preview_command(page, "runs/smoke/spec.yaml") == "o1pruner run runs/smoke/spec.yaml"
+    _wait_text(page, "form-summary", "OK: spec is valid", 30)
+
+    # a problem found with the whole spec goes once the field is fixed, and on an import
+    _type(page, "field-model-name_or_path", "./models/x")
+    page.locator("#btn-preview").click()
+    _wait_text(page, "note-model-name_or_path", "no such directory: ./models/x", 30)
+    _type(page, "field-model-name_or_path", "tiny-model")
+    _wait_text(page, "note-model-name_or_path", "model.name_or_path", 30)
+    assert "no such directory" not in _note(page, "model.name_or_path")
+    _type(page, "field-model-name_or_path", "./models/x")
+    page.locator("#btn-preview").click()
+    _wait_text(page, "note-model-name_or_path", "no such directory", 30)
+    _choose(page, "load-path", "tiny.yaml")
+    page.locator("#btn-load").click()
+    _wait_text(page, "form-summary", "OK: imported tiny.yaml", 30)
+    assert "no such directory" not in _note(page, "model.name_or_path")
+
+    # options that do not apply are hidden: LoRA's unless fine-tuning is lora
+    _open(page, "section-train")
+    assert not page.locator("#field-train-lora_rank").is_visible()
+    _choose(page, "field-train-finetuning", "lora")
+    page.locator("#field-train-lora_rank").wait_for(state="visible", timeout=30_000)
+    assert not page.locator("#field-train-dpo_beta").is_visible()
+    _choose(page, "field-train-finetuning", "full")
+    page.locator("#field-train-lora_rank").wait_for(state="hidden", timeout=30_000)
+
+    # the YAML download sits beside Export
+    _type(page, "field-model-name_or_path", "tiny-model")
+    exported = _export(page)
+    assert exported.presample.k == 2 and exported.model.name_or_path == "tiny-model"
 
 
 def test_build_import_export_start_watch_and_evaluate(browser, workspace: Path, servers,  # noqa: ANN001
@@ -206,14 +281,8 @@ def test_build_import_export_start_watch_and_evaluate(browser, workspace: Path, 
 
     assert _preview_command(page, "runs/e2e-run/spec.yaml") == \
         "o1pruner run runs/e2e-run/spec.yaml"
-    page.screenshot(path=str(shots / "webui-form.png"), full_page=False)
 
-    page.locator("#btn-export").click()
-    link = page.locator("#export-file a").first
-    link.wait_for(timeout=30_000)
-    with page.expect_download() as download:
-        link.click()
-    exported = load_spec_text(Path(download.value.path()).read_text(), "exported")
+    exported = _export(page)
     assert exported.run.name == "e2e-run" and exported.presample.k == 2
 
     page.locator("#btn-start").click()
@@ -224,11 +293,32 @@ def test_build_import_export_start_watch_and_evaluate(browser, workspace: Path, 
     _wait_text(page, "run-status", "state: done", 420)
     progress = page.locator("#run-progress").inner_text()
     assert "presample" in progress and "train" in progress and "eval" in progress
-    assert page.locator("#run-presample").inner_text().startswith("pre-sample: 4 problems")
+    _wait_text(page, "run-presample", "pre-sample: 4 problems", 30)
     _wait_text(page, "run-results", "trained", 180)
     page.locator("#run-curves img").first.wait_for(timeout=30_000)  # training curves drawn
+    assert "reference pass" in progress  # a bar of its own, apart from the training steps
+    assert not page.locator("#run-failure").is_visible()  # only a failed run has one
+    assert page.locator("#run-log textarea").input_value().count("wall time:") == 1
 
+    # after a reload the log shows its last lines, and the form the watched run's spec
+    page.reload()
+    _wait_text(page, "form-summary", "Form restored from runs/e2e-run/spec.yaml", 60)
+    assert _field(page, "field-presample-k").input_value() == "2"
+    page.get_by_role("tab", name="Runs").click()
+    page.wait_for_function("() => { const t = document.querySelector('#run-log textarea'); "
+                           "return t && t.value.includes('wall time:') && "
+                           "t.scrollHeight - t.scrollTop - t.clientHeight < 40; }",
+                           timeout=60_000)
+
+    # the finished run and its model are in the pickers without a Refresh
+    _choose(page, "compare-pick", "runs/e2e-run")  # one run is enough to compare
+    page.locator("#btn-compare").click()
+    page.locator("#compare-plot img").first.wait_for(timeout=60_000)
+    _wait_text(page, "compare-table", "e2e-run", 30)
     _open(page, "section-evaluate")
+    _field(page, "eval-model").click()
+    page.get_by_role("option", name="runs/e2e-run/train/final", exact=True).wait_for(
+        timeout=15_000)
     model = _field(page, "eval-model")
     model.fill("tiny-model")
     model.press("Enter")
@@ -247,6 +337,16 @@ def test_build_import_export_start_watch_and_evaluate(browser, workspace: Path, 
     assert "runs/e2e-run" in history and "runs/e2e-run/eval/adhoc/tiny-model-" in history
     assert jobs.status(RunDir(workspace / "runs" / "e2e-run"))["state"] == "done"
 
+    # the run beside the other model's evaluation: accuracy vs tokens and the curves
+    _field(page, "compare-pick").click()
+    page.get_by_role("option").filter(has_text="adhoc/tiny-model-").first.click()
+    page.keyboard.press("Escape")
+    page.locator("#btn-compare").click()
+    _wait_text(page, "compare-table", "tiny-model-", 60)
+    page.locator("#compare-plot img").first.wait_for(timeout=60_000)
+    page.locator("#compare-table").scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "webui-compare.png"), full_page=False)
+
 
 def test_stop_from_the_ui_saves_a_checkpoint_and_start_resumes_from_it(  # noqa: ANN001
         browser, workspace: Path, servers, shots: Path) -> None:
@@ -262,19 +362,34 @@ def test_stop_from_the_ui_saves_a_checkpoint_and_start_resumes_from_it(  # noqa:
     page.locator("#btn-stop").click()
     _wait_text(page, "runs-message", "stopping: the running stage is saving", 30)
     _wait_text(page, "run-status", "Start resumes from it", 180)
+    _wait_text(page, "run-status", "stopped", 30)
+    log = page.locator("#run-log textarea").input_value()
+    assert log.count("\nstopped") == 1, log[-500:]  # the last word once, not twice
     status = page.locator("#run-status").inner_text()
     assert "state: stopped" in status, status
     step = int(re.search(r"checkpoint step-(\d+) saved", status).group(1))
     assert step >= 1
     assert not page.locator("#run-failure").is_visible()  # a stop is not a failure
+    run = RunDir(workspace / "runs" / "stopper")
+    logged = [e["step"] for e in run.events() if e["kind"] == "metrics" and e["stage"] == "train"]
+    bar = page.locator("#run-progress").inner_text()
+    assert int(re.search(r"train (\d+)/1600 step", bar).group(1)) >= max(logged, default=0)
     page.screenshot(path=str(shots / "webui-stopped.png"), full_page=False)
+    _choose(page, "compare-pick", "runs/stopper")  # a stopped run compares with what it has
+    page.locator("#btn-compare").click()
+    _wait_text(page, "compare-table", "stopper: no evaluation results yet", 60)
+    page.locator("#compare-plot img").first.wait_for(timeout=60_000)
 
     page.get_by_role("tab", name="Build").click()
     page.locator("#btn-start").click()  # the same spec again: it resumes
     _wait_text(page, "start-message", "o1pruner run runs/stopper/spec.yaml", 30)
     _wait_text(page, "run-status", "state: done", 600)
-    run = RunDir(workspace / "runs" / "stopper")
     assert [e["step"] for e in run.events() if e["kind"] == "resume"] == [step]
+    # Delete sits beside the run it acts on
+    page.locator("#confirm-delete input").check()
+    page.locator("#btn-delete").click()
+    _wait_text(page, "runs-message", "deleted runs/stopper", 30)
+    assert not run.root.exists()
 
 
 def test_a_run_survives_a_server_restart_and_the_ui_reattaches(browser, workspace: Path,  # noqa: ANN001
@@ -298,6 +413,11 @@ def test_a_run_survives_a_server_restart_and_the_ui_reattaches(browser, workspac
     page.goto(servers[1].url)
     page.get_by_role("tab", name="Runs").click()
     _wait_text(page, "run-status", "survivor", 60)  # re-attached from files on page load
+    page.get_by_role("tab", name="Build").click()  # and the form shows the run's spec
+    _wait_text(page, "form-summary", "Form restored from runs/survivor/spec.yaml", 60)
+    assert _field(page, "field-run-name").input_value() == "survivor"
+    assert _field(page, "field-presample-k").input_value() == "2"
+    page.get_by_role("tab", name="Runs").click()
     _wait_text(page, "run-progress", "presample", 120)
     _wait_text(page, "run-status", "state: done", 240)
     assert jobs.status(run)["state"] == "done"

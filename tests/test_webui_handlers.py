@@ -163,6 +163,9 @@ def test_text_tail_reads_only_appended_bytes(tmp_path: Path) -> None:
     with open(log, "a") as fh:
         fh.write(" line\n")
     assert tail.read_new() == ["half line"]
+    with open(log, "a") as fh:  # a stage and its pipeline both print their last line
+        fh.write("stopped\nstopped\n\n\nend 100%\r\n")
+    assert tail.read_new() == ["stopped", "", "", "end 100%"]
 
 
 def _synthetic_run(root: Path) -> RunDir:
@@ -233,3 +236,123 @@ def test_curves_figure_draws_every_series(tmp_path: Path) -> None:
     png = tmp_path / "curves.png"
     fig.savefig(png)
     assert png.stat().st_size > 10_000
+
+
+# ------------------------------------------------------------------ form helpers
+def test_a_missing_model_folder_is_shown_at_its_field_and_goes_once_fixed(ws: Workspace) -> None:
+    check = handlers.validate(_values(**{"model.name_or_path": "./models/x"}), ws)
+    assert list(check.by_field) == ["model.name_or_path"]
+    assert "no such directory: ./models/x" in check.by_field["model.name_or_path"][0]
+    fixed = handlers.validate(_values(**{"model.name_or_path": "org/model"}), ws)
+    assert fixed.spec is not None and fixed.by_field == {}
+    assert fixed.summary() == "OK: spec is valid"
+
+
+def test_every_preset_loads_and_the_smoke_test_is_small() -> None:
+    from webui.presets import presets
+
+    found = {p.slug: p for p in presets()}
+    assert {"smoke", "quickstart", "paper-marco-o1-7b"} <= set(found)
+    for preset in found.values():
+        values, message = handlers.load_preset(preset)
+        assert values is not None, message
+        assert message.startswith(f"OK: loaded preset **{preset.label}**")
+    smoke = form.form_to_spec(handlers.load_preset(found["smoke"])[0])
+    assert smoke.presample.k == 2 and smoke.data.train_limit <= 8
+    assert smoke.presample.max_new_tokens <= 64 and smoke.presample.engine == "hf"
+    assert smoke.eval.max_new_tokens <= 64 and smoke.data.eval_limit <= 8
+
+
+def test_after_a_reload_the_form_comes_from_the_watched_runs_spec(ws: Workspace) -> None:
+    assert handlers.restore_from_run(None, ws) == (None, "")
+    run = ws.run_dir("small")
+    run.root.mkdir(parents=True)
+    spec = RunSpec.model_validate({"presample": {"k": 2}, "run": {"name": "small"}})
+    run.spec_path.write_text(spec.to_yaml())
+    values, message = handlers.restore_from_run(handlers.attach_target(ws), ws)
+    assert form.form_to_spec(values) == spec
+    assert "runs/small/spec.yaml" in message
+    assert handlers.restore_from_run("runs/gone", ws) == (None, "")
+    adhoc = run.root / "eval" / "adhoc" / "other-model-1234"  # an evaluation: its run's spec
+    adhoc.mkdir(parents=True)
+    values, _ = handlers.restore_from_run("runs/small/eval/adhoc/other-model-1234", ws)
+    assert form.form_to_spec(values) == spec
+
+
+def test_the_load_picker_lists_the_workspaces_spec_files(ws: Workspace) -> None:
+    (ws.root / "mine.yaml").write_text("presample: {k: 3}\n")
+    (ws.root / "specs").mkdir()
+    (ws.root / "specs" / "b.yml").write_text("presample: {k: 3}\n")
+    ws.runs_root.mkdir()
+    (ws.runs_root / "x.yaml").write_text("")
+    assert ws.spec_files() == ["mine.yaml", "specs/b.yml"]
+
+
+# ------------------------------------------------------------------ progress phases
+def _progress_run(root: Path) -> RunDir:
+    run = RunDir(root)
+    run.root.mkdir(parents=True)
+    run.spec_path.write_text(RunSpec().to_yaml())
+    return run
+
+
+def test_the_reference_pass_and_training_are_separate_bars(tmp_path: Path) -> None:
+    run = _progress_run(tmp_path / "runs" / "phases")
+    run.emit("progress", "train", done=9, total=12, unit="batch", phase="reference pass")
+    run.emit("progress", "train", done=8, total=12, unit="step")
+    view = LiveView(run)
+    view.poll()
+    html = view.progress_html()
+    assert "<b>reference pass</b> 9/12 batch" in html and "<b>train</b> 8/12 step" in html
+    # a run written before events named their phase: told apart by the unit
+    old = _progress_run(tmp_path / "runs" / "old")
+    old.emit("progress", "train", done=12, total=12, unit="batch")
+    old.emit("progress", "train", done=3, total=12, unit="step")
+    old_view = LiveView(old)
+    old_view.poll()
+    assert list(old_view.progress) == ["reference pass", "train"]
+
+
+def test_a_cached_evaluation_and_a_stop_show_what_happened(tmp_path: Path) -> None:
+    run = _progress_run(tmp_path / "runs" / "stopped")
+    run.emit("progress", "train", done=0, total=12, unit="step")
+    run.emit("metrics", "train", step=1, loss=0.5)  # the stop came before the next event
+    run.emit("progress", "eval", done=0, total=0, unit="problem")
+    view = LiveView(run)
+    view.poll()
+    html = view.progress_html()
+    assert "<b>train</b> 1/12 step" in html
+    assert "ETA -" in view.progress_html(running=False)  # a stopped job has no ETA
+    assert "eval</b> nothing to do" in html and "0/0" not in html
+
+
+# ------------------------------------------------------------------------ compare
+def _evaluated(run: RunDir, base: tuple[float, float], trained: tuple[float, float]) -> None:
+    """An eval/results.json with the fields `o1pruner compare` reads."""
+    averages = {m: {"accuracy": acc, "mean_tokens": tokens, "n": 4}
+                for m, (acc, tokens) in (("base", base), ("trained", trained))}
+    atomic_write_json(run.results_path, {
+        "methods": ["base", "trained"], "benchmarks": {"arithmetic_test": {"n": 4}},
+        "models": {"base": {"fingerprint": "f"}, "trained": {"fingerprint": "g"}},
+        "metrics": {m: {"arithmetic_test": a} for m, a in averages.items()},
+        "averages": averages, "comparison": {"trained": {"arithmetic_test": {
+            "d_len": -0.3, "d_acc": 0.1, "aes": 0.5}, "AVG": {"d_len": -0.3, "d_acc": 0.1,
+                                                              "aes": 0.5}}}})
+
+
+def test_compare_draws_one_run_and_a_stopped_run_with_what_they_have(ws: Workspace) -> None:
+    done = _synthetic_run(ws.runs_root / "done")
+    _evaluated(done, (0.5, 200.0), (0.55, 140.0))
+    stopped = _synthetic_run(ws.runs_root / "stopped")  # curves, no evaluation
+    text, fig = handlers.compare(["runs/done"], ws)
+    assert "| done |" in text and "140" in text
+    scatter = fig.axes[0]
+    points = sorted(tuple(round(float(v), 6) for v in p) for c in scatter.collections
+                    for p in c.get_offsets())
+    assert points == [(140.0, 55.0), (200.0, 50.0)]
+    text, fig = handlers.compare(["runs/done", "runs/stopped"], ws)
+    assert "`stopped`: no evaluation results yet; its training curves are drawn" in text
+    loss = next(ax for ax in fig.axes if ax.get_title() == "loss")
+    assert {ln.get_label() for ln in loss.get_lines()} == {"done", "stopped"}
+    assert stopped.root.exists()
+    assert handlers.compare([], ws)[0].startswith("choose")

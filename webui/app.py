@@ -18,13 +18,25 @@ import gradio as gr
 from o1pruner.errors import UserError
 from webui import handlers
 from webui.build_tab import build_tab
+from webui.explore_tab import eval_explorer_tab, samples_tab
+from webui.export_tab import export_tab
+from webui.playground_tab import playground_tab
 from webui.runs_tab import runs_tab
+from webui.sweep_tab import sweep_tab
 from webui.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
 AUTH_ENV = "O1PRUNER_AUTH"
-CSS = ".o1p-stage{margin:4px 0 8px 0}"
+CSS = """
+.o1p-stage{margin:4px 0 8px 0}
+.o1p-note{margin:-4px 2px 2px 2px;line-height:1.25}
+.o1p-path{font-size:11px;color:var(--body-text-color-subdued);background:none;padding:0}
+.o1p-error{color:#dc2626;font-size:12px;font-weight:600;margin-top:2px}
+.o1p-presets-label{flex-grow:0 !important;min-width:170px !important;align-self:center}
+#presets{flex-wrap:wrap;gap:6px}
+.o1p-field{gap:2px !important}
+"""
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -77,6 +89,16 @@ def build_app(workspace: str | Path) -> gr.Blocks:
                 build = build_tab(ws)
             with gr.Tab("Runs", id="runs"):
                 runs = runs_tab(ws)
+            with gr.Tab("Playground", id="playground") as playground:
+                playground_tab(ws, playground)
+            with gr.Tab("Samples", id="samples") as samples:
+                samples_tab(ws, samples)
+            with gr.Tab("Eval explorer", id="eval-explorer") as eval_explorer:
+                eval_explorer_tab(ws, eval_explorer)
+            with gr.Tab("Sweeps", id="sweeps"):
+                sweep_tab(ws)
+            with gr.Tab("Export", id="export"):
+                export_tab(ws)
         start_message = gr.Markdown(elem_id="start-message")
 
         def on_start(stage: str, *values: Any) -> list[Any]:
@@ -90,7 +112,18 @@ def build_app(workspace: str | Path) -> gr.Blocks:
 
         build.start.click(on_start, [build.stage, *build.fields],
                           [*build.error_outputs(), start_message, tabs, runs.run])
-        demo.load(runs.refresh_lists, runs.run, runs.lists())  # re-attach from files on page load
+
+        def on_load(selected: str | None) -> list[Any]:
+            """Re-attach to the newest running job (from files) and show its spec in the
+            form, so that Start after a reload does not launch the defaults."""
+            lists = runs.refresh_lists(selected)
+            watched = lists[1]["value"]
+            values, message = handlers.restore_from_run(watched, ws)
+            return [*lists, gr.update(choices=ws.spec_files()),
+                    *build.loaded(values, message or gr.skip())]
+
+        demo.load(on_load, runs.run, [*runs.lists(), build.load_path, *build.load_outputs()],
+                  show_progress="hidden")
     return demo
 
 

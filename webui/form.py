@@ -2,10 +2,12 @@
 
 Nothing here lists parameters by hand. `leaves()` walks `RunSpec.model_fields`
 recursively; each leaf field gets a widget chosen from its type (Literal -> dropdown,
-bool -> checkbox, int/float -> number with the field's bounds, ...), labelled with its
+bool -> checkbox, number -> text box parsed strictly, ...), labelled from its title or
 name and carrying its help text and default. A field added to the spec appears in the form
 with no UI code. Form values are turned back into a spec through
 `o1pruner.specio.spec_from_dict`, so the form, YAML files and the CLI share one validator.
+A field whose help text says "<value> only:" (e.g. `lora only:`) applies only while the
+choice field of its section that offers <value> holds it; otherwise the form leaves it out.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
 from o1pruner.safeyaml import YamlError, safe_load
@@ -32,6 +34,12 @@ from o1pruner.specio import SpecError, spec_from_dict
 logger = logging.getLogger(__name__)
 
 GENERAL = "general"
+# words spelled differently in a label than in a field name
+LABEL_WORDS = {"k": "K", "lr": "LR", "lora": "LoRA", "dpo": "DPO", "gpu": "GPU", "ip": "IP",
+               "aes": "AES", "id": "ID", "deepspeed": "DeepSpeed", "top": "top"}
+ONLY_WHEN = re.compile(r"^(\w+) only:")  # help text "lora only: ..." -> applies with lora
+INT_TEXT = re.compile(r"[+-]?\d+")
+FLOAT_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 SECTION_TITLES = {"model": "Model", "data": "Data", "presample": "Pre-sample",
                   "reward": "Reward", "train": "Train", "eval": "Evaluate", "run": "Run",
                   GENERAL: "General"}
@@ -50,6 +58,19 @@ class Leaf:
     @property
     def key(self) -> str:
         return ".".join(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path[-1]
+
+    @property
+    def label(self) -> str:
+        """What the form calls the field: its `title` in the spec, else its name in words
+        (`max_new_tokens` -> "Max new tokens")."""
+        if self.info.title:
+            return self.info.title
+        text = " ".join(LABEL_WORDS.get(word, word) for word in self.name.split("_"))
+        return text[:1].upper() + text[1:]
 
     @property
     def section(self) -> str:
@@ -111,16 +132,45 @@ def _kind(annotation: Any) -> tuple[str, tuple[Any, ...]]:
 
 def leaves(model: type[BaseModel] = RunSpec, prefix: tuple[str, ...] = ()) -> list[Leaf]:
     """Every leaf field of `model`, depth first in declaration order."""
+    return list(_leaves(model, prefix))
+
+
+@functools.cache
+def _leaves(model: type[BaseModel], prefix: tuple[str, ...]) -> tuple[Leaf, ...]:
     out: list[Leaf] = []
     for name, info in model.model_fields.items():
         key = info.alias or name
         annotation, optional = _unwrap_optional(info.annotation)
         if _is_section(annotation) and not optional:
-            out += leaves(annotation, (*prefix, key))
+            out += _leaves(annotation, (*prefix, key))
             continue
         kind, choices = _kind(annotation)
         out.append(Leaf((*prefix, key), kind, optional, info, choices))
+    return tuple(out)
+
+
+def conditions(all_leaves: Sequence[Leaf] | None = None) -> dict[str, tuple[str, str]]:
+    """{field: (choice field, value)} for each field whose help text starts "<value> only:"
+    (e.g. `train.lora_rank` -> (`train.finetuning`, `lora`)): the choice field of the same
+    section that offers <value>."""
+    all_leaves = list(all_leaves if all_leaves is not None else leaves())
+    out: dict[str, tuple[str, str]] = {}
+    for leaf in all_leaves:
+        match = ONLY_WHEN.match(leaf.info.description or "")
+        if not match:
+            continue
+        owner = next((o for o in all_leaves if o.kind == "choice" and o.path[:-1] ==
+                      leaf.path[:-1] and match.group(1) in map(str, o.choices)), None)
+        if owner is not None:
+            out[leaf.key] = (owner.key, match.group(1))
     return out
+
+
+def applies(key: str, by_key: Mapping[str, Any],
+            conds: Mapping[str, tuple[str, str]] | None = None) -> bool:
+    """Whether field `key` applies given the form's values (by dotted key)."""
+    cond = (conditions() if conds is None else conds).get(key)
+    return cond is None or str(by_key.get(cond[0])) == cond[1]
 
 
 def sections(all_leaves: Sequence[Leaf] | None = None) -> dict[str, list[Leaf]]:
@@ -164,9 +214,9 @@ def to_widget(leaf: Leaf, value: Any) -> Any:
     """A spec value (JSON form) -> the value its widget holds."""
     if leaf.kind == "bool":
         return bool(value)
-    if leaf.kind in ("int", "float") and leaf.optional:  # a text box: empty means null
-        return "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
-    if leaf.kind in ("int", "float", "choice"):
+    if leaf.kind in ("int", "float"):  # a text box, parsed strictly (empty means null)
+        return "" if value is None else number_text(value)
+    if leaf.kind == "choice":
         return value
     if leaf.kind == "str":
         return "" if value is None else str(value)
@@ -191,14 +241,7 @@ def from_widget(leaf: Leaf, raw: Any) -> Any:
     if blank and leaf.kind != "datasets":
         return None if leaf.optional else ("" if leaf.kind in ("str", "dataset") else None)
     if leaf.kind in ("int", "float"):
-        try:
-            number = float(raw)
-        except (TypeError, ValueError):
-            raise ValueError(f"expected a number{' (or empty for null)' if leaf.optional else ''}"
-                             f"; got {raw!r}") from None
-        if leaf.kind == "int" and math.isfinite(number) and number == int(number):
-            return int(number)
-        return number
+        return parse_number(leaf, raw)
     if leaf.kind == "choice":
         return next((c for c in leaf.choices if str(c) == str(raw)), raw)
     if leaf.kind == "str":
@@ -220,6 +263,54 @@ def from_widget(leaf: Leaf, raw: Any) -> Any:
         return safe_load(str(raw))
     except YamlError as err:
         raise ValueError(f"not usable YAML: {err}") from None
+
+
+def number_text(value: Any) -> str:
+    """A number as the shortest text that reads back the same (2.0 -> "2", 2e-07)."""
+    if isinstance(value, float):
+        text = repr(value)
+        return text[:-2] if text.endswith(".0") else text
+    return str(value)
+
+
+def parse_number(leaf: Leaf, raw: Any) -> int | float:
+    """Widget text -> a number, strictly: "2,5" or "1 000" is an error, never 25 or 1."""
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        if leaf.kind == "int" and isinstance(raw, float) and raw.is_integer():
+            return int(raw)
+        return float(raw) if leaf.kind == "float" else raw
+    text = str(raw).strip()
+    empty = " (or empty for null)" if leaf.optional else ""
+    if leaf.kind == "int":
+        if INT_TEXT.fullmatch(text):
+            return int(text)
+        if FLOAT_TEXT.fullmatch(text) and math.isfinite(float(text)) and float(text).is_integer():
+            return int(float(text))
+        raise ValueError(f"expected a whole number{empty}; got {text!r}")
+    if FLOAT_TEXT.fullmatch(text):
+        return float(text)
+    hint = "; write decimals with a dot (2.5), not a comma" if "," in text else ""
+    raise ValueError(f"expected a number{empty}; got {text!r}{hint}")
+
+
+@functools.cache
+def _adapter(leaf: Leaf) -> TypeAdapter:
+    return TypeAdapter(Annotated[leaf.info.annotation, leaf.info])
+
+
+def check_field(leaf: Leaf, raw: Any) -> str | None:
+    """The problem with one widget's value on its own (its type, bounds and pattern, not
+    the rules between fields), as `<field path>: <what is wrong>`; None when it is fine."""
+    try:
+        value = from_widget(leaf, raw)
+    except (TypeError, ValueError) as err:
+        return f"{leaf.key}: {err}"
+    try:
+        _adapter(leaf).validate_python(value)
+    except ValidationError as err:
+        return "; ".join(f"{leaf.key}: {e['msg'].removeprefix('Value error, ')}; got "
+                         f"{e.get('input')!r}" for e in err.errors())
+    return None
 
 
 def _get(data: Mapping[str, Any], path: Sequence[str]) -> Any:
@@ -249,9 +340,13 @@ def values_to_dict(values: Sequence[Any] | Mapping[str, Any],
         values = [values.get(leaf.key) for leaf in all_leaves]
     if len(values) != len(all_leaves):
         raise ValueError(f"expected {len(all_leaves)} form values, got {len(values)}")
+    by_key = {leaf.key: raw for leaf, raw in zip(all_leaves, values, strict=True)}
+    conds = conditions(all_leaves)
     data: dict[str, Any] = {}
     problems: list[str] = []
     for leaf, raw in zip(all_leaves, values, strict=True):
+        if not applies(leaf.key, by_key, conds):  # hidden in the form: the spec's default
+            continue
         try:
             value = from_widget(leaf, raw)
         except (TypeError, ValueError) as err:
@@ -288,6 +383,19 @@ def problems_by_section(problems: Sequence[str]) -> dict[str, list[str]]:
         head = re.split(r"[.: ]", line, maxsplit=1)[0]
         grouped.setdefault(head if head in names else GENERAL, []).append(line)
     return grouped
+
+
+def problems_by_field(problems: Sequence[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """({field path: its problem lines}, the lines that name no single field)."""
+    placed: dict[str, list[str]] = {}
+    unplaced: list[str] = []
+    for line in problems:
+        key = field_of(line)
+        if key is None:
+            unplaced.append(line)
+        else:
+            placed.setdefault(key, []).append(line)
+    return placed, unplaced
 
 
 def field_of(problem: str) -> str | None:

@@ -21,6 +21,7 @@ from o1pruner.rundir import RunDir
 from o1pruner.spec import RunSpec
 from o1pruner.specio import SpecError, dump_yaml, load_spec, load_spec_text
 from webui import form
+from webui.presets import Preset
 from webui.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,11 @@ class Validation:
     def by_section(self) -> dict[str, list[str]]:
         return form.problems_by_section(self.problems)
 
+    @property
+    def by_field(self) -> dict[str, list[str]]:
+        """{field path: its problems}: what the form shows under each field."""
+        return form.problems_by_field(self.problems)[0]
+
     def section_markdown(self, section: str) -> str:
         lines = self.by_section.get(section, [])
         return "\n".join(f"- `{p.split(':', 1)[0]}`:{p.split(':', 1)[1]}" if ":" in p
@@ -48,8 +54,8 @@ class Validation:
     def summary(self) -> str:
         if self.spec is not None:
             return "OK: spec is valid"
-        return (f"Error: {len(self.problems)} problem(s); each is shown under its section:\n"
-                + "\n".join(f"- {p}" for p in self.problems))
+        return (f"Error: {len(self.problems)} problem(s); each is also shown under its field:"
+                "\n" + "\n".join(f"- {p}" for p in self.problems))
 
 
 def validate(values: Sequence[Any], workspace: Workspace | None = None) -> Validation:
@@ -58,12 +64,8 @@ def validate(values: Sequence[Any], workspace: Workspace | None = None) -> Valid
         spec = form.form_to_spec(values)
     except SpecError as err:
         return Validation(None, list(err.problems))
-    if workspace is not None:
-        try:
-            workspace.check_spec_paths(spec)
-        except UserError as err:
-            return Validation(None, [str(err)])
-    return Validation(spec)
+    problems = workspace.spec_path_problems(spec) if workspace is not None else []
+    return Validation(None, problems) if problems else Validation(spec)
 
 
 def preview(values: Sequence[Any], workspace: Workspace) -> tuple[Validation, str, str]:
@@ -113,6 +115,34 @@ def import_yaml_file(path: str | None, workspace: Workspace | None = None) -> tu
     except (OSError, UnicodeDecodeError) as err:
         return None, f"Error: cannot read {Path(path).name}: {err}"
     return import_yaml_text(text, Path(path).name)
+
+
+def load_preset(preset: Preset) -> tuple[list[Any] | None, str]:
+    """A preset's spec as form values, with what it is for."""
+    values, message = import_yaml_file(str(preset.path))
+    if values is None:
+        return None, message
+    return values, f"OK: loaded preset **{preset.label}** (`{preset.relative}`). " + (
+        preset.description())
+
+
+def restore_from_run(run_id: str | None, workspace: Workspace) -> tuple[list[Any] | None, str]:
+    """The watched run's spec.yaml as form values (after a page reload the form shows the
+    run it is attached to, not the defaults); (None, "") when there is none to restore."""
+    if not run_id:
+        return None, ""
+    try:
+        run = workspace.run_dir(run_id)
+        if run.is_adhoc and not run.spec_path.exists():  # an evaluation: its run's spec
+            run = RunDir(run.root.parents[2])
+        text = run.spec_path.read_text(encoding="utf-8")
+    except (UserError, OSError, UnicodeDecodeError):
+        return None, ""
+    values, _ = import_yaml_text(text, workspace.relative(run.spec_path))
+    if values is None:
+        return None, ""
+    return values, (f"Form restored from `{workspace.relative(run.spec_path)}`, the run shown "
+                    "in the Runs tab. Pick a preset to start from something else.")
 
 
 def preview_dataset(name: str, workspace: Workspace, local_dir: str | None = None,
@@ -214,13 +244,22 @@ def delete(run_id: str, confirmed: bool, workspace: Workspace) -> str:
     return f"deleted {run_id}"
 
 
-def compare(run_ids: Sequence[str], workspace: Workspace) -> str:
-    """`o1pruner compare` over the chosen runs (needs the evaluation stage)."""
-    if len(run_ids or []) < 2:
-        return "choose at least two runs to compare"
-    from o1pruner.evaluation import run_compare
+def compare(run_ids: Sequence[str], workspace: Workspace) -> tuple[str, Any]:
+    """(markdown, figure) for the chosen runs, one or more: `o1pruner compare`'s table for
+    those with evaluation results, and a figure of accuracy vs mean tokens and training
+    curves with what each run has (a stopped run shows its curves)."""
+    from webui.compare import compare_figure, compare_markdown, run_points
 
-    return run_compare([workspace.run_dir(n).root for n in run_ids])
+    if not run_ids:
+        return "choose one or more runs to compare", None
+    runs = [(name, workspace.run_dir(name)) for name in run_ids]
+    drawn = [run_points(run, short_name(run)) for _, run in runs]
+    return compare_markdown(runs, drawn), compare_figure(drawn)
+
+
+def short_name(run: RunDir) -> str:
+    """A run's name; an ad-hoc evaluation (<run>/eval/adhoc/<name>) as <run>/<name>."""
+    return f"{run.root.parents[2].name}/{run.root.name}" if run.is_adhoc else run.root.name
 
 
 def runs(workspace: Workspace) -> list[dict[str, Any]]:

@@ -34,6 +34,9 @@ CURVES: dict[str, list[tuple[str, str]]] = {
     "learning rate": [("train", "learning_rate")],
 }
 _COLORS = ("#f97316", "#2563eb", "#16a34a", "#9333ea")
+# A stage may report several passes under its name; each gets a bar of its own. Events
+# name theirs in `phase`; older runs are told apart by their unit.
+PHASES_BY_UNIT = {("train", "batch"): "reference pass"}
 MAX_POINTS = 20_000
 
 
@@ -50,7 +53,8 @@ class TextTail:
 
     def read_new(self) -> list[str]:
         """Complete lines appended since the last call (a carriage-return redraw keeps only
-        its final state, as a terminal shows it)."""
+        its final state, as a terminal shows it; a line right after the same line is
+        dropped: the stage and the pipeline above it both print their last word)."""
         try:
             size = self.path.stat().st_size
         except FileNotFoundError:
@@ -66,9 +70,13 @@ class TextTail:
         self.offset += len(chunk)
         text = self._partial + chunk.decode("utf-8", errors="replace")
         *complete, self._partial = text.split("\n")
-        new = [line.rsplit("\r", 1)[-1] if "\r" in line.rstrip("\r") else line.rstrip("\r")
-               for line in complete]
-        self.lines.extend(new)
+        new = []
+        for line in complete:
+            line = line.rstrip("\r").rsplit("\r", 1)[-1]
+            # a final line that a stage and its pipeline both print ("stopped"): shown once
+            if not (line.strip() and self.lines and line == self.lines[-1]):
+                self.lines.append(line)
+                new.append(line)
         return new
 
     def text(self) -> str:
@@ -114,7 +122,7 @@ class LiveView:
         for event in self._events.read_new():
             stage = str(event.get("stage", "?"))
             if event.get("kind") == "progress":
-                self.progress[stage] = event
+                self.progress[phase_of(event)] = event
             elif event.get("kind") == "metrics":
                 self.metrics_seen += 1
                 rows = self.metrics.setdefault(stage, [])
@@ -132,20 +140,34 @@ class LiveView:
     def job(self) -> dict[str, Any]:
         return jobs.status(self.run)
 
-    def progress_html(self) -> str:
-        """A bar per stage: done/total, percent, elapsed and ETA from its last progress event."""
+    def trained_steps(self) -> int:
+        """The last optimizer step with metrics (progress events are rate-limited, so a
+        stop can leave the bar's last event behind the curves)."""
+        steps = [ev.get("step") for ev in self.metrics.get("train", [])]
+        return max((s for s in steps if isinstance(s, int)), default=0)
+
+    def progress_html(self, running: bool = True) -> str:
+        """A bar per phase (pre-sample, reference pass, train, eval): done/total, percent,
+        elapsed and ETA (while `running`) from its last progress event."""
         if not self.progress:
             return "<div class='o1p-progress'>no progress reported yet</div>"
         parts = []
-        for stage, ev in self.progress.items():
+        for phase, ev in self.progress.items():
             done, total = ev.get("done", 0), ev.get("total") or 0
-            pct = 100.0 * done / total if total else 0.0
+            unit = str(ev.get("unit", ""))
+            if phase == "train" and unit == "step":
+                done = min(max(done, self.trained_steps()), total or done)
             eta = ev.get("eta_s")
+            if total:
+                pct = 100.0 * done / total
+                text = (f"{done}/{total} {html.escape(unit)} ({pct:.0f}%) · elapsed "
+                        f"{format_seconds(ev.get('elapsed_s'))} · ETA "
+                        f"{format_seconds(eta) if running and eta is not None and done < total else '-'}")
+            else:  # e.g. an evaluation whose generations were all in the cache
+                pct, text = 100.0, "nothing to do: every result was already there (cached)"
             parts.append(
-                f"<div class='o1p-stage' data-stage='{html.escape(stage)}'>"
-                f"<b>{html.escape(stage)}</b> {done}/{total} {html.escape(str(ev.get('unit', '')))}"
-                f" ({pct:.0f}%) · elapsed {format_seconds(ev.get('elapsed_s'))} · "
-                f"ETA {format_seconds(eta) if eta is not None else '-'}"
+                f"<div class='o1p-stage' data-stage='{html.escape(phase)}'>"
+                f"<b>{html.escape(phase)}</b> {text}"
                 "<div style='background:#e5e7eb;border-radius:4px;height:10px'>"
                 f"<div style='width:{pct:.1f}%;background:#f97316;height:10px;"
                 "border-radius:4px'></div></div></div>")
@@ -232,6 +254,13 @@ class LiveView:
     def report_images(self) -> list[str]:
         report = self.run.root / "report"
         return sorted(str(p) for p in report.glob("*.png")) if report.is_dir() else []
+
+
+def phase_of(event: dict[str, Any]) -> str:
+    """The progress bar an event belongs to: its `phase`, else its stage (the reference
+    pass of training, reported in batches, apart from the training steps)."""
+    stage = str(event.get("stage", "?"))
+    return str(event.get("phase") or PHASES_BY_UNIT.get((stage, str(event.get("unit"))), stage))
 
 
 def table_frame(data: Any) -> pd.DataFrame:

@@ -45,26 +45,32 @@ class _Lazy:
         self.key, self.build = key, build
 
 
+def _shown(component: type, value: Any) -> Any:
+    """`value` for a component that is hidden while it has nothing to show."""
+    return component(value=value, visible=bool(value) if isinstance(value, list)
+                     else value is not None)
+
+
 def _view_outputs(view: LiveView | None, force: bool = False) -> list[Any]:
     """Values for the live components; unchanged parts are skipped (no re-render)."""
     if view is None:
-        return ["_no run selected_", "", gr.update(value="", visible=False), "", None, "", None,
-                None, []]
+        return ["_no run selected_", "", gr.update(value="", visible=False), "",
+                _shown(gr.Plot, None), "", None, None, _shown(gr.Gallery, [])]
     view.poll()
     job = view.job()
     view.state = job["state"]
     failed = job["state"] in ("failed", "unreadable")
     values = [
         job_markdown(view.run, job),
-        view.progress_html(),
+        view.progress_html(running=job["state"] in jobs.ACTIVE_STATES),
         gr.update(value=jobs.failure_report(view.run), visible=True) if failed
         else gr.update(value="", visible=False),
         view.log.text(),
-        _Lazy(str(view.metrics_seen), view.curves_figure),  # redrawn when a metric arrives
+        _Lazy(str(view.metrics_seen), lambda: _shown(gr.Plot, view.curves_figure())),
         view.presample_markdown(),
         view.disharmony(),
         view.results(),
-        view.report_images(),
+        _shown(gr.Gallery, view.report_images()),  # only what exists takes room
     ]
     sent = view.sent or [None] * len(values)
     out = []
@@ -73,6 +79,8 @@ def _view_outputs(view: LiveView | None, force: bool = False) -> list[Any]:
             key = value.key
         elif isinstance(value, dict):  # a gr.update
             key = repr(sorted(value.items()))
+        elif isinstance(value, gr.components.Component):  # a component as an update
+            key = repr(value.constructor_args)
         else:
             key = value.to_json() if hasattr(value, "to_json") else repr(value)
         if force or key != sent[i]:
@@ -84,13 +92,33 @@ def _view_outputs(view: LiveView | None, force: bool = False) -> list[Any]:
     return out
 
 
+# Keep the log box at its last line while new lines arrive, unless the user scrolled up
+# to read (Gradio's own autoscroll gives up once the box starts away from the end, e.g.
+# after a reload with a long log).
+FOLLOW_LOG_JS = """() => {
+  const box = document.querySelector('#run-log textarea');
+  if (!box) return;
+  if (!box.dataset.o1pFollow) {
+    box.dataset.o1pFollow = '1';
+    box.addEventListener('scroll', () => {
+      box.dataset.o1pAtEnd = box.scrollHeight - box.scrollTop - box.clientHeight < 40 ? '1' : '0';
+    });
+  }
+  if (box.dataset.o1pAtEnd !== '0') box.scrollTop = box.scrollHeight;
+}"""
+
+
 def runs_tab(workspace: Workspace) -> RunsTab:
     """Lay out the Runs tab and wire its timers and buttons."""
-    with gr.Row():
+    with gr.Row(equal_height=True):
         refresh = gr.Button("Refresh", scale=0, min_width=100)
         run = gr.Dropdown([], label="run", info="choose a run to watch; on page load the UI "
                           "re-attaches to the newest running job", elem_id="run-pick", scale=3)
         stop_btn = gr.Button("Stop", variant="stop", scale=0, min_width=100, elem_id="btn-stop")
+        with gr.Column(scale=0, min_width=170):
+            confirm = gr.Checkbox(label="confirm delete", value=False, elem_id="confirm-delete")
+            delete_btn = gr.Button("Delete this run", variant="stop", size="sm",
+                                   elem_id="btn-delete")
     status = gr.Markdown(elem_id="run-status")
     progress = gr.HTML(elem_id="run-progress")
     failure = gr.Textbox(label="why it failed (then the last log lines)", lines=6,
@@ -99,14 +127,14 @@ def runs_tab(workspace: Workspace) -> RunsTab:
     with gr.Row():
         presample = gr.Markdown(elem_id="run-presample")
     curves = gr.Plot(label="training curves", show_label=False, format="png",
-                     elem_id="run-curves")  # the panels carry their own titles
+                     elem_id="run-curves", visible=False)  # the panels carry their titles
     with gr.Row():
         disharmony = gr.Dataframe(label="accuracy by length quartile (pre-samples)",
                                   interactive=False, elem_id="run-disharmony")
         results = gr.Dataframe(label="evaluation results", interactive=False,
                                elem_id="run-results")
     gallery = gr.Gallery(label="report plots", columns=3, height=360, object_fit="contain",
-                         elem_id="run-report")
+                         elem_id="run-report", visible=False)
     log = gr.Textbox(label="log (worker output)", lines=12, max_lines=12, autoscroll=True,
                      interactive=False, elem_id="run-log")
     message = gr.Markdown(elem_id="runs-message")
@@ -120,15 +148,18 @@ def runs_tab(workspace: Workspace) -> RunsTab:
             eval_bench = gr.Textbox(label="benchmarks", info="comma separated (empty: the "
                                     "spec's eval.benchmarks)")
             eval_btn = gr.Button("Evaluate", scale=0, elem_id="btn-evaluate")
-    with gr.Accordion("History", open=True):
+    with gr.Accordion("History and comparison", open=True, elem_id="section-history"):
         history = gr.Dataframe(handlers.history_table(workspace), label="runs",
                                interactive=False, elem_id="runs-history", wrap=True)
-        with gr.Row():
-            compare_pick = gr.Dropdown([], multiselect=True, label="compare runs", scale=3)
-            compare_btn = gr.Button("Compare", scale=0)
-            confirm = gr.Checkbox(label="confirm delete", value=False, scale=0)
-            delete_btn = gr.Button("Delete selected run", variant="stop", scale=0)
-        compare_view = gr.Markdown()
+        with gr.Row(equal_height=True):
+            compare_pick = gr.Dropdown([], multiselect=True, label="compare runs", scale=3,
+                                       info="one run or several; a run that has not been "
+                                       "evaluated shows its training curves",
+                                       elem_id="compare-pick")
+            compare_btn = gr.Button("Compare", scale=0, elem_id="btn-compare")
+        compare_plot = gr.Plot(show_label=False, format="png", elem_id="compare-plot",
+                               visible=False)
+        compare_view = gr.Markdown(elem_id="compare-table")
     view = gr.State(None)
     live_outputs = [status, progress, failure, log, curves, presample, disharmony, results,
                     gallery]
@@ -142,14 +173,27 @@ def runs_tab(workspace: Workspace) -> RunsTab:
             return [None, f"Error: {err}", *_view_outputs(None)[1:]]
         return [new, *_view_outputs(new, force=True)]
 
+    shown_history = gr.State("")
+    picker_outputs = [history, shown_history, compare_pick, eval_model]
+
+    def history_tick(shown: str) -> list[Any]:
+        """The history table, and the pickers that list runs and models, when it changed."""
+        rows = handlers.runs(workspace)
+        table = handlers.history_table(workspace, rows)
+        key = table.to_json()
+        if key == shown:
+            return [gr.skip()] * len(picker_outputs)
+        return [table, key, gr.update(choices=[row["id"] for row in rows]),
+                gr.update(choices=handlers.checkpoints(workspace))]
+
     def tick(current: LiveView | None, shown: str) -> list[Any]:
         if current is None:
-            return [gr.skip()] * (len(live_outputs) + 2)
+            return [gr.skip()] * (len(live_outputs) + len(picker_outputs))
         before = current.state
         out = _view_outputs(current)
         if current.state == before:
-            return [*out, gr.skip(), gr.skip()]
-        return [*out, *history_tick(shown)]  # the history table follows a state change now
+            return [*out, *[gr.skip()] * len(picker_outputs)]
+        return [*out, *history_tick(shown)]  # the history follows a state change at once
 
     def refresh_lists(selected: str | None) -> list[Any]:
         rows = handlers.runs(workspace)
@@ -166,22 +210,24 @@ def runs_tab(workspace: Workspace) -> RunsTab:
                 return f"Error: {err}"
         return call
 
-    shown_history = gr.State("")
-
-    def history_tick(shown: str) -> list[Any]:
-        table = handlers.history_table(workspace)
-        key = table.to_json()
-        return [gr.skip() if key == shown else table, key]
+    def on_compare(names: list[str] | None) -> list[Any]:
+        try:
+            text, figure = handlers.compare(names or [], workspace)
+        except (UserError, SpecError) as err:
+            return [f"Error: {err}", gr.Plot(visible=False)]
+        return [text, gr.Plot(value=figure, visible=figure is not None)]
 
     run.change(select, run, [view, *live_outputs])
-    gr.Timer(POLL_SECONDS).tick(tick, [view, shown_history],
-                                [*live_outputs, history, shown_history], show_progress="hidden")
+    poll = gr.Timer(POLL_SECONDS).tick(tick, [view, shown_history],
+                                       [*live_outputs, *picker_outputs], show_progress="hidden")
+    poll.then(None, js=FOLLOW_LOG_JS)
     lists = [history, run, compare_pick, eval_model]
-    gr.Timer(HISTORY_SECONDS).tick(history_tick, shown_history, [history, shown_history],
+    gr.Timer(HISTORY_SECONDS).tick(history_tick, shown_history, picker_outputs,
                                    show_progress="hidden")
     refresh.click(refresh_lists, run, lists)
     stop_btn.click(guarded(lambda name: handlers.stop(name, workspace) if name
                            else "no run selected"), run, message, show_progress="hidden")
+
     def on_evaluate(name: str | None, model: str, bench: str) -> list[Any]:
         if not name:
             return ["choose a run first", gr.skip()]
@@ -192,9 +238,8 @@ def runs_tab(workspace: Workspace) -> RunsTab:
         return [text, gr.update(choices=handlers.run_ids(workspace), value=job_id)]
 
     eval_btn.click(on_evaluate, [run, eval_model, eval_bench], [message, run])
-    compare_btn.click(guarded(lambda names: handlers.compare(names, workspace)),
-                      compare_pick, compare_view)
+    compare_btn.click(on_compare, compare_pick, [compare_view, compare_plot])
     delete_btn.click(guarded(lambda name, ok: handlers.delete(name, ok, workspace) if name
                              else "no run selected"), [run, confirm], message).then(
-        refresh_lists, run, lists)
+        lambda: refresh_lists(None), None, lists)
     return RunsTab(run, history, compare_pick, eval_model, refresh_lists)

@@ -152,7 +152,14 @@ class Workspace:
     def check_spec_paths(self, spec: RunSpec) -> None:
         """Refuse a spec whose local paths (model, data, templates, configs) point outside
         the workspace, or whose local model folder does not exist."""
-        problems = []
+        problems = self.spec_path_problems(spec)
+        if problems:
+            raise UserError("; ".join(problems))
+
+    def spec_path_problems(self, spec: RunSpec) -> list[str]:
+        """One line per local path of the spec that is outside the workspace or missing,
+        each starting with its field path."""
+        problems: list[str] = []
 
         def check(what: str, func: Any, *args: Any) -> None:
             try:
@@ -173,5 +180,14 @@ class Workspace:
         check("data.train", self.check_dataset, spec.data.train.name, "data.train")
         for i, ref in enumerate(spec.eval.benchmarks):
             check(f"eval.benchmarks.{i}", self.check_dataset, ref.name, f"eval.benchmarks.{i}")
-        if problems:
-            raise UserError("; ".join(problems))
+        return problems
+
+    def spec_files(self, limit: int = 200) -> list[str]:
+        """YAML files in the workspace and its folders one level down (not under the run
+        output roots or hidden folders), for the Load picker."""
+        roots = set(self.output_roots())
+        found = sorted(self.root.glob("*.y*ml")) + sorted(self.root.glob("*/*.y*ml"))
+        out = [self.relative(p) for p in found if p.suffix in (".yaml", ".yml")
+               and p.parent not in roots and not any(part.startswith(".") for part in
+                                                     p.relative_to(self.root).parts)]
+        return out[:limit]
