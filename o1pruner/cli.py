@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from o1pruner.errors import UserError
-from o1pruner.job import exit_code_of, user_message
+from o1pruner.job import exit_code_of, parent_process, user_message
 from o1pruner.spec import Grading
 from o1pruner.specio import SpecError, dump_yaml, load_spec
 
@@ -340,7 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(problem, file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
+        if parent_process() is None:  # a stage under `o1pruner run`: its parent says it
+            print("stopped", file=sys.stderr)
         return exit_code_of(KeyboardInterrupt())
     except Exception as err:  # noqa: BLE001 - one message, never a bare traceback
         message = user_message(err)
