@@ -41,23 +41,37 @@ def mean_ci(values: list[float]) -> dict[str, Any]:
     return {"mean": mean, "ci": ci, "n": n, "values": values}
 
 
-def _point_values(results: dict[str, Any], label: str) -> dict[str, dict[str, float | None]]:
-    """{benchmark or AVG: {accuracy %, tokens, aes, d_len %, d_acc %}} of one method."""
-    out = {}
+def _point_values(results: dict[str, Any], label: str) -> dict[str, dict[str, Any]]:
+    """{benchmark or AVG: {accuracy %, tokens, aes, acc_points, len_pct}} of one method;
+    acc_points / len_pct are the paired differences against the base (accuracy points,
+    % tokens), with the run's own paired bootstrap interval under `_ci` keys."""
+    out: dict[str, dict[str, Any]] = {}
     for bench in [*results["benchmarks"], "AVG"]:
         m = results["averages"][label] if bench == "AVG" else results["metrics"][label][bench]
         c = results.get("comparison", {}).get(label, {}).get(bench, {})
+        interval = c.get("interval") or {}
         out[bench] = {"accuracy": 100 * m["accuracy"], "tokens": m["mean_tokens"],
                       "aes": c.get("aes") if label != "base" else 0.0,
-                      "d_len": None if c.get("d_len") is None else 100 * c["d_len"],
-                      "d_acc": None if c.get("d_acc") is None else 100 * c["d_acc"]}
+                      "acc_points": interval.get("accuracy_points"),
+                      "len_pct": interval.get("length_pct"),
+                      "_ci": {"acc_points": interval.get("accuracy_points_ci"),
+                              "len_pct": interval.get("length_pct_ci")}}
     return out
 
 
-def _aggregate(samples: list[dict[str, dict[str, float | None]]]) -> dict[str, Any]:
-    benches = list(samples[0]) if samples else []
-    return {b: {k: mean_ci([s[b][k] for s in samples if s[b][k] is not None])
-                for k in samples[0][b]} for b in benches}
+def _aggregate(samples: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Per benchmark and metric: mean and 95 % interval over seeds; with one seed, the
+    differences against the base keep that run's paired bootstrap interval."""
+    out: dict[str, Any] = {}
+    for bench in samples[0] if samples else []:
+        out[bench] = {}
+        for key in (k for k in samples[0][bench] if k != "_ci"):
+            stat = mean_ci([s[bench][key] for s in samples if s[bench][key] is not None])
+            boot = samples[0][bench]["_ci"].get(key)
+            if stat["n"] == 1 and boot:
+                stat.update(ci=boot, interval="paired bootstrap of the run")
+            out[bench][key] = stat
+    return out
 
 
 def sweep_rows(root: Path) -> dict[str, Any]:
@@ -129,16 +143,20 @@ def _cell(stat: dict[str, Any], digits: int = 1) -> str:
 def table_markdown(data: dict[str, Any]) -> str:
     """The sweep table: per benchmark and AVG, accuracy %, mean tokens and AES, each the
     mean over seeds with its 95 % interval; * marks the Pareto front."""
-    benches = [*data["benchmarks"], "AVG"] if len(data["benchmarks"]) > 1 else ["AVG"]
+    benches = [*data["benchmarks"], "AVG"] if len(data["benchmarks"]) > 1 else \
+        list(data["benchmarks"])
     head = ["method" if data["preset"] == "paper-table" else "point", "seeds"]
     for b in benches:
-        head += [f"{b} acc %", f"{b} tokens", f"{b} AES"]
+        head += [f"{b} acc %", f"{b} tokens", f"{b} acc vs base (points)",
+                 f"{b} tokens vs base %", f"{b} AES"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in data["rows"]:
         cells = [("* " if r["pareto"] else "") + r["label"], str(r["seeds"])]
         for b in benches:
             m = r["metrics"][b]
-            cells += [_cell(m["accuracy"]), _cell(m["tokens"], 0), _cell(m["aes"], 3)]
+            cells += [_cell(m["accuracy"]), _cell(m["tokens"], 0),
+                      _cell(m["acc_points"]) if r["kind"] != "base" else "",
+                      _cell(m["len_pct"]) if r["kind"] != "base" else "", _cell(m["aes"], 3)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -160,10 +178,10 @@ def plot_sweep(data: dict[str, Any], out: Path) -> None:
         x, y = tok["mean"], acc["mean"]
         xerr = [[x - tok["ci"][0]], [tok["ci"][1] - x]] if tok["ci"] else None
         yerr = [[y - acc["ci"][0]], [acc["ci"][1] - y]] if acc["ci"] else None
-        color = "black" if r["kind"] != "trained" else plt.cm.tab10(i % 10)
-        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="*" if r["kind"] != "trained" else "o",
-                    color=color, markersize=12 if r["kind"] != "trained" else 7, capsize=3,
-                    label=r["label"], zorder=3)
+        color, fmt, size = {"base": ("black", "*", 13), "fast_solving": ("dimgray", "D", 8)
+                            }.get(r["kind"], (plt.cm.tab10(i % 10), "o", 7))
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt=fmt, color=color, markersize=size,
+                    capsize=3, label=r["label"], zorder=3)
         if r["pareto"]:
             front.append((x, y))
             ax.scatter([x], [y], s=260, facecolors="none", edgecolors="crimson",
@@ -188,13 +206,14 @@ def write_sweep_report(root: Path) -> dict[str, Any]:
     out.mkdir(exist_ok=True)
     atomic_write_json(out / "sweep.json", data)
     done = sum(p["state"] == "done" for p in data["points"])
-    only = f" (on {data['benchmarks'][0]})" if len(data["benchmarks"]) == 1 else ""
     header = (f"# Sweep {data['name']}\n\n{done} of {len(data['points'])} runs done; "
               + (f"preset {data['preset']}; " if data["preset"] else "")
               + f"grid: {', '.join(f'{f} = {v}' for f, v in data['grid']) or '-'}; "
               f"seeds: {', '.join(map(str, data['seeds']))}. Cells: mean over seeds "
               "[95 % t-interval]; * marks the Pareto front (fewest tokens for the "
-              f"accuracy). AVG: the mean over benchmarks{only}.\n\n")
+              "accuracy). AVG: the mean over benchmarks. The differences against "
+              "the base are paired per problem; with one seed their interval is the run's "
+              "own paired bootstrap (the variation of the problems, not of seeds).\n\n")
     atomic_write_text(out / "table.md", header + (table_markdown(data) if data["rows"]
                                                   else "No finished runs yet.\n"))
     if data["rows"]:
