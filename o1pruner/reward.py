@@ -119,6 +119,11 @@ def build_training_set(spec: Any, presample_dir: Path) -> list[dict[str, Any]]:
         raise UserError(f"no training samples selected from {presample_dir} for method "
                         f"{method} (m={m}); check the pre-samples (are any correct?)")
     _postprocess_rewards(rows, spec.reward.reward_clip, spec.reward.reward_normalize)
+    if method == "lh" and all(r["reward"] == 0 for r in rows):
+        logger.warning("every training sample has reward 0 (within each problem all samples "
+                       "have the same length and grade, e.g. all cut at max_new_tokens and "
+                       "wrong): the PPO loss has no gradient and training will not change "
+                       "the model. Raise presample.max_new_tokens or k, or use other problems")
     return rows
 
 

@@ -43,9 +43,14 @@ def run_cli(spec: Path, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path):
+def finished_run(tmp_path_factory: pytest.TempPathFactory):
+    # a model that stops with probability 0.2 per token: pre-samples of varied lengths, so
+    # the rewards are not all 0 and training changes the model (the random tiny model
+    # rarely stops within 12 tokens: all its samples have the same length)
+    from tests.tiny_model import build_stopping_model
+
     tmp = tmp_path_factory.mktemp("pipeline")
-    spec = write_spec(tmp, tiny_model_dir)
+    spec = write_spec(tmp, build_stopping_model(tmp / "model"))
     result = run_cli(spec, tmp)
     assert result.returncode == 0, result.stderr[-3000:]
     return spec, tmp / "runs" / "e2e", result
@@ -84,11 +89,12 @@ def test_training_set_rewards_follow_the_formula(finished_run):
         assert row["reward"] == pytest.approx(expected)
 
 
-def test_trained_model_loads_and_differs_from_the_base(finished_run, tiny_model_dir):
+def test_trained_model_loads_and_differs_from_the_base(finished_run):
     import torch
     from transformers import AutoModelForCausalLM
 
-    _, run, _ = finished_run
+    spec, run, _ = finished_run
+    tiny_model_dir = spec.parent / "model"
     summary = read_json(run / "train" / "summary.json")
     assert summary["steps"] >= 1
     trained = AutoModelForCausalLM.from_pretrained(run / "train" / "final")

@@ -119,3 +119,25 @@ def test_bad_sample_row_names_file_and_line(presampled):
     (presample / "samples.jsonl").write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=r"samples.jsonl, line 3: field 'num_tokens'"):
         build_training_set(spec, presample)
+
+
+def test_all_zero_rewards_are_warned_about(presampled, caplog):
+    """Samples of one length and grade per problem (all cut at the limit and wrong) give
+    reward 0 everywhere: training could not change the model, and the user is told."""
+    from o1pruner.files import atomic_write_text, read_jsonl
+
+    spec, presample = presampled
+    caplog.set_level(logging.WARNING, logger="o1pruner")
+    build_training_set(spec, presample)
+    assert "every training sample has reward 0" not in caplog.text
+    samples = read_jsonl(presample / "samples.jsonl")
+    stats = read_jsonl(presample / "problem_stats.jsonl")
+    for s in samples:
+        s.update(num_tokens=12, correct=False, finish_reason="length")
+    for st in stats:
+        st.update(mean_length=12.0, mean_accuracy=0.0, min_length=12, max_length=12)
+    for name, rows in (("samples.jsonl", samples), ("problem_stats.jsonl", stats)):
+        atomic_write_text(presample / name, "".join(json.dumps(r) + "\n" for r in rows))
+    rows = build_training_set(spec, presample)
+    assert {r["reward"] for r in rows} == {0.0}
+    assert "every training sample has reward 0" in caplog.text
