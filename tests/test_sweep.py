@@ -85,7 +85,6 @@ def test_a_lambda_sweep_samples_once_evaluates_the_base_once_and_reports(tmp_pat
               for e in read_jsonl(runs / p["name"] / "events.jsonl")
               if e["kind"] == "cache" and e.get("method") == "base"]
     assert sorted(reused) == [False, True, True]
-    # the three runs trained differently: their rewards differ with lambda
     table = (root / "report" / "table.md").read_text()
     assert "3 of 3 runs done" in table and "| lambda=0.5 |" in table.replace("* ", "")
     assert (root / "report" / "accuracy_vs_tokens.png").stat().st_size > 10_000
