@@ -6,7 +6,6 @@ zip. Screenshots go to tmp (or $O1PRUNER_SCREENSHOT_DIR, e.g. docs/screenshots).
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from o1pruner.rundir import run_dir_for
 from o1pruner.training import run_train
 from tests.presample_files import make_spec, write_presample
 from tests.test_webui_browser import Server, browser  # noqa: F401 (a fixture)
+from tests.test_webui_studio_browser import _field, _wait_text, shots  # noqa: F401 (a fixture)
 from tests.tiny_model import build_tiny_model
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -44,13 +44,6 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         server.kill()
 
 
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = Path(os.environ.get("O1PRUNER_SCREENSHOT_DIR") or tmp_path_factory.mktemp("shots"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 @pytest.fixture()
 def page(browser, studio: Server):  # noqa: ANN001, ANN201, F811
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -59,13 +52,6 @@ def page(browser, studio: Server):  # noqa: ANN001, ANN201, F811
     yield page
     page.close()
 
-
-def _field(page, elem_id: str):  # noqa: ANN001, ANN202
-    return page.locator(f"#{elem_id}").locator("textarea, input").first
-
-
-def _wait_text(page, elem_id: str, text: str, timeout_s: float = 60) -> None:  # noqa: ANN001
-    page.locator(f"#{elem_id}").filter(has_text=text).first.wait_for(timeout=timeout_s * 1000)
 
 
 def _choose(page, elem_id: str, option: str) -> None:  # noqa: ANN001
@@ -86,7 +72,7 @@ def _wait_in_value(page, elem_id: str, text: str, timeout_s: float = 30) -> None
 
 
 def test_export_a_step_model_watch_it_download_and_reattach(page, studio: Server,  # noqa: ANN001
-                                                           shots: Path) -> None:
+                                                           shots: Path) -> None:  # noqa: F811
     _choose(page, "model-export-run", "runs/tiny")
     _wait_value(page, "model-export-out", "exports/tiny")  # proposed: a folder of its own
     _wait_value(page, "model-export-checkpoint", "final model (train/final)")

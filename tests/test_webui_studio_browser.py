@@ -51,7 +51,7 @@ def _field(page, elem_id: str):  # noqa: ANN001, ANN202
     return page.locator(f"#{elem_id}").locator("textarea, input").first
 
 
-def _wait_text(page, elem_id: str, text: str, timeout_s: float = 30) -> None:  # noqa: ANN001
+def _wait_text(page, elem_id: str, text: str, timeout_s: float = 60) -> None:  # noqa: ANN001
     page.locator(f"#{elem_id}").filter(has_text=text).first.wait_for(timeout=timeout_s * 1000)
 
 
