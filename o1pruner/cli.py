@@ -204,6 +204,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from o1pruner.sweep import PRESETS
+
     parser = argparse.ArgumentParser(
         prog="o1pruner",
         description="Length-harmonizing fine-tuning (O1-Pruner): make reasoning models think "
@@ -282,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", type=int, default=1, metavar="N",
                    help="Runs at a time (default 1).")
     p.add_argument("--name", default=None, help="Sweep name (default: from the spec and grid).")
-    p.add_argument("--preset", default=None, choices=["paper-table"],
+    p.add_argument("--preset", default=None, choices=list(PRESETS),
                    help="paper-table: base, Fast-Solving Prompt, SFT, DPO and O1-Pruner on "
                    "the same pre-samples, as the paper's Table 2.")
     p = add("stop", cmd_stop, "Stop a run's job: the running stage saves (the trainer a "

@@ -310,11 +310,12 @@ class LocalPool(ReplicaPool):
     def start(self, slot: int) -> None:
         import multiprocessing as mp
 
-        from o1pruner.job import child_env
+        from o1pruner.job import PARENT_ENV, PARENT_START_ENV, child_env
 
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
-        env = {k: child_env().get(k) for k in ("O1PRUNER_PARENT_PID", "O1PRUNER_PARENT_START")}
+        ours = child_env()  # the replica watches this process (watch_parent)
+        env: dict[str, str | None] = {k: ours[k] for k in (PARENT_ENV, PARENT_START_ENV)}
         if self.gpus[slot] is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot]
         elif self.cpus[slot]:
