@@ -1,20 +1,18 @@
-"""Training-step speed on CPU: how the completion log-probs are computed, the micro-batch
-size and the frozen prefix, on real pre-samples of a run, in one process (the same machine
-state for every variant, interleaved over the repeats).
+"""Training speed on CPU: the reference pass and the training step as the trainer runs them
+(micro-batch 1, bf16 autocast, the frozen prefix replayed), with and without the CPU
+speed-ups of `o1pruner/training/cpu_speed.py`, on real pre-samples of a run, in one
+process, interleaved over the repeats (the same machine state for both).
 
-    .venv/bin/python benchmarks/train_step.py --run runs/quickstart            # its spec, its rows
-    .venv/bin/python benchmarks/train_step.py --run runs/quickstart --rows 12 --repeats 2
+    .venv/bin/python benchmarks/train_step.py --run runs/quickstart
+    .venv/bin/python benchmarks/train_step.py --run runs/quickstart --rows 12 --repeats 3
 
-The run must use freeze tuning (the quickstart does). Variants, each the forward and backward
-of the length-harmonizing loss under the run's precision (bf16 autocast), like the trainer:
-    before        logits at every position (the code before 2026-11-23), at micro-batch
-                  --micro-batch (default 4, the former quickstart's)
-    logits        logits only from the first completion position (`completion_logprobs`)
-    logits mb1    the same at micro-batch 1 (no padding)
-    prefix mb1    + the frozen prefix replayed from the reference pass (the trainer's path)
-and, for scale, the reference pass's forward (no gradient) at micro-batch 1. Prints one JSON
-line per variant: seconds per sample, tokens per second, speed-up against `before` measured
-in this run.
+The run must use freeze tuning (the quickstart does). Variants:
+    reference plain / fast   the reference pass's forward (no gradient)
+    step plain / fast        forward and backward of the length-harmonizing loss
+`plain` is the code before 2026-11-26 (head through bmm, autocast casts of frozen weights,
+glibc's default mmap threshold). Prints one JSON line per variant: seconds per sample,
+tokens per second, user and system CPU seconds, speed-up of fast over plain; and the
+largest difference of the per-sample log-probs between the two paths.
 """
 
 from __future__ import annotations
@@ -25,26 +23,14 @@ import statistics
 import time
 
 
-def full_logits(model, batch):
-    """The former completion_logprobs: fp32 logits at every position."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logits = logits[:, :-1].float()
-    targets = batch["input_ids"][:, 1:]
-    token_logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-    mask = batch["completion_mask"][:, 1:].to(token_logp.dtype)
-    return (token_logp * mask).sum(-1), mask.sum(-1)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", required=True, help="A run directory with train/dataset.jsonl.")
     parser.add_argument("--rows", type=int, default=16, help="Training rows timed per variant.")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--micro-batch", type=int, default=4,
-                        help="Micro-batch of `before` and `logits` (the former quickstart's 4).")
     args = parser.parse_args()
 
-    from contextlib import nullcontext
+    import os
     from pathlib import Path
 
     import torch
@@ -52,6 +38,7 @@ def main() -> None:
     from o1pruner.files import read_jsonl
     from o1pruner.models import load_tokenizer, resolve_model
     from o1pruner.specio import load_spec
+    from o1pruner.training.cpu_speed import CpuSpeedups, keep_large_buffers
     from o1pruner.training.dataset import make_batch, tokenize_rows
     from o1pruner.training.finetuning import load_training_model
     from o1pruner.training.loss import completion_logprobs, length_harmonizing_loss
@@ -78,44 +65,53 @@ def main() -> None:
             with prefix.recording([i], batch["attention_mask"].sum(-1).tolist()):
                 completion_logprobs(model, batch)
 
-    def timed(fn, batch_size: int, replay: bool = False, grad: bool = True) -> float:
-        t0 = time.perf_counter()
-        for start in range(0, len(items), batch_size):
-            idx = list(range(start, min(start + batch_size, len(items))))
-            batch = make_batch(items, idx, pad, pairs=False)
-            context = (prefix.replaying(idx, batch["input_ids"].shape[1], "cpu") if replay
-                       else nullcontext())
+    speedups = CpuSpeedups(model, torch.bfloat16 if bf16 else None)
+
+    def timed(fast: bool, grad: bool) -> tuple[float, float, float, list[float]]:
+        if fast:
+            speedups.install()
+        keep_large_buffers(fast)
+        cpu0, t0, logps = os.times(), time.perf_counter(), []
+        for i in range(len(items)):
+            batch = make_batch(items, [i], pad, pairs=False)
+            context = (prefix.replaying([i], batch["input_ids"].shape[1], "cpu") if grad else
+                       prefix.recording([i], batch["attention_mask"].sum(-1).tolist()))
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), context, \
                     torch.set_grad_enabled(grad):
-                logp, n = fn(model, batch)
+                logp, n = completion_logprobs(model, batch)
+                logps.append(float(logp[0]))
                 if grad:
                     loss, _ = length_harmonizing_loss(logp, logp.detach() - 0.01, n,
-                                                      torch.ones(len(idx)), 0.2)
+                                                      torch.ones(1), 0.2)
             if grad:
                 loss.backward()
                 model.zero_grad(set_to_none=True)
-        return time.perf_counter() - t0
+        seconds, cpu1 = time.perf_counter() - t0, os.times()
+        if fast:
+            speedups.remove()
+        return seconds, cpu1.user - cpu0.user, cpu1.system - cpu0.system, logps
 
-    mb = args.micro_batch
-    variants = {
-        "before": lambda: timed(full_logits, mb),
-        "logits": lambda: timed(completion_logprobs, mb),
-        "logits mb1": lambda: timed(completion_logprobs, 1),
-        "prefix mb1": lambda: timed(completion_logprobs, 1, replay=True),
-        "reference mb1": lambda: timed(completion_logprobs, 1, grad=False),
-    }
-    variants["prefix mb1"]()  # warm-up
-    times: dict[str, list[float]] = {}
+    variants = {f"{kind} {path}": (path == "fast", kind == "step")
+                for kind in ("reference", "step") for path in ("plain", "fast")}
+    timed(True, True)  # warm-up
+    results: dict[str, list[tuple]] = {}
     for _ in range(args.repeats):
-        for name, run_variant in variants.items():
-            times.setdefault(name, []).append(run_variant())
-    medians = {name: statistics.median(ts) for name, ts in times.items()}
-    for name, t in medians.items():
-        base = medians["before"]
-        print(json.dumps({"variant": name, "micro_batch": 1 if "mb1" in name else mb,
-                          "rows": len(items), "s_per_sample": round(t / len(items), 3),
+        for name, (fast, grad) in variants.items():
+            results.setdefault(name, []).append(timed(fast, grad))
+    for name, runs in results.items():
+        t = statistics.median(r[0] for r in runs)
+        kind = name.split()[0]
+        plain = statistics.median(r[0] for r in results[f"{kind} plain"])
+        print(json.dumps({"variant": name, "rows": len(items), "tokens": n_tokens,
+                          "s_per_sample": round(t / len(items), 3),
                           "tokens_per_s": round(n_tokens / t, 1),
-                          "speedup": round(base / t, 2)}), flush=True)
+                          "user_s": round(statistics.median(r[1] for r in runs), 2),
+                          "system_s": round(statistics.median(r[2] for r in runs), 2),
+                          "speedup": round(plain / t, 2)}), flush=True)
+    for kind in ("reference", "step"):
+        plain, fast = results[f"{kind} plain"][0][3], results[f"{kind} fast"][0][3]
+        print(json.dumps({"check": kind, "max_abs_logp_diff": max(
+            abs(a - b) for a, b in zip(plain, fast, strict=True)), "max_abs_logp": max(map(abs, plain))}))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from o1pruner.errors import UserError
 from o1pruner.files import atomic_write_json
 from o1pruner.progress import Progress
 from o1pruner.rundir import RunDir
+from o1pruner.training.cpu_speed import CpuSpeedups
 from o1pruner.training.dataset import BatchPlan, make_batch
 from o1pruner.training.distributed import main_process_value
 from o1pruner.training.finetuning import count_parameters, load_training_model
@@ -112,6 +113,7 @@ def train_model(spec: Any, run: RunDir, acc: Any, rows: list[dict], items: list,
     model, optimizer = acc.prepare(model, optimizer)
     acc.register_for_checkpointing(scheduler)
     model.train()
+    CpuSpeedups.for_training(spec, acc.unwrap_model(model), acc.device)
     train_dir = run.stage_dir("train")
     pad_id = tokenizer.pad_token_id
     pairs = method == "dpo"
