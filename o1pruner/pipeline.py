@@ -42,29 +42,48 @@ def _stage_argv(stage: str, run: RunDir) -> list[str]:
     return [stage, str(run.spec_path)]
 
 
-def run_stage(stage: str, run: RunDir, lock: RunLock | None = None) -> float:
+def run_stage(stage: str, run: RunDir, lock: RunLock | None = None,
+              label: str | None = None) -> float:
     """Run one stage as a child process of this job; return its wall time. Raises
-    JobStopped if it was stopped (after it saved), StageFailed if it failed."""
+    JobStopped if it was stopped (after it saved), StageFailed if it failed. `label`: the
+    stage's name in messages (a later round's stage runs in that round's directory)."""
     cmd = [sys.executable, "-m", "o1pruner.cli", *_stage_argv(stage, run)]
-    logger.info("stage %s: %s", stage, " ".join(cmd))
+    name = label or stage
+    logger.info("stage %s: %s", name, " ".join(cmd))
     run.emit("stage", stage, state="started")
     start = time.time()
     code, asked = run_child(cmd, lock)
     wall = time.time() - start
     if code == STOPPED_EXIT_CODE or (asked and code != 0):
         run.emit("stage", stage, state="stopped", wall_s=round(wall, 1))
-        raise JobStopped(f"stage {stage} stopped after {wall:.0f} s")
+        raise JobStopped(f"stage {name} stopped after {wall:.0f} s")
     if code != 0:
         run.emit("stage", stage, state="failed", exit_code=code, wall_s=round(wall, 1))
         record = (run.read_job().get("stages") or {}).get(stage) or {}
         if record.get("state") == "failed" and record.get("error"):
-            raise StageFailed(f"stage {stage} failed: {record['error']}", code)
+            raise StageFailed(f"stage {name} failed: {record['error']}", code)
         tail = "\n".join(tail_lines(run.log_path(stage), lines=20))
-        raise StageFailed(f"stage {stage} failed with exit code {code} after {wall:.0f} s; "
+        raise StageFailed(f"stage {name} failed with exit code {code} after {wall:.0f} s; "
                           f"last lines of {run.log_path(stage)}:\n{tail}", code)
     run.emit("stage", stage, state="done", wall_s=round(wall, 1))
-    logger.info("stage %s done in %.0f s", stage, wall)
+    logger.info("stage %s done in %.0f s", name, wall)
     return wall
+
+
+def _run_round(spec: RunSpec, run: RunDir, r: int, lock: RunLock) -> dict[str, float]:
+    """Pre-sample and train round r (run.rounds) in its own run directory; the stages hold
+    that directory's lock, and a stop reaches them as any stage's does."""
+    from o1pruner.rounds import prepare_round, round_label
+
+    folder = prepare_round(spec, run, r)
+    walls = {}
+    for stage in ("presample", "train"):
+        name = f"{round_label(r)} {stage}"
+        run.update_job(stage=name)
+        run.emit("round", stage, round=r, state="started", dir=str(folder.root))
+        walls[name] = run_stage(stage, folder, lock, label=name)
+    run.emit("round", "train", round=r, state="done", dir=str(folder.root))
+    return walls
 
 
 def headline(run: RunDir) -> str:
@@ -83,6 +102,9 @@ def run_pipeline(spec: RunSpec) -> str:
     walls: dict[str, float] = {}
     with job_process(run, "run", spec.to_yaml()) as lock:
         for stage in PIPELINE_STAGES:
+            if stage == "eval":
+                for r in range(2, spec.run.rounds + 1):
+                    walls.update(_run_round(spec, run, r, lock))
             run.update_job(stage=stage)
             walls[stage] = run_stage(stage, run, lock)
         run.update_job(stage="run", stage_wall_s={k: round(v, 1) for k, v in walls.items()})

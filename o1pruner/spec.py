@@ -567,6 +567,15 @@ class RunSection(Section):
     )
     output_root: str = Field("runs", min_length=1, description="Folder that holds run directories.")
     seed: int = Field(42, ge=0, description="Seed for sample selection, data order and training.")
+    rounds: int = Field(
+        1, ge=1, le=10,
+        title="Rounds",
+        description="Rounds of pre-sampling and training (`o1pruner run`). Round 1 is the "
+        "run itself; round r > 1 starts from round r-1's trained model, which it pre-samples "
+        "on the same training problems, rewards against its own averages and trains from, in "
+        "<run>/rounds/round-r/. Evaluation compares every round's model with the base "
+        "(`round-1` ...; the last is `trained`).",
+    )
     stop_timeout: float = Field(
         600.0, gt=0, le=86400,
         description="Seconds a Stop waits for the running stage to finish its step and save "

@@ -203,7 +203,7 @@ def evaluate(run_id: str, model: str, benchmarks: str, workspace: Workspace
     run = workspace.run_dir(run_id)
     if not run.spec_path.exists():
         raise UserError(f"run {run_id}: has no spec.yaml")
-    load_spec(run.spec_path)  # a spec the worker would reject fails here, with its message
+    spec = load_spec(run.spec_path)  # a spec the worker would reject fails here, with its message
     extra: list[str] = []
     model = (model or "").strip()
     if model:
@@ -218,7 +218,8 @@ def evaluate(run_id: str, model: str, benchmarks: str, workspace: Workspace
 
     # the worker resolves a local model against the workspace (its working directory)
     local = workspace.root / model if model else None
-    job = eval_job_dir(run, str(local) if local and local.exists() else model or None)
+    job = eval_job_dir(run, str(local) if local and local.exists() else model or None,
+                       spec.run.rounds)
     spec_rel = workspace.relative(run.spec_path)
     jobs.launch(job, ["eval", spec_rel, *extra], cwd=workspace.root)
     where = "" if job == run else f" as its own job `{workspace.run_id(job)}`"

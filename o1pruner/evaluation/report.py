@@ -207,6 +207,8 @@ def render_report(results: dict[str, Any], images: list[tuple[str, str]]) -> str
     for label in methods:
         m = results["models"][label]
         extra = " + Fast-Solving suffix" if m["prompt_suffix"] else ""
+        if label == "trained" and results.get("rounds", 1) > 1:
+            extra += f" (round {results['rounds']}, the last)"
         lines.append(f"- **{label}**: `{m['ref']}`{extra}")
     lines += ["", "## Results (accuracy % / mean tokens / AES)", "",
               "As in the paper's Table 2; AES is against the base model, AVG is the mean of "

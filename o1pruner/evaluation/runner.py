@@ -5,7 +5,8 @@ Methods evaluated:
 - `base`: the reference model (spec.model), cached under <output_root>/.cache/eval/;
 - `fast_solving` (eval.fast_solving_prompt): the base model with the paper's Fast-Solving
   suffix appended to the user turn, cached the same way;
-- `trained`: `--model`, else `<run>/train/final` when it exists.
+- `trained`: `--model`, else `<run>/train/final` when it exists (with `run.rounds` N > 1:
+  the last round's model, and each earlier round's as `round-1` ... `round-(N-1)`).
 
 Generations are appended per batch to `<run>/eval/<label>/<benchmark>/generations.jsonl`
 (for cached methods: to the cache entry, linked into the run when complete), so an
@@ -33,6 +34,7 @@ from o1pruner.files import JsonlWriter, atomic_write_json, folder_lock, read_jso
 from o1pruner.job import job_process
 from o1pruner.models import model_fingerprint
 from o1pruner.progress import Progress
+from o1pruner.rounds import final_model, round_label
 from o1pruner.rundir import RunDir, run_dir_for
 from o1pruner.spec import DatasetRef, RunSpec
 
@@ -40,6 +42,13 @@ logger = logging.getLogger(__name__)
 
 BASE, TRAINED, FAST = "base", "trained", "fast_solving"
 METHOD_ORDER = (BASE, FAST, TRAINED)
+
+
+def method_order(label: str) -> tuple[int, int]:
+    """Sort key of the methods: base, fast_solving, round-1 ..., trained."""
+    if label.startswith("round-"):
+        return (2, int(label.split("-", 1)[1]))
+    return (METHOD_ORDER.index(label) + (1 if label == TRAINED else 0), 0)
 
 
 @dataclass
@@ -111,12 +120,12 @@ def load_benchmarks(spec: RunSpec, names: list[str] | None) -> list[Benchmark]:
     return out
 
 
-def trained_model(run: RunDir, model: str | None) -> tuple[str, str] | None:
+def trained_model(run: RunDir, model: str | None, rounds: int = 1) -> tuple[str, str] | None:
     """(reference, loadable path) of the model to compare with the base, or None."""
     from o1pruner.models import resolve_model
 
     if model is None:
-        final = run.root / "train" / "final"
+        final = final_model(run, rounds)
         return (str(final), str(final)) if (final / "config.json").exists() else None
     path = Path(model).expanduser()
     if path.is_dir():
@@ -140,10 +149,16 @@ def plan_methods(spec: RunSpec, run: RunDir, model: str | None) -> list[Method]:
     if spec.eval.fast_solving_prompt:
         methods.append(Method(FAST, spec.model.name_or_path, base_path, FAST_SOLVING_SUFFIX,
                               cached=True, fingerprint=base_fp))
-    trained = trained_model(run, model)
+    if model is None:  # the earlier rounds' models (run.rounds)
+        for r in range(1, spec.run.rounds):
+            path = final_model(run, r)
+            if (path / "config.json").exists():
+                methods.append(Method(round_label(r), str(path), str(path),
+                                      fingerprint=model_fingerprint(str(path), str(path))))
+    trained = trained_model(run, model, spec.run.rounds)
     if trained is None:
         logger.info("no --model given and no trained model at %s: evaluating the base "
-                    "model only", run.root / "train" / "final")
+                    "model only", final_model(run, spec.run.rounds))
     else:
         ref, path = trained
         methods.append(Method(TRAINED, ref, path,
@@ -277,7 +292,7 @@ def adhoc_name(model: str) -> str:
     return f"{tail}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
 
-def eval_job_dir(run: RunDir, model: str | None) -> RunDir:
+def eval_job_dir(run: RunDir, model: str | None, rounds: int = 1) -> RunDir:
     """The job directory of an evaluation of `model` (relative paths from the current
     folder) in `run`.
 
@@ -286,7 +301,7 @@ def eval_job_dir(run: RunDir, model: str | None) -> RunDir:
     job of its own in <run>/eval/adhoc/<name>/ (its own job.json, logs, results.json and
     report/), so it never changes the run's state, times or results.
     """
-    final = run.root / "train" / "final"
+    final = final_model(run, rounds)
     if model is None or Path(model).expanduser().resolve() == final.resolve():
         return run
     return run.adhoc(adhoc_name(model))
@@ -302,7 +317,7 @@ def run_eval(spec: RunSpec, model: str | None = None,
     from o1pruner.prompts import load_template
 
     run = run_dir_for(spec)
-    job = eval_job_dir(run, model)
+    job = eval_job_dir(run, model, spec.run.rounds)
     adhoc = job != run
     eval_dir, report_dir = (job.root, job.root / "report") if adhoc else (
         run.root / "eval", run.root / "report")
@@ -405,7 +420,8 @@ def build_results(spec: RunSpec, run: RunDir, methods: list[Method], benches: li
             "engine": ev.engine, "batch_size": ev.batch_size, "aes_alpha": ev.aes_alpha,
             "aes_beta": ev.aes_beta, "aes_gamma": ev.aes_gamma, "grading": ev.grading,
             "thinking": spec.model.thinking},
-        "methods": [m.label for m in sorted(methods, key=lambda m: METHOD_ORDER.index(m.label))],
+        "methods": [m.label for m in sorted(methods, key=lambda m: method_order(m.label))],
+        "rounds": spec.run.rounds,
         "metrics": metrics,
         "averages": averages,
         "comparison": comparison,

@@ -1,0 +1,85 @@
+"""`run.rounds: 2` through `o1pruner run` on a tiny model: round 2 pre-samples from round
+1's trained model and trains from it in its own folder, the evaluation reports each round
+against the base, and a re-run finds every round done."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from o1pruner.files import read_json, read_jsonl
+from tests.test_pipeline import N_TRAIN, K, run_cli, write_spec
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def two_rounds(tmp_path_factory: pytest.TempPathFactory):
+    from tests.tiny_model import build_stopping_model
+
+    tmp = tmp_path_factory.mktemp("rounds")
+    spec_path = write_spec(tmp, build_stopping_model(tmp / "model"))
+    spec = yaml.safe_load(spec_path.read_text())
+    spec["run"]["rounds"] = 2
+    spec_path.write_text(yaml.safe_dump(spec))
+    result = run_cli(spec_path, tmp)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return spec_path, tmp / "runs" / "e2e", result, tmp
+
+
+def test_round_two_starts_from_round_one_model_in_its_own_folder(two_rounds):
+    _, run, _, _ = two_rounds
+    round2 = run / "rounds" / "round-2"
+    spec = yaml.safe_load((round2 / "spec.yaml").read_text())
+    assert spec["model"]["name_or_path"] == str((run / "train" / "final").resolve())
+    assert spec["run"]["rounds"] == 1
+    # pre-sampled on the same training problems, by the round-1 model
+    first = read_jsonl(run / "presample" / "samples.jsonl")
+    second = read_jsonl(round2 / "presample" / "samples.jsonl")
+    assert len(second) == N_TRAIN * K
+    assert {s["problem_id"] for s in second} == {s["problem_id"] for s in first}
+    assert [s["completion"] for s in second] != [s["completion"] for s in first]
+    keys = [read_json(p) for p in (run / "rounds").glob(".cache/presample/*/key.json")]
+    assert [k["model"]["path"] for k in keys] == [str((run / "train" / "final").resolve())]
+    # rewards against round 2's own averages
+    stats = {s["problem_id"]: s for s in read_jsonl(round2 / "presample" / "problem_stats.jsonl")}
+    for pid, stat in stats.items():
+        mine = [s["num_tokens"] for s in second if s["problem_id"] == pid]
+        assert stat["mean_length"] == pytest.approx(sum(mine) / len(mine))
+    assert (round2 / "train" / "final" / "config.json").exists()
+    summary = read_json(round2 / "train" / "summary.json")
+    assert summary["steps"] > 0
+
+
+def test_evaluation_reports_every_round_against_the_base(two_rounds):
+    _, run, result, _ = two_rounds
+    results = read_json(run / "eval" / "results.json")
+    assert results["methods"] == ["base", "round-1", "trained"]
+    assert results["rounds"] == 2
+    assert results["models"]["round-1"]["path"] == str(run / "train" / "final")
+    trained = results["models"]["trained"]["path"]
+    assert trained == str((run / "rounds" / "round-2" / "train" / "final").resolve())
+    for label in ("round-1", "trained"):
+        assert results["comparison"][label]["AVG"]["d_len"] is not None
+        assert results["comparison"][label]["arithmetic_test"]["interval"]["problems"] > 0
+    assert "round-1: accuracy" in result.stdout and "trained: accuracy" in result.stdout
+    report = (run / "report" / "report.md").read_text()
+    assert "(round 2, the last)" in report and "| round-1 |" in report
+    stages = [e for e in read_jsonl(run / "events.jsonl") if e["kind"] == "round"]
+    assert [(e["round"], e["state"]) for e in stages] == [(2, "started"), (2, "started"),
+                                                          (2, "done")]
+
+
+def test_a_rerun_finds_every_round_done(two_rounds):
+    spec_path, run, _, tmp = two_rounds
+    final = run / "rounds" / "round-2" / "train" / "final"
+    before = {p.name: p.stat().st_mtime_ns for p in final.iterdir()}
+    result = run_cli(spec_path, tmp)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {p.name: p.stat().st_mtime_ns for p in final.iterdir()} == before
+    events = [json.loads(line) for line in
+              (run / "rounds" / "round-2" / "events.jsonl").read_text().splitlines()]
+    skipped = {e["stage"] for e in events if e["kind"] == "skipped"}
+    assert {"presample", "train"} <= skipped
