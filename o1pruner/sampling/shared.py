@@ -38,7 +38,8 @@ from o1pruner.spec import RunSpec
 
 logger = logging.getLogger(__name__)
 
-KEY_VERSION = 1
+# 2: vLLM on CPU seeds each problem (before, only the engine's start-up seed)
+KEY_VERSION = 2
 GENERATIONS_FILE = "generations.jsonl"
 
 
