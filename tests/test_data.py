@@ -48,6 +48,7 @@ BUILT_IN = {
     "paper_math_train_hard": (411, 408),
     "arithmetic_train": (1000, 1000),
     "arithmetic_test": (500, 500),
+    "arithmetic_val": (200, 200),
     "arithmetic": (500, 500),
 }
 
@@ -312,6 +313,14 @@ def test_arithmetic_train_and_test_share_no_problem_text():
                           arithmetic=ArithmeticOptions(n=3000, seed=9, max_steps=1))
     assert not {p.problem for p in load_problems(big_train)} & {
         p.problem for p in load_problems(big_test)}
+
+
+def test_validation_problems_are_in_neither_the_training_nor_the_test_set():
+    # recipes are chosen on arithmetic_val, never on the held-out arithmetic_test
+    val = {p.problem for p in load_problems("arithmetic_val")}
+    train = {p.problem for p in load_problems("arithmetic_train")}
+    test = {p.problem for p in load_problems("arithmetic_test")}
+    assert len(val) == 200 and not val & train and not val & test
 
 
 def test_generator_reports_too_small_a_problem_space():
