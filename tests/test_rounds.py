@@ -83,3 +83,15 @@ def test_a_rerun_finds_every_round_done(two_rounds):
               (run / "rounds" / "round-2" / "events.jsonl").read_text().splitlines()]
     skipped = {e["stage"] for e in events if e["kind"] == "skipped"}
     assert {"presample", "train"} <= skipped
+
+
+def test_the_runs_tab_shows_a_bar_for_each_stage_of_a_later_round(two_rounds):
+    from o1pruner.rundir import RunDir
+    from webui.live import LiveView
+
+    _, run, _, _ = two_rounds
+    view = LiveView(RunDir(run))
+    view.poll()
+    assert {"presample", "train", "eval", "round-2 presample", "round-2 train",
+            "round-2 reference pass"} <= set(view.progress)
+    assert "data-stage='round-2 train'" in view.progress_html(running=False)

@@ -22,9 +22,10 @@ from webui.form import Leaf
 
 FIRST = "first"
 SCALE_OUT = "scale-out"
-# the O1-Pruner method's own knobs: model, data, K, lambda, m, epsilon, fine-tuning mode
+# the O1-Pruner method's own knobs: model, data, K, lambda, m, epsilon, fine-tuning mode, rounds
 FIRST_SCREEN = ("model.name_or_path", "data.train", "presample.k", "reward.lambda",
-                "reward.samples_per_problem", "train.epsilon", "train.finetuning", "run.name")
+                "reward.samples_per_problem", "train.epsilon", "train.finetuning", "run.rounds",
+                "run.name")
 SCALE_OUT_NAMES = re.compile(r"tensor_parallel_size|data_parallel_size|gpu_memory_utilization|"
                              r"ray_address|devices|num_machines|machine_rank|main_process_ip|"
                              r"main_process_port|deepspeed_\w+")

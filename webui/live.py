@@ -105,6 +105,7 @@ class LiveView:
     def __init__(self, run: RunDir):
         self.run = run
         self._events = JsonlTail(run.events_path)
+        self._rounds: dict[str, JsonlTail] = {}  # later rounds' events (run.rounds)
         self._stats = JsonlTail(run.root / "presample" / "problem_stats.jsonl")
         self.log = TextTail(run.root / "logs" / jobs.WORKER_LOG)
         self.progress: dict[str, dict[str, Any]] = {}
@@ -128,6 +129,11 @@ class LiveView:
                 rows = self.metrics.setdefault(stage, [])
                 rows.append(event)
                 del rows[:-MAX_POINTS]
+        for folder in sorted(self.run.root.glob("rounds/round-*")):
+            tail = self._rounds.setdefault(folder.name, JsonlTail(folder / "events.jsonl"))
+            for event in tail.read_new():  # a bar per phase of each later round
+                if event.get("kind") == "progress":
+                    self.progress[f"{folder.name} {phase_of(event)}"] = event
         for row in self._stats.read_new():
             self.stats["problems"] += 1
             self.stats["length_sum"] += float(row.get("mean_length") or 0.0)
