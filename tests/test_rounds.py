@@ -95,3 +95,27 @@ def test_the_runs_tab_shows_a_bar_for_each_stage_of_a_later_round(two_rounds):
     assert {"presample", "train", "eval", "round-2 presample", "round-2 train",
             "round-2 reference pass"} <= set(view.progress)
     assert "data-stage='round-2 train'" in view.progress_html(running=False)
+
+
+def test_raising_the_rounds_of_a_finished_run_keeps_what_is_done(two_rounds):
+    # round 3 is added: rounds 1 and 2 are not pre-sampled, trained or evaluated again
+    # (round 2's model, evaluated as `trained`, is now `round-2`: its generations are reused)
+    spec_path, run, _, tmp = two_rounds
+    before = (run / "eval" / "trained" / "arithmetic_test" / "generations.jsonl").read_text()
+    round2 = run / "rounds" / "round-2" / "train" / "final"
+    stamp = {p.name: p.stat().st_mtime_ns for p in round2.iterdir()}
+    spec = yaml.safe_load(spec_path.read_text())
+    spec["run"]["rounds"] = 3
+    spec_path.write_text(yaml.safe_dump(spec))
+    result = run_cli(spec_path, tmp)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {p.name: p.stat().st_mtime_ns for p in round2.iterdir()} == stamp
+    results = read_json(run / "eval" / "results.json")
+    assert results["methods"] == ["base", "round-1", "round-2", "trained"]
+    assert results["models"]["trained"]["path"].endswith("rounds/round-3/train/final")
+    assert (run / "eval" / "round-2" / "arithmetic_test" / "generations.jsonl").read_text() \
+        == before
+    log = (run / "logs" / "eval.log").read_text()
+    assert "generations of the same model and settings found in" in log
+    spec3 = yaml.safe_load((run / "rounds" / "round-3" / "spec.yaml").read_text())
+    assert spec3["model"]["name_or_path"] == str(round2.resolve())

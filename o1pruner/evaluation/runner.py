@@ -30,7 +30,7 @@ from o1pruner.errors import UserError
 from o1pruner.evaluation import cache
 from o1pruner.evaluation.intervals import paired_bootstrap
 from o1pruner.evaluation.metrics import average_row, benchmark_metrics, compare
-from o1pruner.files import JsonlWriter, atomic_write_json, folder_lock, read_jsonl
+from o1pruner.files import JsonlWriter, atomic_write_json, folder_lock, read_json, read_jsonl
 from o1pruner.job import job_process
 from o1pruner.models import model_fingerprint
 from o1pruner.progress import Progress
@@ -181,6 +181,8 @@ def plan_tasks(spec: RunSpec, eval_dir: Path, methods: list[Method],
             rundir = eval_dir / method.label / bench.name
             workdir = cache.cache_dir(spec, key) if method.cached else rundir
             cache.prepare_workdir(workdir, key)
+            if not method.cached:
+                _reuse_same_evaluation(eval_dir, workdir, key)
             task = Task(method, bench, workdir, rundir, key, [])
             task.todo = _remaining(task, spec.eval.samples_per_problem)
             task.reused = method.cached and not task.todo and cache.is_complete(workdir)
@@ -189,6 +191,21 @@ def plan_tasks(spec: RunSpec, eval_dir: Path, methods: list[Method],
 
 
 # ---------------------------------------------------------------------------- generation
+def _reuse_same_evaluation(eval_dir: Path, workdir: Path, key: dict[str, Any]) -> None:
+    """Fill an empty `workdir` from a folder of this run evaluated with the same key under
+    another label: after `run.rounds` is raised, round 1's model, evaluated as `trained`
+    (now moved aside as stale), is `round-1`; its generations are taken, not made again."""
+    if (workdir / "generations.jsonl").exists():
+        return
+    for other in sorted(eval_dir.glob(f"*/{workdir.name}*")):
+        if other != workdir and other.is_dir() and read_json(other / "key.json") == key \
+                and (other / "generations.jsonl").exists():
+            cache.link_results(other, workdir)
+            logger.info("%s: generations of the same model and settings found in %s; reused",
+                        workdir, other)
+            return
+
+
 def _generate(spec: RunSpec, pool: Any, tokenizer: Any, template: Any, task: Task,
               progress: Progress) -> None:
     """Generate, grade and append the task's remaining problems, one batch at a time on the
