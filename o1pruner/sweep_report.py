@@ -92,9 +92,14 @@ def sweep_rows(root: Path) -> dict[str, Any]:
         if not isinstance(results, dict) or "trained" not in results.get("methods", []):
             continue
         benchmarks = benchmarks or list(results["benchmarks"])
-        key = json.dumps(p.values, sort_keys=True)
-        groups.setdefault(key, {"values": p.values, "label": p.label(), "samples": []})
-        groups[key]["samples"].append(_point_values(results, "trained"))
+        # the earlier rounds of a run.rounds > 1 point are rows of their own
+        rounds = [m for m in results["methods"] if m.startswith("round-")]
+        for method in [*rounds, "trained"]:
+            key = json.dumps([p.values, method], sort_keys=True)
+            name = f"round-{results.get('rounds')}" if method == "trained" else method
+            label = f"{p.label()} · {name}" if rounds else p.label()
+            groups.setdefault(key, {"values": p.values, "label": label, "samples": []})
+            groups[key]["samples"].append(_point_values(results, method))
         for label in reference:  # the same cached evaluation in every run counts once
             if label in results["methods"] and \
                     (values := _point_values(results, label)) not in reference[label]:

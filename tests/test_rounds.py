@@ -97,6 +97,24 @@ def test_the_runs_tab_shows_a_bar_for_each_stage_of_a_later_round(two_rounds):
     assert "data-stage='round-2 train'" in view.progress_html(running=False)
 
 
+def test_a_sweep_report_has_a_row_per_round(two_rounds, tmp_path):
+    import shutil
+
+    from o1pruner.sweep import plan_sweep, save_definition
+    from o1pruner.sweep_report import sweep_rows
+
+    spec_path, run, _, _ = two_rounds
+    sweep = plan_sweep(spec_path, ["run.rounds=2"], "0", name="r")
+    save_definition(sweep)
+    shutil.copytree(run, sweep.run_dir(sweep.points[0]).root, symlinks=True)
+    data = sweep_rows(sweep.root)
+    assert [r["label"] for r in data["rows"]] == [
+        "base", "rounds=2 · round-1", "rounds=2 · round-2"]
+    results = read_json(run / "eval" / "results.json")
+    first = data["rows"][1]["metrics"]["arithmetic_test"]["tokens"]["mean"]
+    assert first == results["metrics"]["round-1"]["arithmetic_test"]["mean_tokens"]
+
+
 def test_raising_the_rounds_of_a_finished_run_keeps_what_is_done(two_rounds):
     # round 3 is added: rounds 1 and 2 are not pre-sampled, trained or evaluated again
     # (round 2's model, evaluated as `trained`, is now `round-2`: its generations are reused)

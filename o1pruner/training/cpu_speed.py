@@ -1,10 +1,11 @@
 """Training on CPU without three measured wastes (benchmarks/train_step.py); the numbers
 computed are those of the plain path up to float rounding (tests/test_cpu_speed.py).
 
-1. **The output head's batched matmul.** PyTorch's CPU `linear` runs a 3-D bf16 input
-   through `bmm`, which first copies the transposed [hidden, vocabulary] weight (152k x 896
-   for Qwen2.5-0.5B: 0.4 s per forward here) and then multiplies 5-10x slower than `mm`.
-   The head is called on the 2-D view of its input instead.
+1. **The output head's batched matmul.** Under CPU autocast, PyTorch 2.13's `linear` runs a
+   3-D input through `bmm`, which first copies the transposed [hidden, vocabulary] weight
+   (152k x 896 for Qwen2.5-0.5B: 0.4 s per forward here) and then multiplies 5-10x slower
+   than `mm` (a bf16 model without autocast, as in generation, takes `mm`). The head is
+   called on the 2-D view of its input instead.
 2. **Casting frozen weights at every forward.** Autocast casts every fp32 weight to bf16 at
    each use; a frozen weight never changes, so its bf16 copy is made once and used while
    autocast is on (outside autocast the fp32 weight is used as before). Autocast would cast
