@@ -1,5 +1,7 @@
 """`o1pruner run SPEC.yaml`: pre-sample -> reward + reference pass + train -> evaluate base
-and trained -> report, in one run directory.
+and trained -> report, in one run directory. With `run.rounds` N > 1, rounds 2..N
+pre-sample and train again, each from the previous round's model, in
+`<run>/rounds/round-r/` (o1pruner/rounds.py), before the evaluation.
 
 Each stage runs as its own child process, the same `o1pruner <stage>` command a user would
 type, so an engine's memory is released before the next stage starts. The pipeline holds
