@@ -16,7 +16,7 @@ from o1pruner.training.dataset import collate, tokenize_rows
 from o1pruner.training.finetuning import apply_freeze
 from o1pruner.training.loss import completion_logprobs, length_harmonizing_loss
 from tests.presample_files import make_spec
-from tests.test_training import load_state, metrics, prepared
+from tests.test_training import assert_same_training, prepared
 
 
 def _model_and_batch(model_dir):
@@ -93,17 +93,7 @@ def test_training_with_the_speedups_gives_the_same_losses_ratios_and_model(
     assert "CPU speed-ups: output head on 2-D inputs, bf16 copies of" in caplog.text
     monkeypatch.setattr(CpuSpeedups, "for_training", classmethod(lambda cls, *args: None))
     plain = run_train(prepared(tiny_model_dir, tmp_path, "plain", train=train))
-    fast_m, plain_m = metrics(fast), metrics(plain)
-    assert len(fast_m) == len(plain_m) > 2
-    assert fast_m[0]["ratio/min"] == 1.0 == fast_m[0]["ratio/max"]
-    assert any(m["ratio/mean"] != 1.0 for m in fast_m[1:])
-    for a, b in zip(fast_m, plain_m, strict=True):
-        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
-        assert a["ratio/mean"] == pytest.approx(b["ratio/mean"], abs=1e-6)
-    fast_w = load_state(fast.root / "train" / "final")
-    plain_w = load_state(plain.root / "train" / "final")
-    for key in plain_w:
-        torch.testing.assert_close(fast_w[key], plain_w[key], msg=key)
+    assert_same_training(fast, plain, metric_tol=1e-6, weight_tol=1e-6)
 
 
 def test_glibc_keeps_large_buffers_and_gets_its_defaults_back():
