@@ -3,7 +3,7 @@ r-1's trained model as the reference.
 
 ```
 runs/<name>/                     round 1: the run itself (presample/, train/)
-runs/<name>/rounds/round-2/      spec.yaml (model: ../../train/final), presample/, train/
+runs/<name>/rounds/round-2/      spec.yaml (model: <run>/train/final), presample/, train/
 runs/<name>/rounds/round-3/      spec.yaml (model: round-2's train/final), ...
 ```
 
@@ -63,8 +63,3 @@ def prepare_round(spec: RunSpec, run: RunDir, r: int) -> RunDir:
             atomic_write_text(path, text)
     return folder
 
-
-def finished_rounds(spec: RunSpec, run: RunDir) -> list[int]:
-    """The rounds whose trained model exists, in order."""
-    return [r for r in range(1, spec.run.rounds + 1)
-            if (final_model(run, r) / "config.json").exists()]
