@@ -75,6 +75,8 @@ class CpuSpeedups:
         return speedups
 
     def install(self) -> None:
+        if self._patched:  # already installed
+            return
         head = self.model.get_output_embeddings()
         frozen = [m for m in self.model.modules() if isinstance(m, torch.nn.Linear)
                   and not m.weight.requires_grad
