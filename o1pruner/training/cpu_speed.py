@@ -25,8 +25,6 @@ import ctypes
 import ctypes.util
 import logging
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -98,15 +96,6 @@ class CpuSpeedups:
         for module in self._patched:
             del module.forward  # back to the class's forward
         self._patched = []
-
-    @contextmanager
-    def removed(self) -> Iterator[None]:
-        """Inside: the plain model (for comparisons)."""
-        self.remove()
-        try:
-            yield
-        finally:
-            self.install()
 
 
 def _linear_forward(module: torch.nn.Linear, weight: torch.Tensor | None,
