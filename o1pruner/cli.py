@@ -116,7 +116,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     result = export_model(args.run, args.out, checkpoint=args.checkpoint,
                           merge_lora=args.merge_lora, dtype=args.dtype, force=args.force,
-                          push_to_hub=args.push_to_hub)
+                          push_to_hub=args.push_to_hub, round=args.round)
     print(result.message)
     print("\n".join(f"  {name}" for name in result.files))
     return 0
@@ -256,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Export step STEP: train/models/step-STEP if saved "
                    "(train.save_model_steps), else the resumable train/checkpoints/step-STEP "
                    "(default: train/final).")
+    p.add_argument("--round", type=int, default=None, metavar="R",
+                   help="Runs of several rounds (run.rounds): export round R's model "
+                   "(default: the last round's, the run's trained model).")
     p.add_argument("--merge-lora", action="store_true",
                    help="LoRA runs: export the merged full model instead of the adapter.")
     p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,

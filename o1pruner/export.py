@@ -7,7 +7,9 @@ Sources: `train/final/` (default), or with `--checkpoint N` the model of step N
 (`train/models/step-N/`, train.save_model_steps) or, if there is none, the resumable
 checkpoint `train/checkpoints/step-N/`, whose model weights (accelerate's model.safetensors,
 fp32 master weights) are read without its optimizer state. A LoRA run exports its adapter
-(peft) unless `--merge-lora` asks for the merged full model.
+(peft) unless `--merge-lora` asks for the merged full model. A run of several rounds
+(`run.rounds`) exports its last round's model, the one evaluated as `trained`, unless
+`--round R` picks another round (`rounds/round-R/train/...`; round 1 is the run's own).
 
 An export is a job of its own folder, `<run>/exports/<name>/` (job.json, logs, and
 `export.json` with the result), so that the web UI can launch it detached and show its log,
@@ -55,10 +57,21 @@ class ExportPlan:
     dtype: str  # torch dtype name
     force: bool = False
     push_to_hub: str | None = None
+    round: int = 1  # the round whose model is exported (run.rounds)
+    rounds: int = 1  # the run's rounds
+    run_spec: Any = None  # the run's spec; `spec` is the exported round's (its model: round
+    # r-1's, the base of a LoRA adapter or of a checkpoint)
 
     @property
     def label(self) -> str:
         return str(self.source.relative_to(self.run.root))
+
+    @property
+    def trained_run(self) -> RunDir:
+        """The run directory of the exported round (the run itself for round 1)."""
+        from o1pruner.rounds import round_dir
+
+        return round_dir(self.run, self.round)
 
 
 @dataclass
@@ -115,11 +128,14 @@ def open_run(run_dir: str | Path) -> tuple[RunDir, Any]:
 
 def plan_export(run_dir: str | Path, out: str | Path, *, checkpoint: int | None = None,
                 merge_lora: bool = False, dtype: str | None = None, force: bool = False,
-                push_to_hub: str | None = None) -> ExportPlan:
-    """Check the request and choose the source; a UserError says what is wrong."""
+                push_to_hub: str | None = None, round: int | None = None) -> ExportPlan:
+    """Check the request and choose the source (of the last round unless `round`); a
+    UserError says what is wrong."""
     from o1pruner.training.saving import save_dtype
 
-    run, spec = open_run(run_dir)
+    run, run_spec = open_run(run_dir)
+    rounds = run_spec.run.rounds
+    chosen, trained, spec = _export_round(run, run_spec, round)
     lora = spec.train.finetuning == "lora"
     if merge_lora and not lora:
         raise UserError(f"--merge-lora: {run.root} was trained with finetuning: "
@@ -130,22 +146,24 @@ def plan_export(run_dir: str | Path, out: str | Path, *, checkpoint: int | None 
     if push_to_hub is not None and not REPO_ID.match(push_to_hub):
         raise UserError(f"--push-to-hub: {push_to_hub!r} is not a repository id; expected "
                         "ORG/NAME (your user name or an organisation, then the model name)")
-    train = run.root / "train"
+    train = trained.root / "train"
     if checkpoint is None:
         source, from_ckpt = train / "final", False
         if not any((source / f).exists() for f in MODEL_FILES):
-            raise UserError(f"{run.root}: no trained model ({source} is missing); train it "
-                            f"first, or export a checkpoint with --checkpoint N (this run "
-                            f"has: {describe_checkpoints(run)})")
+            earlier = (f", or an earlier round with --round {chosen - 1}"
+                       if round is None and chosen > 1 else "")
+            raise UserError(f"{trained.root}: no trained model ({source} is missing); train "
+                            f"it first, or export a checkpoint with --checkpoint N (it has: "
+                            f"{describe_checkpoints(trained)}){earlier}")
     else:
-        found = available_checkpoints(run)
+        found = available_checkpoints(trained)
         if checkpoint in found["models"]:
             source, from_ckpt = train / "models" / f"step-{checkpoint}", False
         elif checkpoint in found["resumable"]:
             source, from_ckpt = train / "checkpoints" / f"step-{checkpoint}", True
         else:
-            raise UserError(f"--checkpoint {checkpoint}: {run.root} has no step-{checkpoint} "
-                            f"(it has: {describe_checkpoints(run)})")
+            raise UserError(f"--checkpoint {checkpoint}: {trained.root} has no "
+                            f"step-{checkpoint} (it has: {describe_checkpoints(trained)})")
     target = _check_out(Path(out), run, force)
     if dtype:
         name = DTYPES[dtype]
@@ -153,7 +171,27 @@ def plan_export(run_dir: str | Path, out: str | Path, *, checkpoint: int | None 
         name = save_dtype(spec.train) if from_ckpt else _source_dtype(source, spec)
     return ExportPlan(run, spec, target, source, from_ckpt,
                       None if checkpoint is None else checkpoint, lora and not merge_lora,
-                      name, force, push_to_hub)
+                      name, force, push_to_hub, chosen, rounds, run_spec)
+
+
+def _export_round(run: RunDir, run_spec: Any, round: int | None) -> tuple[int, RunDir, Any]:
+    """(round, its run directory, its spec): the last round unless `round` says."""
+    from o1pruner.rounds import round_dir
+    from o1pruner.specio import load_spec
+
+    rounds = run_spec.run.rounds
+    chosen = rounds if round is None else round
+    if not 1 <= chosen <= rounds:
+        raise UserError(f"--round {round}: {run.root} has {rounds} round"
+                        f"{'s' if rounds > 1 else ''} (run.rounds); choose 1 to {rounds}")
+    folder = round_dir(run, chosen)
+    if chosen == 1:
+        return chosen, folder, run_spec
+    if not folder.spec_path.exists():
+        raise UserError(f"{run.root}: round {chosen} has not started ({folder.spec_path} is "
+                        f"missing); run `o1pruner run {run.spec_path}` to train it, or export "
+                        f"an earlier round with --round {chosen - 1}")
+    return chosen, folder, load_spec(folder.spec_path)
 
 
 def _check_out(out: Path, run: RunDir, force: bool) -> Path:
@@ -284,7 +322,7 @@ def _adapter_folder(plan: ExportPlan) -> Path:
     saved without merging); models/step-N/ -> step-N/adapter/ (or step-N/ itself)."""
     candidates = [plan.source / "adapter", plan.source]
     if plan.source.name == "final":
-        candidates.insert(0, plan.run.root / "train" / "adapter")
+        candidates.insert(0, plan.trained_run.root / "train" / "adapter")
     for folder in candidates:
         if (folder / "adapter_config.json").exists():
             return folder

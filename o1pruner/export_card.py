@@ -25,8 +25,9 @@ PRIVATE = {"model": {"cache_dir"}, "data": {"local_dir"}, "run": {"output_root"}
 def model_card(plan: Any) -> str:
     """Markdown with a YAML header, for the hub and for people."""
     spec, run = plan.spec, plan.run
-    base = _public(spec.model.name_or_path)
-    summary = read_json(run.root / "train" / "summary.json", {}) or {}
+    run_spec = plan.run_spec or spec
+    base = _public(run_spec.model.name_or_path)
+    summary = read_json(plan.trained_run.root / "train" / "summary.json", {}) or {}
     header = {"library_name": "peft" if plan.adapter else "transformers",
               "pipeline_tag": "text-generation",
               "tags": ["o1pruner", "length-harmonizing", "reasoning", spec.train.method]}
@@ -38,6 +39,8 @@ def model_card(plan: Any) -> str:
              "without getting worse. Trained and exported with o1pruner.", "",
              f"- run: `{run.root.name}`, exported from `{plan.label}`"
              + (f" (step {plan.step})" if plan.step is not None else "")
+             + (f", round {plan.round} of {plan.rounds} (each round trained from the "
+                "previous round's model)" if plan.rounds > 1 else "")
              + (f", {summary['steps']} optimizer steps in all" if summary.get("steps") else ""),
              f"- weights: {plan.dtype}"
              + (", a LoRA adapter (peft) for the base model" if plan.adapter else
@@ -45,7 +48,7 @@ def model_card(plan: Any) -> str:
     lines += ["## Training", "", *_training_table(spec, summary), ""]
     lines += ["## Evaluation", "", *_evaluation(plan), ""]
     lines += ["## Use", "", *_usage(plan), ""]
-    kept = _public(spec.model_dump(mode="json", by_alias=True, exclude=PRIVATE))
+    kept = _public(run_spec.model_dump(mode="json", by_alias=True, exclude=PRIVATE))
     lines += ["<details><summary>The run's spec (o1pruner)</summary>", "", "```yaml",
               yaml.safe_dump(kept, sort_keys=False, allow_unicode=True).strip(), "```", "",
               "</details>", ""]
@@ -96,24 +99,33 @@ def _training_table(spec: Any, summary: dict[str, Any]) -> list[str]:
 
 
 def _evaluation(plan: Any) -> list[str]:
-    results = read_json(plan.run.root / "eval" / "results.json")
-    if not results or "trained" not in results.get("metrics", {}):
-        return ["No evaluation results in this run (eval/results.json). Evaluate it with "
+    from o1pruner.rounds import round_label
+
+    results = read_json(plan.run.root / "eval" / "results.json") or {}
+    # the evaluated label of the exported round's model: its last round is `trained`
+    method = "trained" if plan.round == results.get("rounds", 1) else round_label(plan.round)
+    final = str(plan.source.parent / "final" if plan.step is not None else plan.source)
+    final = str(Path(final).relative_to(plan.run.root))
+    if method not in results.get("metrics", {}):
+        return [f"No evaluation results of this model (`{final}`) in this run "
+                f"(eval/results.json). Evaluate it with "
                 f"`o1pruner eval {plan.run.root.name}/spec.yaml`."]
     lines = []
-    if plan.label != "train/final":
-        lines += [f"These results are those of the run's final model (`train/final`), not of "
-                  f"the exported `{plan.label}`.", ""]
+    if plan.step is not None:
+        lines += [f"These results are those of the final model (`{final}`), not of the "
+                  f"exported `{plan.label}`.", ""]
     lines += ["Greedy decoding, base model vs trained model on the same problems; changes "
-              "with 95% paired bootstrap intervals over problems.", "",
+              "with 95% paired bootstrap intervals over problems"
+              + (f" (`{method}` in the run's eval/results.json)." if plan.rounds > 1 else "."),
+              "",
               "| benchmark | n | accuracy base | accuracy trained | change (points) "
               "| mean tokens base | mean tokens trained | change (% tokens) |",
               "|---|---|---|---|---|---|---|---|"]
-    base, trained = results["metrics"]["base"], results["metrics"]["trained"]
-    comparison = results.get("comparison", {}).get("trained", {})
+    base, trained = results["metrics"]["base"], results["metrics"][method]
+    comparison = results.get("comparison", {}).get(method, {})
     for bench in [*trained, "AVG"]:
         b = results["averages"]["base"] if bench == "AVG" else base.get(bench)
-        t = results["averages"]["trained"] if bench == "AVG" else trained[bench]
+        t = results["averages"][method] if bench == "AVG" else trained[bench]
         if not b:
             continue
         ci = (comparison.get(bench) or {}).get("interval") or {}

@@ -95,6 +95,16 @@ def test_the_runs_tab_shows_a_bar_for_each_stage_of_a_later_round(two_rounds):
     assert {"presample", "train", "eval", "round-2 presample", "round-2 train",
             "round-2 reference pass"} <= set(view.progress)
     assert "data-stage='round-2 train'" in view.progress_html(running=False)
+    # the curves: a series per round, each against its own steps
+    loss = view.curve("loss")
+    assert set(loss["series"]) == {"round-1 train loss", "round-2 train loss"}
+    steps = read_json(run / "rounds" / "round-2" / "train" / "summary.json")["steps"]
+    assert list(loss[loss["series"] == "round-2 train loss"]["x"]) == list(range(1, steps + 1))
+    length = view.curve("mean sample length")
+    assert "round-2 presample mean_length" in set(length["series"])
+    fig = view.curves_figure()
+    legend = [t.get_text() for t in fig.axes[2].get_legend().get_texts()]
+    assert "round-2 presample mean_length" in legend and "round-2 train loss" not in legend
 
 
 def test_a_sweep_report_has_a_row_per_round(two_rounds, tmp_path):
@@ -113,6 +123,56 @@ def test_a_sweep_report_has_a_row_per_round(two_rounds, tmp_path):
     results = read_json(run / "eval" / "results.json")
     first = data["rows"][1]["metrics"]["arithmetic_test"]["tokens"]["mean"]
     assert first == results["metrics"]["round-1"]["arithmetic_test"]["mean_tokens"]
+
+
+def test_export_and_the_pickers_take_the_last_round_unless_told(two_rounds, tmp_path):
+    from o1pruner.errors import UserError
+    from o1pruner.export import export_model
+    from tests.test_export import weights
+    from webui.export_tab import checkpoint_choices, export_argv
+    from webui.playground_tab import model_choices
+    from webui.workspace import Workspace
+
+    _, run, _, tmp = two_rounds
+    finals = {1: run / "train" / "final", 2: run / "rounds" / "round-2" / "train" / "final"}
+    results = read_json(run / "eval" / "results.json")
+    for r, label, out in ((2, "trained", tmp_path / "last"), (1, "round-1", tmp_path / "r1")):
+        result = export_model(run, out, round=None if r == 2 else r)
+        assert result.source == str(finals[r].relative_to(run))
+        saved = weights(finals[r])
+        assert all(torch_equal(v, saved[k]) for k, v in weights(out).items())
+        card = (out / "README.md").read_text()
+        assert f"round {r} of 2" in card and f"(`{label}` in the run's eval/results" in card
+        row = next(line for line in card.splitlines() if line.startswith("| arithmetic_test"))
+        metrics = results["metrics"][label]["arithmetic_test"]
+        assert f"| {metrics['mean_tokens']:.0f} |" in row.split("|", 6)[-1]
+        assert f"{100 * metrics['accuracy']:.1f}%" in row
+    assert any(not torch_equal(v, weights(finals[1])[k])
+               for k, v in weights(finals[2]).items())
+    with pytest.raises(UserError, match=r"--round 3: .* has 2 rounds"):
+        export_model(run, tmp_path / "x", round=3)
+    # the Export tab: every round's models, the last round first; an earlier round's
+    # choice becomes --round
+    ws = Workspace.open(tmp)
+    run_id = ws.relative(run)
+    choices = checkpoint_choices(ws, run_id)
+    assert choices[0] == ("round 2: final model (rounds/round-2/train/final) (the run's "
+                          "trained model)", "final")
+    assert ("round 1: final model (train/final)", "1:final") in choices
+    _, argv = export_argv(ws, run_id, "1:final", False, None, "exports/r1", False)
+    assert argv[-2:] == ["--round", "1"]
+    _, argv = export_argv(ws, run_id, "final", False, None, "exports/r2", False)
+    assert "--round" not in argv
+    # the Playground: B is the last round's model, every round's model is offered
+    choices, base, trained = model_choices(ws, run_id)
+    assert trained == ws.relative(finals[2])
+    assert ws.relative(finals[1]) in choices and trained in choices
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a, b)
 
 
 def test_raising_the_rounds_of_a_finished_run_keeps_what_is_done(two_rounds):

@@ -45,31 +45,61 @@ _zips: dict[tuple[str, float], str] = {}  # (export job, finished_at) -> zip pat
 
 # ------------------------------------------------------------------ plain logic (tested)
 def exportable_runs(ws: Workspace) -> list[str]:
-    """Runs of the workspace with something to export (train/final or a step)."""
+    """Runs of the workspace with something to export (train/final or a step, of any
+    round)."""
     found = []
     for root in ws.output_roots():
         for folder in sorted(root.iterdir()) if root.is_dir() else []:
             run = RunDir(folder)
-            if not run.spec_path.exists():
-                continue
-            steps = available_checkpoints(run)
-            if (folder / "train" / "final").is_dir() or steps["models"] or steps["resumable"]:
+            if run.spec_path.exists() and _round_choices(run):
                 found.append(ws.relative(folder))
     return found
 
 
-def checkpoint_choices(ws: Workspace, run_id: str | None) -> list[tuple[str, str]]:
-    """(label, value) of what the run can be exported at: final, then each step."""
-    if not run_id:
-        return []
-    run = ws.run_dir(run_id)
-    choices = [("final model (train/final)", FINAL)] if (
-        run.root / "train" / "final").is_dir() else []
-    steps = available_checkpoints(run)
-    for step in sorted(set(steps["models"]) | set(steps["resumable"])):
-        kind = "model" if step in steps["models"] else "resumable checkpoint"
-        choices.append((f"step {step} ({kind})", str(step)))
+def _round_choices(run: RunDir) -> list[tuple[str, str]]:
+    """(label, value) of each model of each round of the run, the last round first. Values:
+    `final` or a step for the last round (`o1pruner export`'s default), `R:final` or `R:N`
+    for an earlier round R."""
+    from o1pruner.rounds import round_dir
+    from o1pruner.specio import load_spec
+
+    try:
+        rounds = load_spec(run.spec_path).run.rounds
+    except (SpecError, UserError, OSError):
+        rounds = 1
+    choices = []
+    for r in range(rounds, 0, -1):
+        folder = round_dir(run, r)
+        where = "train" if r == 1 else f"rounds/round-{r}/train"
+        head, value = (f"round {r}: ", f"{r}:") if rounds > 1 else ("", "")
+        value = "" if r == rounds else value
+        if (folder.root / "train" / "final").is_dir():
+            last = " (the run's trained model)" if rounds > 1 and r == rounds else ""
+            choices.append((f"{head}final model ({where}/final){last}", value + FINAL))
+        steps = available_checkpoints(folder)
+        for step in sorted(set(steps["models"]) | set(steps["resumable"])):
+            kind = "model" if step in steps["models"] else "resumable checkpoint"
+            choices.append((f"{head}step {step} ({kind})", f"{value}{step}"))
     return choices
+
+
+def checkpoint_choices(ws: Workspace, run_id: str | None) -> list[tuple[str, str]]:
+    """(label, value) of what the run can be exported at: final, then each step (of each
+    round, the last round first)."""
+    return _round_choices(ws.run_dir(run_id)) if run_id else []
+
+
+def parse_choice(value: str | None) -> tuple[int | None, int | None]:
+    """(round, step) of a checkpoint choice; None: the last round, its final model."""
+    text = (value or "").strip()
+    round_text, _, rest = text.rpartition(":")
+    try:
+        round_ = int(round_text) if round_text else None
+        step = None if rest in ("", FINAL) else int(rest)
+    except ValueError:
+        raise UserError(f"checkpoint {value!r}: not one of the choices; pick one in the "
+                        "list") from None
+    return round_, step
 
 
 def is_lora(ws: Workspace, run_id: str | None) -> bool:
@@ -91,11 +121,12 @@ def export_argv(ws: Workspace, run_id: str, checkpoint: str | None, merge: bool,
     workspace) and return the export's job folder and its command line."""
     run = ws.run_dir(run_id)
     out = ws.resolve(out_text, "output folder")
-    step = None if checkpoint in (None, "", FINAL) else int(checkpoint)
+    round_, step = parse_choice(checkpoint)
     dtype = None if dtype in (None, "", AS_SAVED) else dtype
     plan_export(run.root, out, checkpoint=step, merge_lora=bool(merge), dtype=dtype,
-                force=bool(force))
+                force=bool(force), round=round_)
     argv = ["export", ws.relative(run.root), "--out", ws.relative(out)]
+    argv += ["--round", str(round_)] if round_ is not None else []
     argv += ["--checkpoint", str(step)] if step is not None else []
     argv += ["--merge-lora"] if merge else []
     argv += ["--dtype", dtype] if dtype else []

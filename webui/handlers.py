@@ -17,6 +17,7 @@ import pandas as pd
 
 from o1pruner import history, jobs
 from o1pruner.errors import UserError
+from o1pruner.rounds import ROUNDS_DIR
 from o1pruner.rundir import RunDir
 from o1pruner.spec import RunSpec
 from o1pruner.specio import SpecError, dump_yaml, load_spec, load_spec_text
@@ -297,11 +298,12 @@ def attach_target(workspace: Workspace) -> str | None:
 
 
 def checkpoints(workspace: Workspace) -> list[str]:
-    """Model folders (with a config.json) under <output root>/*/train, relative to the
-    workspace."""
+    """Model folders (with a config.json) under <output root>/*/train and the train/ of
+    each later round (<run>/rounds/round-r/train), relative to the workspace."""
     found = []
     for root in workspace.output_roots():
-        for pattern in ("*/train/config.json", "*/train/*/config.json",
-                        "*/train/*/*/config.json"):
-            found += [workspace.relative(p.parent) for p in root.glob(pattern)]
+        for run in ("*", f"*/{ROUNDS_DIR}/*"):
+            for pattern in ("train/config.json", "train/*/config.json",
+                            "train/*/*/config.json"):
+                found += [workspace.relative(p.parent) for p in root.glob(f"{run}/{pattern}")]
     return sorted(set(found))

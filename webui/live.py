@@ -121,19 +121,11 @@ class LiveView:
     def poll(self) -> None:
         """Read what the worker appended since the last poll."""
         for event in self._events.read_new():
-            stage = str(event.get("stage", "?"))
-            if event.get("kind") == "progress":
-                self.progress[phase_of(event)] = event
-            elif event.get("kind") == "metrics":
-                self.metrics_seen += 1
-                rows = self.metrics.setdefault(stage, [])
-                rows.append(event)
-                del rows[:-MAX_POINTS]
+            self._take(event)
         for folder in sorted(self.run.root.glob("rounds/round-*")):
             tail = self._rounds.setdefault(folder.name, JsonlTail(folder / "events.jsonl"))
-            for event in tail.read_new():  # a bar per phase of each later round
-                if event.get("kind") == "progress":
-                    self.progress[f"{folder.name} {phase_of(event)}"] = event
+            for event in tail.read_new():  # a bar and curves per phase of each later round
+                self._take(event, f"{folder.name} ")
         for row in self._stats.read_new():
             self.stats["problems"] += 1
             self.stats["length_sum"] += float(row.get("mean_length") or 0.0)
@@ -141,6 +133,17 @@ class LiveView:
             self.stats["accuracy_sum"] += float(row.get("mean_accuracy") or 0.0)
             self.stats["k"] += int(row.get("k") or 0)
         self.log.read_new()
+
+    def _take(self, event: dict[str, Any], prefix: str = "") -> None:
+        """A progress event (its phase's bar) or a metrics event (its stage's curves); a
+        later round's are kept under "round-r <phase or stage>"."""
+        if event.get("kind") == "progress":
+            self.progress[prefix + phase_of(event)] = event
+        elif event.get("kind") == "metrics":
+            self.metrics_seen += 1
+            rows = self.metrics.setdefault(prefix + str(event.get("stage", "?")), [])
+            rows.append(event)
+            del rows[:-MAX_POINTS]
 
     # ------------------------------------------------------------------ renderings
     def job(self) -> dict[str, Any]:
@@ -180,14 +183,21 @@ class LiveView:
         return "<div class='o1p-progress'>" + "".join(parts) + "</div>"
 
     def curve(self, name: str) -> pd.DataFrame:
-        """Long-format rows (x, value, series) for one curve of CURVES."""
+        """Long-format rows (x, value, series) for one curve of CURVES; with later rounds
+        (run.rounds), a series per round, each against its own steps."""
+        rounds = sorted({s.split(" ", 1)[0] for s in self.metrics if s.startswith("round-")},
+                        key=lambda r: int(r.split("-")[1]))
+        prefixes = ["round-1 " if rounds else ""] + [f"{r} " for r in rounds]
         rows = []
-        for stage, key in CURVES[name]:
-            for i, ev in enumerate(self.metrics.get(stage, [])):
-                value = ev.get(key)
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    x = ev.get("step", ev.get("done", i))
-                    rows.append({"x": x, "value": float(value), "series": f"{stage} {key}"})
+        for prefix in prefixes:
+            for stage, key in CURVES[name]:
+                kept = stage if prefix in ("", "round-1 ") else prefix + stage
+                for i, ev in enumerate(self.metrics.get(kept, [])):
+                    value = ev.get(key)
+                    if isinstance(value, (int, float)) and not isinstance(value, bool):
+                        x = ev.get("step", ev.get("done", i))
+                        rows.append({"x": x, "value": float(value),
+                                     "series": f"{prefix}{stage} {key}"})
         return pd.DataFrame(rows, columns=["x", "value", "series"])
 
     def curves_figure(self) -> Any:
@@ -211,9 +221,14 @@ class LiveView:
                 ax.text(0.5, 0.5, "no data yet", ha="center", va="center",
                         transform=ax.transAxes, color="gray", fontsize=9)
                 continue
+            rounds = list(dict.fromkeys(s.split(" ")[0] for s in frame["series"]
+                                        if s.startswith("round-")))
             for i, (series, rows) in enumerate(frame.groupby("series", sort=False)):
-                color = _COLORS[i % len(_COLORS)]
-                if series.startswith("presample "):
+                # with rounds, a colour per round (its pre-sample line dashed, its training
+                # curve solid); else a colour per series
+                first = series.split(" ")[0]
+                color = _COLORS[(rounds.index(first) if rounds else i) % len(_COLORS)]
+                if series.split(" ")[-2] == "presample":  # "[round-r ]presample <key>"
                     ax.axhline(rows["value"].iloc[-1], color=color, linestyle="--",
                                linewidth=1, label=series)
                 else:

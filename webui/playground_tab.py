@@ -13,6 +13,7 @@ import gradio as gr
 
 from o1pruner.errors import UserError
 from o1pruner.models import PYPI_PREFIX
+from o1pruner.rounds import final_model
 from o1pruner.playground import (
     Answer,
     Playground,
@@ -36,15 +37,18 @@ MAX_PICKS = 500  # problems listed in the picker
 def model_choices(workspace: Workspace, run_id: str | None) -> tuple[list[str], str | None,
                                                                        str | None]:
     """(choices, model A, model B): the run's base model, every trained model or saved
-    checkpoint in the output roots, and every model folder in the workspace. A is the
-    run's base model, B its trained model when it has one."""
+    checkpoint in the output roots (of every round), and every model folder in the
+    workspace. A is the run's base model, B its trained model when it has one: with
+    `run.rounds`, the last round's that is trained."""
     base = trained = None
     if run_id:
         try:
             run = workspace.run_dir(run_id)
-            base = load_spec(run.spec_path).model.name_or_path
-            final = run.root / "train" / "final"
-            trained = workspace.relative(final) if (final / "config.json").exists() else None
+            spec = load_spec(run.spec_path)
+            base = spec.model.name_or_path
+            finals = [final_model(run, r) for r in range(spec.run.rounds, 0, -1)]
+            done = [f for f in finals if (f / "config.json").exists()]
+            trained = workspace.relative(done[0]) if done else None
         except (UserError, SpecError, OSError) as err:
             logger.info("model choices of %s: %s", run_id, err)
     found = [workspace.relative(p) for p in find_model_dirs(workspace.root)]
