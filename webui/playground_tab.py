@@ -13,7 +13,6 @@ import gradio as gr
 
 from o1pruner.errors import UserError
 from o1pruner.models import PYPI_PREFIX
-from o1pruner.rounds import final_model
 from o1pruner.playground import (
     Answer,
     Playground,
@@ -23,6 +22,7 @@ from o1pruner.playground import (
     problem_sources,
     source_problems,
 )
+from o1pruner.rounds import final_model
 from o1pruner.specio import SpecError, load_spec
 from webui import handlers
 from webui.explore_tab import refresh_choice, run_spec, runs_with
