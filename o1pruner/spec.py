@@ -411,6 +411,16 @@ class TrainSpec(Section):
         "--model <run>/train/models/step-N`, export it with `o1pruner export RUN "
         "--checkpoint N`.",
     )
+    keep_last_checkpoint: bool = Field(
+        False,
+        description="Keep the resumable checkpoint of the last step (train/checkpoints/"
+        "step-N: fp32 master weights and optimizer state, several times the model's size) "
+        "once training is complete. Off: it is deleted when train/final and summary.json "
+        "are written (the finished model is train/final; a sweep of many runs would keep "
+        "gigabytes each; a later change of save_dtype then trains again instead of saving "
+        "the checkpoint's weights again). A stopped or crashed run keeps its checkpoint "
+        "either way, to resume from.",
+    )
     report_to: list[Tracker] = Field(
         ["tensorboard"],
         description="Experiment trackers that receive the training metrics and the spec, "

@@ -33,7 +33,8 @@ EVAL = {"benchmarks": ["arithmetic_test"], "max_new_tokens": 4, "engine": "hf",
 def trained(model_dir, root, name, n_problems=6, **train):
     """A trained tiny run (bf16 autocast, 6 problems x m=2 rows, batch 2: 6 steps), its
     spec saved as <root>/<name>.yaml."""
-    spec = make_spec(model_dir, root, name=name, train={"precision": "bf16", **train},
+    spec = make_spec(model_dir, root, name=name,
+                     train={"precision": "bf16", "keep_last_checkpoint": True, **train},
                      data={"eval_limit": 2}, eval=EVAL,
                      model={"prompt_template": "generic", "dtype": "float32"})
     write_presample(run_dir_for(spec).root, load_tokenizer(spec.model, str(model_dir)),
@@ -334,7 +335,7 @@ def test_two_processes_under_zero3_save_step_models_and_export_their_checkpoint(
     # DeepSpeed one (fp32 weights in the optimizer partitions), exported via zero_to_fp32
     spec = make_spec(tiny_model_dir, tmp_path, name="z3", train={
         "deepspeed_stage": 3, "devices": 2, "precision": "fp32", "finetuning": "lora",
-        "lora_rank": 4, "save_model_steps": 1})
+        "lora_rank": 4, "save_model_steps": 1, "keep_last_checkpoint": True})
     write_presample(run_dir_for(spec).root, load_tokenizer(spec.model, str(tiny_model_dir)))
     save_spec(spec, tmp_path / "z3.yaml")
     proc = subprocess.run([sys.executable, "-m", "o1pruner.cli", "train",

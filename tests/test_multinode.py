@@ -43,7 +43,7 @@ def run_together(specs):
 def test_two_machines_train_like_two_processes_on_one(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    train = {"precision": "fp32", "logging_steps": 1}
+    train = {"precision": "fp32", "logging_steps": 1, "keep_last_checkpoint": True}
     (_, run0), (_, run1) = specs = machines(tiny_model_dir, tmp_path, **train)
     run_together(specs)
 
@@ -122,7 +122,7 @@ def test_the_launch_command_names_the_machines(tmp_path):
 def test_two_machines_under_zero3_resume_from_their_own_run_directories(tiny_model_dir,
                                                                        tmp_path):
     (_, run0), (_, run1) = specs = machines(tiny_model_dir, tmp_path, precision="bf16",
-                                            deepspeed_stage=3)
+                                            deepspeed_stage=3, keep_last_checkpoint=True)
     run_together(specs)
     summary = json.loads((run0.root / "train" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 3

@@ -44,7 +44,7 @@ def lh_run(tiny_model_dir, tmp_path_factory):
     """One bf16 run with gradient checkpointing and accumulation (shared by the tests)."""
     spec = prepared(tiny_model_dir, tmp_path_factory.mktemp("lh"), "lh",
                     train={"gradient_accumulation_steps": 2, "gradient_checkpointing": True,
-                           "precision": "bf16"})
+                           "precision": "bf16", "keep_last_checkpoint": True})
     return spec, run_train(spec)
 
 
@@ -118,6 +118,7 @@ def test_save_dtype_sets_the_dtype_of_every_saved_model(tiny_model_dir, tmp_path
                     train={"precision": "bf16", "finetuning": finetuning,
                            "save_dtype": save_dtype, **lora})
     train = run_train(spec).root / "train"
+    assert not (train / "checkpoints").exists()  # train.keep_last_checkpoint off: deleted
     folders = [train / "final"] + ([train / "adapter"] if finetuning == "lora" else [])
     assert [saved_dtypes(f) for f in folders] == [{expected}] * len(folders)
     dtype = {"F32": torch.float32, "BF16": torch.bfloat16}[expected]
@@ -285,7 +286,8 @@ def test_lora_adapter_saves_loads_and_merges(tiny_model_dir, tmp_path):
 
 def test_a_new_save_dtype_saves_the_final_model_again_without_training(tiny_model_dir,
                                                                          tmp_path):
-    train = {"precision": "bf16", "save_dtype": "float32"}
+    # (from the last checkpoint's fp32 weights: kept for that)
+    train = {"precision": "bf16", "save_dtype": "float32", "keep_last_checkpoint": True}
     run = run_train(prepared(tiny_model_dir, tmp_path, "resave", n_problems=2, train=train))
     final = run.root / "train" / "final"
     before = load_state(final)

@@ -75,6 +75,7 @@ def test_killed_run_resumes_at_its_last_checkpoint(tiny_model_dir, tmp_path):
     assert ckpt < 40
     summary = finish(spec_path, run)
     assert summary["steps"] == 40
+    assert not (run.root / "train" / "checkpoints").exists()  # complete: no longer needed
     resumed = [e for e in run.events() if e["kind"] == "resume"]
     assert [e["step"] for e in resumed] == [ckpt]
     steps = [m["step"] for m in train_metrics(run)]

@@ -13,8 +13,10 @@ import json
 import logging
 import os
 import resource
+import shutil
 import time
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 from o1pruner.errors import UserError
@@ -41,7 +43,7 @@ DATASET_FIELDS = ("problem_id", "sample_idx", "prompt", "completion", "num_token
 # between the machines of one run), the dtype of final/ (a change saves it again), which
 # intermediate models are written and where the metrics are reported.
 UNTRAINED_FIELDS = ("machine_rank", "main_process_ip", "main_process_port", "save_dtype",
-                    "save_model_steps", "report_to")
+                    "save_model_steps", "keep_last_checkpoint", "report_to")
 
 
 def run_train(spec: Any) -> RunDir:
@@ -156,7 +158,21 @@ def _train(spec: Any, run: RunDir) -> dict[str, Any]:
         atomic_write_json(summary_path, summary)
         run.emit("summary", "train", **{k: v for k, v in summary.items() if k != "fingerprint"})
         logger.info("train done: %s", summary)
+    if not spec.train.keep_last_checkpoint:
+        acc.wait_for_everyone()  # the summary is written: the run is complete without it
+        if acc.is_local_main_process:  # every machine, in its own run directory
+            _drop_checkpoints(train_dir)
     return summary
+
+
+def _drop_checkpoints(train_dir: Path) -> None:
+    """Delete the finished run's resumable checkpoints (train.keep_last_checkpoint off)."""
+    folder = train_dir / "checkpoints"
+    if folder.is_dir():
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        shutil.rmtree(folder, ignore_errors=True)
+        logger.info("train: deleted the resumable checkpoint %s (%.1f GB; the model is "
+                    "train/final; train.keep_last_checkpoint keeps it)", folder, size / 1e9)
 
 
 def _check_same_training_set(acc: Any, fingerprint: str) -> None:
