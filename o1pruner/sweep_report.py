@@ -59,6 +59,12 @@ def _point_values(results: dict[str, Any], label: str) -> dict[str, dict[str, An
     return out
 
 
+def _estimates(values: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The point estimates of _point_values, without the run's bootstrap intervals (their
+    draws follow the run's seed: one cached evaluation gives other intervals per run)."""
+    return {bench: {k: v for k, v in m.items() if k != "_ci"} for bench, m in values.items()}
+
+
 def _aggregate(samples: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     """Per benchmark and metric: mean and 95 % interval over seeds; with one seed, the
     differences against the base keep that run's paired bootstrap interval."""
@@ -101,8 +107,10 @@ def sweep_rows(root: Path) -> dict[str, Any]:
             groups.setdefault(key, {"values": p.values, "label": label, "samples": []})
             groups[key]["samples"].append(_point_values(results, method))
         for label in reference:  # the same cached evaluation in every run counts once
-            if label in results["methods"] and \
-                    (values := _point_values(results, label)) not in reference[label]:
+            if label not in results["methods"]:
+                continue
+            values = _point_values(results, label)
+            if all(_estimates(known) != _estimates(values) for known in reference[label]):
                 reference[label].append(values)
     rows = []
     for label, samples in reference.items():

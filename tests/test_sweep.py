@@ -62,6 +62,46 @@ def test_mean_and_t_interval_over_seeds():
     assert mean_ci([3.0])["ci"] is None and mean_ci([])["mean"] is None
 
 
+def test_a_cached_reference_counts_once_across_seeds(tmp_path):
+    # the base and the Fast-Solving Prompt are the same greedy evaluations in every seed's
+    # run; only their bootstrap intervals differ (drawn with the run's seed): one row each
+    from o1pruner.files import atomic_write_json
+    from o1pruner.rundir import RunDir
+    from o1pruner.sweep import save_definition
+    from o1pruner.sweep_report import sweep_rows
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("model: {name_or_path: m}\ndata: {train: arithmetic_train}\n"
+                    f"run: {{output_root: {tmp_path / 'runs'}}}\n")
+    sweep = plan_sweep(spec, [], "0,1", preset="paper-table", name="t")
+    save_definition(sweep)
+
+    def method(acc, tokens, ci):
+        return ({"arithmetic_test": {"accuracy": acc, "mean_tokens": tokens}},
+                {"arithmetic_test": {"aes": 0.1, "interval": {
+                    "accuracy_points": 1.0, "accuracy_points_ci": [-ci, ci],
+                    "length_pct": -5.0, "length_pct_ci": [-ci, ci]}}})
+
+    for point in sweep.points:
+        run = sweep.run_dir(point)
+        atomic_write_json(run.root / "job.json", {"state": "done"})
+        ci = 2.0 + point.seed  # the same estimates, other bootstrap draws
+        labels = {"base": method(0.5, 100.0, ci), "fast_solving": method(0.5, 110.0, ci),
+                  "trained": method(0.4 + 0.1 * point.seed, 90.0, ci)}
+        atomic_write_json(RunDir(run.root).results_path, {
+            "benchmarks": ["arithmetic_test"], "methods": list(labels),
+            "metrics": {k: v[0] for k, v in labels.items()},
+            "averages": {k: v[0]["arithmetic_test"] for k, v in labels.items()},
+            "comparison": {k: v[1] | {"AVG": v[1]["arithmetic_test"]}
+                           for k, v in labels.items() if k != "base"}})
+    rows = {r["label"]: r for r in sweep_rows(sweep.root)["rows"]}
+    assert rows["Base"]["seeds"] == rows["Fast-Solving Prompt"]["seeds"] == 1
+    fast = rows["Fast-Solving Prompt"]["metrics"]["arithmetic_test"]["len_pct"]
+    assert fast["ci"] == [-2.0, 2.0] and fast["interval"] == "paired bootstrap of the run"
+    assert {r["seeds"] for k, r in rows.items() if k not in ("Base", "Fast-Solving Prompt")} \
+        == {2}
+
+
 @pytest.mark.slow
 def test_a_lambda_sweep_samples_once_evaluates_the_base_once_and_reports(tmp_path,
                                                                         tiny_model_dir):
