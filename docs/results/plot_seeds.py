@@ -2,9 +2,9 @@
 the held-out problems, and the mean over seeds with its 95 % t-interval, one series per recipe.
 
     .venv/bin/python docs/results/plot_seeds.py OUT.png \
-        "lambda 1=runs/quickstart-seeds-00-base-s*" "lambda 2=runs/quickstart-lambda-00-lambda2-s*"
+        "lambda 1=runs/quickstart-seeds-00-base-s*" "lambda 2=runs/quickstart-lambda-00-lambda2-s*,runs/quickstart-more-00-base-s*"
 
-Each series is LABEL=GLOB (the glob matches run directories, one per seed)."""
+Each series is LABEL=GLOB[,GLOB...] (the globs match run directories, one per seed)."""
 
 import json
 import sys
@@ -22,16 +22,21 @@ BENCH, METHOD = "arithmetic_test", "trained"
 COLORS = ["#2563eb", "#f97316", "#16a34a", "#9333ea"]
 
 
-def _points(pattern: str) -> list[tuple[float, float, float, float]]:
-    """(base tokens, base accuracy %, tokens, accuracy %) of every run matching `pattern`."""
+def _points(patterns: str) -> list[tuple[float, float, float, float]]:
+    """(base tokens, base accuracy %, tokens, accuracy %) of every run matching `patterns`."""
     out = []
-    for run in sorted(glob(pattern)):
-        metrics = json.loads((Path(run) / "eval" / "results.json").read_text())["metrics"]
-        base, trained = metrics["base"][BENCH], metrics[METHOD][BENCH]
+    for run in sorted({r for pattern in patterns.split(",") for r in glob(pattern)}):
+        results = Path(run) / "eval" / "results.json"
+        try:
+            metrics = json.loads(results.read_text())["metrics"]
+            base, trained = metrics["base"][BENCH], metrics[METHOD][BENCH]
+        except (OSError, ValueError, KeyError) as exc:
+            sys.exit(f"{results}: no {METHOD} and base results on {BENCH} ({exc!r}); "
+                     "finish the run's eval stage first")
         out.append((base["mean_tokens"], 100 * base["accuracy"],
                     trained["mean_tokens"], 100 * trained["accuracy"]))
-    if not out:
-        sys.exit(f"no run directory matches {pattern}")
+    if len(out) < 2:
+        sys.exit(f"{patterns}: {len(out)} run directories match; a mean over seeds needs 2 or more")
     return out
 
 
