@@ -549,6 +549,13 @@ class EvalSpec(Section):
         description="Also evaluate the paper's Fast-Solving Prompt baseline: the reference "
         "model with the instruction 'Be confident. Solving this problem quickly ...'.",
     )
+    earlier_rounds: bool = Field(
+        True,
+        description="With run.rounds > 1: also evaluate each earlier round's model "
+        "(`round-1` .. `round-(N-1)`) against the base, for the per-round table. Off: only "
+        "the base and the last round's model (`trained`) are evaluated, one evaluation less "
+        "per earlier round and benchmark (about 3 minutes each in the CPU quickstart).",
+    )
     aes_alpha: float = Field(1.0, ge=0, description="AES weight of the length reduction.")
     aes_beta: float = Field(3.0, ge=0, description="AES weight of an accuracy gain.")
     aes_gamma: float = Field(5.0, ge=0, description="AES weight of an accuracy drop.")
@@ -584,7 +591,8 @@ class RunSection(Section):
         "run itself; round r > 1 starts from round r-1's trained model, which it pre-samples "
         "on the same training problems, rewards against its own averages and trains from, in "
         "<run>/rounds/round-r/. Evaluation compares every round's model with the base "
-        "(`round-1` ...; the last is `trained`).",
+        "(`round-1` ...; the last is `trained`; eval.earlier_rounds: false keeps only the "
+        "last).",
     )
     stop_timeout: float = Field(
         600.0, gt=0, le=86400,

@@ -175,6 +175,21 @@ def torch_equal(a, b) -> bool:
     return torch.equal(a, b)
 
 
+def test_earlier_rounds_off_evaluates_only_the_base_and_the_last_round(two_rounds):
+    from o1pruner.evaluation.runner import plan_methods
+    from o1pruner.rundir import RunDir
+    from o1pruner.specio import load_spec
+
+    spec_path, run, _, _ = two_rounds
+    spec = load_spec(spec_path)
+    assert [m.label for m in plan_methods(spec, RunDir(run), None)] == [
+        "base", "round-1", "trained"]
+    methods = plan_methods(load_spec(spec_path, ["eval.earlier_rounds=false"]), RunDir(run),
+                           None)
+    assert [m.label for m in methods] == ["base", "trained"]
+    assert methods[1].path == str((run / "rounds" / "round-2" / "train" / "final").resolve())
+
+
 def test_raising_the_rounds_of_a_finished_run_keeps_what_is_done(two_rounds):
     # round 3 is added: rounds 1 and 2 are not pre-sampled, trained or evaluated again
     # (round 2's model, evaluated as `trained`, is now `round-2`: its generations are reused)

@@ -6,7 +6,8 @@ Methods evaluated:
 - `fast_solving` (eval.fast_solving_prompt): the base model with the paper's Fast-Solving
   suffix appended to the user turn, cached the same way;
 - `trained`: `--model`, else `<run>/train/final` when it exists (with `run.rounds` N > 1:
-  the last round's model, and each earlier round's as `round-1` ... `round-(N-1)`).
+  the last round's model, and each earlier round's as `round-1` ... `round-(N-1)` unless
+  eval.earlier_rounds is off).
 
 Generations are appended per batch to `<run>/eval/<label>/<benchmark>/generations.jsonl`
 (for cached methods: to the cache entry, linked into the run when complete), so an
@@ -149,7 +150,7 @@ def plan_methods(spec: RunSpec, run: RunDir, model: str | None) -> list[Method]:
     if spec.eval.fast_solving_prompt:
         methods.append(Method(FAST, spec.model.name_or_path, base_path, FAST_SOLVING_SUFFIX,
                               cached=True, fingerprint=base_fp))
-    if model is None:  # the earlier rounds' models (run.rounds)
+    if model is None and spec.eval.earlier_rounds:  # the earlier rounds' models (run.rounds)
         for r in range(1, spec.run.rounds):
             path = final_model(run, r)
             if (path / "config.json").exists():
