@@ -1,10 +1,14 @@
-"""Draws a results figure from the seed runs' eval/results.json: each seed's round-2 model on
+"""Draws a results figure from the seed runs' eval/results.json: each seed's trained model on
 the held-out problems, and the mean over seeds with its 95 % t-interval, one series per recipe.
 
     .venv/bin/python docs/results/plot_seeds.py OUT.png \
-        "lambda 1=runs/quickstart-seeds-00-base-s*" "lambda 2=runs/quickstart-lambda-00-lambda2-s*,runs/quickstart-more-00-base-s*"
+        "lambda 1=runs/quickstart-seeds-00-base-s*" \
+        "lambda 2=runs/quickstart-lambda-00-lambda2-s*,runs/quickstart-more-00-base-s*@2"
 
-Each series is LABEL=GLOB[,GLOB...] (the globs match run directories, one per seed)."""
+Each series is LABEL=GLOB[,GLOB...][@R] (the globs match run directories, one per seed).
+Without @R each run's last round (`trained`) is drawn; with @R round R's model (`round-R`,
+or `trained` in a run of R rounds), so runs raised to more rounds can still show an
+earlier one."""
 
 import json
 import sys
@@ -24,14 +28,18 @@ COLORS = ["#2563eb", "#f97316", "#16a34a", "#9333ea"]
 
 def _points(patterns: str) -> list[tuple[float, float, float, float]]:
     """(base tokens, base accuracy %, tokens, accuracy %) of every run matching `patterns`."""
+    patterns, _, round_ = patterns.partition("@")
     out = []
     for run in sorted({r for pattern in patterns.split(",") for r in glob(pattern)}):
         results = Path(run) / "eval" / "results.json"
+        method = METHOD
         try:
-            metrics = json.loads(results.read_text())["metrics"]
-            base, trained = metrics["base"][BENCH], metrics[METHOD][BENCH]
+            data = json.loads(results.read_text())
+            if round_ and int(round_) != data.get("rounds", 1):
+                method = f"round-{int(round_)}"
+            base, trained = data["metrics"]["base"][BENCH], data["metrics"][method][BENCH]
         except (OSError, ValueError, KeyError) as exc:
-            sys.exit(f"{results}: no {METHOD} and base results on {BENCH} ({exc!r}); "
+            sys.exit(f"{results}: no {method} and base results on {BENCH} ({exc!r}); "
                      "finish the run's eval stage first")
         out.append((base["mean_tokens"], 100 * base["accuracy"],
                     trained["mean_tokens"], 100 * trained["accuracy"]))
@@ -64,7 +72,7 @@ def main(out: str, series: list[str]) -> None:
     ax.set_ylim(20, 80)
     ax.set_xlabel(f"mean tokens per answer ({BENCH}, greedy)")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title("Quickstart, two rounds: the trained model against the base model")
+    ax.set_title("Quickstart: the trained model against the base model")
     ax.legend(loc="upper left", fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
