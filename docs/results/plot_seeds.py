@@ -28,15 +28,18 @@ COLORS = ["#2563eb", "#f97316", "#16a34a", "#9333ea"]
 
 def _points(patterns: str) -> list[tuple[float, float, float, float]]:
     """(base tokens, base accuracy %, tokens, accuracy %) of every run matching `patterns`."""
-    patterns, _, round_ = patterns.partition("@")
+    patterns, _, round_text = patterns.partition("@")
+    if round_text and not round_text.isdigit():
+        sys.exit(f"{patterns}@{round_text}: the part after @ must be a round number, e.g. @2")
+    round_ = int(round_text) if round_text else None
     out = []
     for run in sorted({r for pattern in patterns.split(",") for r in glob(pattern)}):
         results = Path(run) / "eval" / "results.json"
         method = METHOD
         try:
             data = json.loads(results.read_text())
-            if round_ and int(round_) != data.get("rounds", 1):
-                method = f"round-{int(round_)}"
+            if round_ is not None and round_ != data.get("rounds", 1):
+                method = f"round-{round_}"
             base, trained = data["metrics"]["base"][BENCH], data["metrics"][method][BENCH]
         except (OSError, ValueError, KeyError) as exc:
             sys.exit(f"{results}: no {method} and base results on {BENCH} ({exc!r}); "
