@@ -537,7 +537,12 @@ class EvalSpec(Section):
         "all samples. AIME/AMC with R1-style models: n = 16 at temperature 0.6, top-p 0.95.",
     )
     engine: Engine = Field("auto", description="Generation engine, as presample.engine.")
-    batch_size: int = Field(64, ge=1, description="Problems per generation batch.")
+    batch_size: int = Field(
+        64,
+        ge=1,
+        description="Problems per generation batch, also the resume granularity. Part of "
+        "the evaluation cache key: which problems share a batch can change a greedy token.",
+    )
     grading: Grading = Field("strict", description=GRADING_HELP)
     tensor_parallel_size: int = _tensor_parallel_field()
     data_parallel_size: int = _data_parallel_field()

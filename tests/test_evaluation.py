@@ -188,6 +188,25 @@ def test_second_run_reuses_the_cached_baseline(first, root: Path, tiny_model_dir
     assert any("| 2.0 |" in line for line in lines) and any("| 5.0 |" in line for line in lines)
 
 
+def test_another_batch_size_is_another_cached_baseline(first, root: Path, tiny_model_dir: Path,
+                                                      trained_dir: Path, data_dir: Path) -> None:
+    """The batch a problem shares can change a greedy token, so the base is generated again
+    at another eval.batch_size, and reused again at the same one."""
+    _, results1 = first
+    spec = make_spec(root, tiny_model_dir, data_dir, "batch4", eval__batch_size=4)
+    results = run_eval(spec, model=str(trained_dir), benchmarks=["arithmetic_test"])
+    entry = results["cache"]["base/arithmetic_test"]
+    assert not entry["reused"]
+    assert entry["path"] != results1["cache"]["base/arithmetic_test"]["path"]
+    assert read_json(Path(entry["path"]) / "key.json")["batch_size"] == 4
+    assert read_json(Path(results1["cache"]["base/arithmetic_test"]["path"])
+                     / "key.json")["batch_size"] == LIMIT
+    again = run_eval(make_spec(root, tiny_model_dir, data_dir, "batch4-again",
+                               eval__batch_size=4),
+                     model=str(trained_dir), benchmarks=["arithmetic_test"])
+    assert again["cache"]["base/arithmetic_test"] == {**entry, "reused": True}
+
+
 def test_interrupted_evaluation_resumes(root: Path, tiny_model_dir: Path, trained_dir: Path,
                                         data_dir: Path) -> None:
     spec = make_spec(root, tiny_model_dir, data_dir, "resume")

@@ -1,8 +1,8 @@
 """Evaluation keys and the shared base-model cache.
 
 Every (model, benchmark) evaluation has a key: what the model is (its fingerprint), what
-the problems are (dataset fingerprint, limit, shuffle), how it decodes and which prompt it
-sees. Its generations are valid exactly as long as the key matches.
+the problems are (dataset fingerprint, limit, shuffle), how it decodes (batch size
+included) and which prompt it sees. Its generations are valid exactly as long as the key matches.
 
 The reference (base) model is the same for every run that starts from it, so its results
 live once under `<run.output_root>/.cache/eval/<sha256 of the key>/` (generations.jsonl,
@@ -25,7 +25,9 @@ from o1pruner.spec import RunSpec
 logger = logging.getLogger(__name__)
 
 # 3: vLLM on CPU prefills prompts whole (no chunked prefill), which can change greedy ties
-KEY_VERSION = 3
+# 4: eval.batch_size is part of the key (the batch a problem is generated in can change a
+#    greedy token: vLLM's batched matmuls, transformers' padding)
+KEY_VERSION = 4
 COMPLETE_MARKER = "metrics.json"  # written last: its presence means the evaluation finished
 
 
@@ -50,8 +52,9 @@ def decoding_settings(spec: RunSpec) -> dict[str, Any]:
 def eval_key(spec: RunSpec, model_fp: dict[str, Any], benchmark: dict[str, Any],
              prompt: dict[str, Any], engine: str) -> dict[str, Any]:
     """The full key of one (model, benchmark) evaluation, written as key.json: the model,
-    the problems, the engine that generates (as resolved: `auto` is vllm or hf), decoding,
-    prompt, and the grader (its version and mode), so a grading fix re-grades."""
+    the problems, the engine that generates (as resolved: `auto` is vllm or hf) and its
+    batch size (which problems share a batch can change a greedy token), decoding, prompt,
+    and the grader (its version and mode), so a grading fix re-grades."""
     from o1pruner.grading import GRADER_VERSION
 
     return {
@@ -59,6 +62,7 @@ def eval_key(spec: RunSpec, model_fp: dict[str, Any], benchmark: dict[str, Any],
         "model": model_fp,
         "dtype": spec.model.dtype,
         "engine": engine,
+        "batch_size": spec.eval.batch_size,
         "benchmark": benchmark,
         "decoding": decoding_settings(spec),
         "prompt": prompt,
