@@ -77,7 +77,8 @@ def build_training_set(spec: Any, presample_dir: Path) -> list[dict[str, Any]]:
 
     - `lh`: m = reward.samples_per_problem samples per problem drawn at random (run.seed),
       rewards clipped (reward_clip) and then standardised over the chosen set
-      (reward_normalize);
+      (reward_normalize); with reward.skip_unsolved, problems with no correct pre-sample
+      are left out (after the draw, so the other problems' draws stay the same);
     - `sft`: the m shortest correct samples per problem;
     - `dpo`: the m shortest correct samples (chosen), each paired with the longest sample
       of the problem (`rejected`).
@@ -89,7 +90,7 @@ def build_training_set(spec: Any, presample_dir: Path) -> list[dict[str, Any]]:
     m, method = spec.reward.samples_per_problem, spec.train.method
     rng = random.Random(spec.run.seed)
     rows: list[dict[str, Any]] = []
-    skipped = 0
+    skipped = unsolved = 0
     for problem in problems:
         pid = str(problem["problem_id"])
         group, stat = samples.get(pid, []), stats.get(pid)
@@ -100,6 +101,9 @@ def build_training_set(spec: Any, presample_dir: Path) -> list[dict[str, Any]]:
         if method == "lh":
             chosen = rng.sample(group, min(m, len(group)))
             rejected = None
+            if spec.reward.skip_unsolved and not any(s["correct"] for s in group):
+                unsolved += 1
+                continue
         else:
             correct = sorted((s for s in group if s["correct"]),
                              key=lambda s: (s["num_tokens"], s["sample_idx"]))
@@ -115,9 +119,14 @@ def build_training_set(spec: Any, presample_dir: Path) -> list[dict[str, Any]]:
         logger.info("%s selection: %d of %d problems skipped (%s)", method, skipped,
                     len(problems), "no samples" if method == "lh" else
                     f"fewer than {m} correct samples, or no longer rejected sample")
+    if unsolved:
+        logger.info("reward.skip_unsolved: %d of %d problems left out (no correct pre-sample)",
+                    unsolved, len(problems))
     if not rows:
+        hint = ("; every problem is unsolved: set reward.skip_unsolved false, or use easier "
+                "problems" if unsolved else "")
         raise UserError(f"no training samples selected from {presample_dir} for method "
-                        f"{method} (m={m}); check the pre-samples (are any correct?)")
+                        f"{method} (m={m}); check the pre-samples (are any correct?){hint}")
     _postprocess_rewards(rows, spec.reward.reward_clip, spec.reward.reward_normalize)
     if method == "lh" and all(r["reward"] == 0 for r in rows):
         logger.warning("every training sample has reward 0 (within each problem all samples "

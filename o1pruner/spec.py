@@ -301,6 +301,13 @@ class RewardSpec(Section):
         description="The length L(y) in the reward: `total` tokens (the paper's) or only the "
         "`thinking` tokens (reasoning models; the answer's length is then not rewarded).",
     )
+    skip_unsolved: bool = Field(
+        False,
+        description="lh: leave out of training the problems none of whose K pre-samples is "
+        "correct (A_ref = 0). Their reward is the length term alone, which rewards the "
+        "shortest wrong answers: the model learns to give up sooner where it cannot solve. "
+        "Not in the paper (false: train on every problem, as it does).",
+    )
 
     @field_validator("reward_clip")
     @classmethod

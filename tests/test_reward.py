@@ -105,6 +105,39 @@ def test_problems_without_enough_correct_samples_are_skipped(presampled, tiny_mo
     assert "2 of 6 problems skipped" in caplog.text
 
 
+def _make_unsolved(presample, pids):
+    """Mark every sample of these problems wrong (and their A_ref 0)."""
+    for name, field, value in (("samples.jsonl", "correct", False),
+                               ("problem_stats.jsonl", "mean_accuracy", 0.0)):
+        rows = [json.loads(x) for x in (presample / name).read_text().splitlines()]
+        for row in rows:
+            if row["problem_id"] in pids:
+                row[field] = value
+        (presample / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_skip_unsolved_leaves_out_problems_without_a_correct_sample(presampled, tiny_model_dir,
+                                                                    tmp_path, caplog):
+    _, presample = presampled
+    _make_unsolved(presample, {"p0", "p3"})
+    every = build_training_set(make_spec(tiny_model_dir, tmp_path), presample)
+    assert {r["problem_id"] for r in every} == {f"p{i}" for i in range(6)}
+    # the paper's reward on an unsolved problem is the length term alone
+    assert all(r["accuracy_term"] == 0 for r in every if r["problem_id"] in {"p0", "p3"})
+    caplog.set_level(logging.INFO, logger="o1pruner")
+    skipping = build_training_set(make_spec(tiny_model_dir, tmp_path,
+                                            reward={"skip_unsolved": True}), presample)
+    assert "2 of 6 problems left out" in caplog.text
+    # the solved problems keep the same draws and rewards
+    assert [(r["problem_id"], r["sample_idx"], r["reward"]) for r in skipping] == \
+        [(r["problem_id"], r["sample_idx"], r["reward"]) for r in every
+         if r["problem_id"] not in {"p0", "p3"}]
+    _make_unsolved(presample, {f"p{i}" for i in range(6)})
+    with pytest.raises(UserError, match="every problem is unsolved: set reward.skip_unsolved"):
+        build_training_set(make_spec(tiny_model_dir, tmp_path,
+                                     reward={"skip_unsolved": True}), presample)
+
+
 def test_missing_presample_tells_user_to_run_presample(tiny_model_dir, tmp_path):
     with pytest.raises(UserError, match="o1pruner presample"):
         build_training_set(make_spec(tiny_model_dir, tmp_path), tmp_path / "nowhere")
