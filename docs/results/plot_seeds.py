@@ -5,7 +5,9 @@ the held-out problems, and the mean over seeds with its 95 % t-interval, one ser
         "lambda 1=runs/quickstart-seeds-00-base-s*" \
         "lambda 2=runs/quickstart-lambda-00-lambda2-s*,runs/quickstart-more-00-base-s*@2"
 
-Each series is LABEL=GLOB[,GLOB...][@R] (the globs match run directories, one per seed).
+Each series is LABEL=GLOB[,GLOB...][@R] (the globs match run directories, one per seed, or
+results files: a copy of a run's eval/results.json kept before the run was raised to more
+rounds).
 Without @R each run's last round (`trained`) is drawn; with @R round R's model (`round-R`,
 or `trained` in a run of R rounds), so runs raised to more rounds can still show an
 earlier one."""
@@ -23,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from o1pruner.sweep_report import mean_ci  # noqa: E402
 
 BENCH, METHOD = "arithmetic_test", "trained"
-COLORS = ["#2563eb", "#f97316", "#16a34a", "#9333ea"]
+COLORS = ["#2563eb", "#f97316", "#16a34a", "#9333ea", "#dc2626", "#0891b2"]
 
 
 def _points(patterns: str) -> list[tuple[float, float, float, float]]:
@@ -34,7 +36,7 @@ def _points(patterns: str) -> list[tuple[float, float, float, float]]:
     round_ = int(round_text) if round_text else None
     out = []
     for run in sorted({r for pattern in patterns.split(",") for r in glob(pattern)}):
-        results = Path(run) / "eval" / "results.json"
+        results = Path(run) if Path(run).is_file() else Path(run) / "eval" / "results.json"
         method = METHOD
         try:
             data = json.loads(results.read_text())
@@ -52,7 +54,7 @@ def _points(patterns: str) -> list[tuple[float, float, float, float]]:
 
 
 def main(out: str, series: list[str]) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7, 6.5))
     base_tokens = base_acc = None
     for i, item in enumerate(series):
         color = COLORS[i % len(COLORS)]
@@ -76,7 +78,7 @@ def main(out: str, series: list[str]) -> None:
     ax.set_xlabel(f"mean tokens per answer ({BENCH}, greedy)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Quickstart: the trained model against the base model")
-    ax.legend(loc="upper left", fontsize=7)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
