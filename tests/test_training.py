@@ -134,6 +134,22 @@ def test_rerun_of_a_finished_stage_is_skipped(lh_run):
     assert run.events()[-1]["kind"] == "skipped"
 
 
+def test_runs_trained_before_a_new_field_keep_their_fingerprint():
+    """A finished run's training is skipped on a re-run only while its fingerprint holds:
+    a field added since (at its default) must not change it."""
+    from o1pruner.specio import spec_from_dict
+    from o1pruner.training.stage import training_fingerprint
+
+    spec = spec_from_dict({"model": {"name_or_path": "some/model"},
+                           "data": {"train": "arithmetic_train"}, "run": {"name": "fp", "seed": 3}})
+    rows = [{"problem_id": "p0", "sample_idx": 1, "reward": 0.5}]
+    # what training_fingerprint gave at f45dc65, before reward.skip_unsolved existed
+    assert training_fingerprint(spec, rows) == "d0ab036f097ffa93"
+    skipping = spec.model_copy(update={"reward": spec.reward.model_copy(
+        update={"skip_unsolved": True})})
+    assert training_fingerprint(skipping, rows) != "d0ab036f097ffa93"
+
+
 def test_one_step_moves_logprobs_in_the_direction_of_the_reward(tiny_model_dir, tmp_path):
     # one problem, two samples: a short wrong one (negative reward), a longer right one
     spec = prepared(tiny_model_dir, tmp_path, "dir", n_problems=1, k=2,

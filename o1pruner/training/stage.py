@@ -83,12 +83,14 @@ def _run_launched(spec: Any, run: RunDir, lock: Any) -> None:
 
 def training_fingerprint(spec: Any, rows: list[dict]) -> str:
     """Hash of what the trained model depends on: the rows, model, reward, train (less
-    UNTRAINED_FIELDS, and num_machines at 1, so that runs trained before these fields existed
-    keep their fingerprint), seed."""
+    UNTRAINED_FIELDS, num_machines at 1 and reward.skip_unsolved off, so that runs trained
+    before these fields existed keep their fingerprint), seed."""
     alone = {"num_machines"} if spec.train.num_machines == 1 else set()
     train = spec.train.model_dump(mode="json", exclude=set(UNTRAINED_FIELDS) | alone)
+    reward = spec.reward.model_dump(
+        mode="json", exclude=set() if spec.reward.skip_unsolved else {"skip_unsolved"})
     text = json.dumps({"rows": rows, "model": spec.model.model_dump(mode="json"),
-                       "reward": spec.reward.model_dump(mode="json"),
+                       "reward": reward,
                        "train": train, "seed": spec.run.seed},
                       sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
