@@ -44,6 +44,9 @@ DATASET_FIELDS = ("problem_id", "sample_idx", "prompt", "completion", "num_token
 # intermediate models are written and where the metrics are reported.
 UNTRAINED_FIELDS = ("machine_rank", "main_process_ip", "main_process_port", "save_dtype",
                     "save_model_steps", "keep_last_checkpoint", "report_to")
+# Fields added after runs were trained, with the value that trains as before they existed:
+# at that value they stay out of the fingerprint, so those runs are not trained again.
+LATER_FIELDS = {"train": {"num_machines": 1}, "reward": {"skip_unsolved": False}}
 
 
 def run_train(spec: Any) -> RunDir:
@@ -83,15 +86,15 @@ def _run_launched(spec: Any, run: RunDir, lock: Any) -> None:
 
 def training_fingerprint(spec: Any, rows: list[dict]) -> str:
     """Hash of what the trained model depends on: the rows, model, reward, train (less
-    UNTRAINED_FIELDS, num_machines at 1 and reward.skip_unsolved off, so that runs trained
-    before these fields existed keep their fingerprint), seed."""
-    alone = {"num_machines"} if spec.train.num_machines == 1 else set()
-    train = spec.train.model_dump(mode="json", exclude=set(UNTRAINED_FIELDS) | alone)
-    reward = spec.reward.model_dump(
-        mode="json", exclude=set() if spec.reward.skip_unsolved else {"skip_unsolved"})
-    text = json.dumps({"rows": rows, "model": spec.model.model_dump(mode="json"),
-                       "reward": reward,
-                       "train": train, "seed": spec.run.seed},
+    UNTRAINED_FIELDS, and LATER_FIELDS at their former value), seed."""
+    def section(name: str, exclude: tuple[str, ...] = ()) -> dict:
+        part = getattr(spec, name)
+        later = {f for f, value in LATER_FIELDS.get(name, {}).items()
+                 if getattr(part, f) == value}
+        return part.model_dump(mode="json", exclude=set(exclude) | later)
+
+    text = json.dumps({"rows": rows, "model": section("model"), "reward": section("reward"),
+                       "train": section("train", UNTRAINED_FIELDS), "seed": spec.run.seed},
                       sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
