@@ -287,7 +287,9 @@ class RewardSpec(Section):
     reward_normalize: bool = Field(
         False,
         description="Standardise rewards over the training set (subtract mean, divide by "
-        "std), as the published code did; not in the paper.",
+        "std), as the published code did; not in the paper. Without it lambda scales only "
+        "the accuracy term; with it a lower lambda also makes the length term push harder "
+        "(the quickstart: lambda 1, standardised).",
     )
     samples_per_problem: int = Field(
         2,

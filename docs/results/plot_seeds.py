@@ -25,7 +25,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from o1pruner.sweep_report import mean_ci  # noqa: E402
 
 BENCH, METHOD = "arithmetic_test", "trained"
-COLORS = ["#2563eb", "#f97316", "#16a34a", "#9333ea", "#dc2626", "#0891b2"]
+COLORS = ["#2563eb", "#f97316", "#16a34a", "#9333ea", "#dc2626", "#0891b2", "#db2777", "#ca8a04",
+          "#4b5563"]
 
 
 def _points(patterns: str) -> list[tuple[float, float, float, float]]:
