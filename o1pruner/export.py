@@ -14,7 +14,9 @@ fp32 master weights) are read without its optimizer state. A LoRA run exports it
 An export is a job of its own folder, `<run>/exports/<name>/` (job.json, logs, and
 `export.json` with the result), so that the web UI can launch it detached and show its log,
 and it never changes the run's own state. The output folder is written to a temporary
-folder and renamed, so it is complete or absent.
+folder and renamed, so it is complete or absent. It is never inside a run directory or a
+folder the spec refers to, and it holds a marker file (`.o1pruner-export.json`): `--force`
+replaces a folder only when it holds that marker, so it never deletes what it did not write.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import hashlib
 import logging
 import os
 import re
+import secrets
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,6 +44,7 @@ RESULT_FILE = "export.json"
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 STEP = re.compile(r"^step-(\d+)$")
 MODEL_FILES = ("config.json", "adapter_config.json")
+MARKER = ".o1pruner-export.json"  # written into every export: what --force may replace
 
 
 @dataclass
@@ -164,7 +168,7 @@ def plan_export(run_dir: str | Path, out: str | Path, *, checkpoint: int | None 
         else:
             raise UserError(f"--checkpoint {checkpoint}: {trained.root} has no "
                             f"step-{checkpoint} (it has: {describe_checkpoints(trained)})")
-    target = _check_out(Path(out), run, force)
+    target = _check_out(Path(out), run, [run_spec, spec], force)
     if dtype:
         name = DTYPES[dtype]
     else:  # as saved; a resumable checkpoint (fp32 master weights) as train.save_dtype
@@ -194,25 +198,78 @@ def _export_round(run: RunDir, run_spec: Any, round: int | None) -> tuple[int, R
     return chosen, folder, load_spec(folder.spec_path)
 
 
-def _check_out(out: Path, run: RunDir, force: bool) -> Path:
-    """The output folder, resolved: not inside the run (nor holding it), and new or empty;
-    with --force an earlier export (a model folder) is replaced, never other files."""
+def _check_out(out: Path, run: RunDir, specs: list[Any], force: bool) -> Path:
+    """The output folder, resolved. Never a run directory or a folder a spec refers to, nor
+    inside or holding one; new or empty, or with --force an earlier export (a folder
+    holding the marker file an export writes), never a folder the export did not write."""
     target = out.expanduser().resolve()
-    root = run.root.resolve()
-    if target.is_relative_to(root) or root.is_relative_to(target):
-        raise UserError(f"--out {out}: inside the run directory {run.root} (or holding it); "
-                        "write the export to a folder of its own outside the run")
+    for folder, what in _protected_folders(run, specs):
+        if target == folder:
+            where = "is"
+        elif target.is_relative_to(folder):
+            where = "inside"
+        elif folder.is_relative_to(target):
+            where = "holds"
+        else:
+            continue
+        raise UserError(f"--out {out}: {where} {what} {folder}; write the export to a new "
+                        "folder of its own, outside every run and every folder the spec uses")
+    enclosing = _enclosing_run(target)
+    if enclosing is not None:
+        where = "is" if enclosing == target else "inside"
+        raise UserError(f"--out {out}: {where} the run directory {enclosing}; write the "
+                        "export to a new folder of its own, outside every run")
     if target.exists() and not target.is_dir():
         raise UserError(f"--out {out}: is a file; expected a folder")
     if target.is_dir() and any(target.iterdir()):
         if not force:
             raise UserError(f"--out {out}: the folder exists and is not empty; choose a new "
                             "folder, or pass --force to replace an earlier export in it")
-        if not any((target / f).exists() for f in MODEL_FILES):
-            raise UserError(f"--out {out}: the folder holds other files (no config.json or "
-                            "adapter_config.json of an earlier export); --force replaces "
-                            "only an exported model: choose a new or empty folder")
+        if not (target / MARKER).is_file():
+            raise UserError(f"--out {out}: the folder holds files that no export wrote (no "
+                            f"{MARKER} in it); --force replaces only an earlier export: "
+                            "choose a new folder, or delete this one yourself")
     return target
+
+
+def _protected_folders(run: RunDir, specs: list[Any]) -> list[tuple[Path, str]]:
+    """(folder, what it is) that an export must not write into, replace or hold: the run,
+    the other runs under its output root, and the folders the specs refer to: the base
+    model when it is a local folder, the model cache (model.cache_dir, or the cache a pypi:
+    model is converted into), data.local_dir. Relative paths are taken from the working
+    directory, as the stages take them."""
+    from o1pruner.models import cache_root
+
+    root = run.root.resolve()
+    found = [(root, "the run directory")]
+    siblings = [p for p in root.parent.iterdir() if p.is_dir() and not p.is_symlink()]
+    found += [(p.resolve(), "the run directory") for p in sorted(siblings)
+              if p.resolve() != root and _is_run_folder(p)]
+    for spec in specs:
+        model = spec.model
+        local = Path(model.name_or_path).expanduser()
+        if not model.name_or_path.startswith("pypi:") and local.is_dir():
+            found.append((local.resolve(), "the base model folder (model.name_or_path)"))
+        if model.cache_dir or model.name_or_path.startswith("pypi:"):
+            found.append((cache_root(model).resolve(), "the model cache (model.cache_dir)"))
+        if spec.data.local_dir:
+            found.append((Path(spec.data.local_dir).expanduser().resolve(),
+                          "the data folder (data.local_dir)"))
+    return found
+
+
+def _enclosing_run(target: Path) -> Path | None:
+    """The nearest folder at or above `target` that is a run directory, or None."""
+    return next((p for p in (target, *target.parents) if _is_run_folder(p)), None)
+
+
+def _is_run_folder(path: Path) -> bool:
+    """A run (or job) directory that has started: spec.yaml with job.json or events.jsonl,
+    or a job.json alone (an ad-hoc evaluation's or an export's job). A spec.yaml alone is
+    not enough: a workspace may keep its spec files at its top."""
+    if (path / "job.json").is_file():
+        return True
+    return (path / "spec.yaml").is_file() and (path / "events.jsonl").is_file()
 
 
 def _source_dtype(folder: Path, spec: Any) -> str:
@@ -270,25 +327,56 @@ def read_result(job: RunDir) -> dict[str, Any] | None:
 
 
 def write_export(plan: ExportPlan) -> list[str]:
-    """Write the export to a temporary folder, add the model card, rename it into place;
-    returns the files written (relative names)."""
+    """Write the export to a new temporary folder beside --out (with the model card and the
+    marker file), then rename it into place; an earlier export there (its marker checked
+    again now) is set aside first and removed only once the new one is in place. Returns
+    the files written (relative names)."""
     from o1pruner.export_card import model_card
 
-    tmp = plan.out.with_name(f".{plan.out.name}.export-tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
+    plan.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = plan.out.with_name(f".{plan.out.name}.export-{secrets.token_hex(4)}")
+    tmp.mkdir()  # a new folder of ours: the only one removed on failure
+    old = None
     try:
         if plan.adapter:
             _write_adapter(plan, tmp)
         else:
             _write_model(plan, tmp)
         (tmp / "README.md").write_text(model_card(plan), encoding="utf-8")
-        if plan.out.exists():  # an earlier export, checked by plan_export (--force)
-            shutil.rmtree(plan.out)
-        os.replace(tmp, plan.out)
+        atomic_write_json(tmp / MARKER, {
+            "written_by": "o1pruner export", "run": str(plan.run.root), "source": plan.label,
+            "round": plan.round, "kind": "adapter" if plan.adapter else "model",
+            "dtype": plan.dtype, "written_at": time.time()})
+        old = _set_aside(plan.out)
+        try:
+            os.replace(tmp, plan.out)
+        except OSError:
+            if old is not None:
+                os.replace(old, plan.out)
+                old = None
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old)  # the earlier export, renamed aside by _set_aside
     return sorted(str(p.relative_to(plan.out)) for p in plan.out.rglob("*") if p.is_file())
+
+
+def _set_aside(out: Path) -> Path | None:
+    """Make room for the new export at `out`: nothing there, or an empty folder (removed),
+    or an earlier export (renamed to a hidden sibling, returned). Anything else appeared
+    after the check and is left untouched: a UserError."""
+    if not out.exists():
+        return None
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+        return None
+    if out.is_dir() and (out / MARKER).is_file():
+        aside = out.with_name(f".{out.name}.replaced-{secrets.token_hex(4)}")
+        os.replace(out, aside)
+        return aside
+    raise UserError(f"--out {out}: the folder now holds files that no export wrote (no "
+                    f"{MARKER} in it); choose a new folder, or delete this one yourself")
 
 
 def _write_model(plan: ExportPlan, tmp: Path) -> None:
@@ -341,7 +429,7 @@ def _write_adapter(plan: ExportPlan, tmp: Path) -> None:
     from transformers import AutoTokenizer
 
     adapter = _adapter_folder(plan)
-    tmp.mkdir(parents=True)
+    tmp.mkdir(parents=True, exist_ok=True)
     dtype = getattr(torch, plan.dtype)
     for path in adapter.iterdir():
         if path.suffix == ".safetensors":
@@ -452,7 +540,8 @@ def push_folder(folder: Path, repo_id: str) -> str:
         url = create_repo(repo_id, repo_type="model", exist_ok=True)
         step = "upload_folder"
         upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model",
-                      commit_message="Upload model exported by o1pruner")
+                      commit_message="Upload model exported by o1pruner",
+                      ignore_patterns=[MARKER])  # it names local paths
     except Exception as err:  # noqa: BLE001 - the hub's errors vary (HTTP, offline, token)
         detail = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
         raise UserError(

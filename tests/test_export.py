@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from o1pruner.training import run_train
 from tests.presample_files import make_spec, write_presample
 
 REPO = Path(__file__).resolve().parents[1]
+MARKER = ".o1pruner-export.json"  # what an export writes into its folder
 EVAL = {"benchmarks": ["arithmetic_test"], "max_new_tokens": 4, "engine": "hf",
         "batch_size": 2}
 
@@ -265,21 +267,80 @@ def test_refusals_are_one_clear_message(full_run, root, tmp_path, capsys):
     assert not (tmp_path / "b").exists() and not (run.root / "export").exists()
 
 
-def test_a_non_empty_output_needs_force_which_replaces_only_an_export(full_run, tmp_path):
+def test_a_non_empty_output_needs_force_which_replaces_only_a_marked_export(full_run,
+                                                                            tmp_path):
     _, run = full_run
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
+    (out / "config.json").write_text("{}")  # looks like a model, but no export wrote it
     with pytest.raises(UserError, match="not empty"):
         plan_export(run.root, out)
-    with pytest.raises(UserError, match="holds other files"):
+    with pytest.raises(UserError, match=r"no \.o1pruner-export\.json in it.*delete this one "
+                       "yourself"):
         plan_export(run.root, out, force=True)
-    (out / "notes.txt").unlink()
-    export_model(run.root, out, dtype="fp32")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "notes.txt"]
+    new = tmp_path / "new"
+    export_model(run.root, new, dtype="fp32")
+    marker = read_json(new / MARKER)
+    assert marker["run"] == str(run.root) and marker["source"] == "train/final"
     with pytest.raises(UserError, match="--force"):
-        export_model(run.root, out)
-    export_model(run.root, out, force=True)
-    assert dtypes(out) == {"torch.bfloat16"}
+        export_model(run.root, new)
+    export_model(run.root, new, force=True)  # an earlier export: replaced
+    assert dtypes(new) == {"torch.bfloat16"} and (new / MARKER).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "out"]  # no leftovers
+
+
+def _fake_run(folder: Path) -> Path:
+    """A run directory holding a trained model and a file of its owner's: train/final."""
+    final = folder / "train" / "final"
+    final.mkdir(parents=True)
+    (folder / "spec.yaml").write_text("run: {name: other}\n")
+    (folder / "job.json").write_text('{"state": "done"}')
+    (final / "config.json").write_text("{}")
+    (final / "notes.txt").write_text("keep me")
+    return final
+
+
+def test_force_never_writes_into_or_over_another_run(full_run, root, tmp_path, capsys):
+    _, run = full_run
+    beside = _fake_run(root / "other-run")  # a run under the same output root
+    elsewhere = _fake_run(tmp_path / "elsewhere" / "run-b")  # a run anywhere else
+    try:
+        for out, expected in [(beside, "inside the run directory"),
+                              (elsewhere, "inside the run directory"),
+                              (beside.parent, "inside the run directory"),
+                              (root, "holds the run directory"),
+                              (tmp_path / "elsewhere" / "run-b", "is the run directory")]:
+            with pytest.raises(UserError, match=expected):
+                plan_export(run.root, out, force=True)
+        assert cli_main(["export", str(run.root), "--out", str(beside), "--force"]) == 2
+        err = capsys.readouterr().err
+        assert "inside the run directory" in err and "Traceback" not in err, err
+        for final in (beside, elsewhere):
+            assert (final / "notes.txt").read_text() == "keep me"
+            assert (final / "config.json").read_text() == "{}"
+    finally:
+        shutil.rmtree(root / "other-run")
+
+
+def test_force_never_replaces_the_base_model_or_a_folder_the_spec_uses(
+        full_run, tiny_model_dir, tmp_path):
+    spec, run = full_run
+    before = sorted(p.name for p in tiny_model_dir.iterdir())
+    with pytest.raises(UserError, match="is the base model folder"):
+        plan_export(run.root, tiny_model_dir, force=True)
+    with pytest.raises(UserError, match="inside the base model folder"):
+        plan_export(run.root, tiny_model_dir / "exported", force=True)
+    assert sorted(p.name for p in tiny_model_dir.iterdir()) == before
+    data = tmp_path / "data"  # a copy of the run whose spec names a data folder
+    data.mkdir()
+    copy = tmp_path / "runs" / "copy"
+    shutil.copytree(run.root, copy)
+    save_spec(spec.model_copy(update={"data": spec.data.model_copy(
+        update={"local_dir": str(data)})}), copy / "spec.yaml")
+    with pytest.raises(UserError, match=r"inside the data folder \(data.local_dir\)"):
+        plan_export(copy, data / "exported", force=True)
 
 
 def _export_cli(run, out, env):
