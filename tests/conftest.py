@@ -36,3 +36,20 @@ def data_dir() -> Path:
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama + trained BPE tokenizer with a ChatML template (HF format)."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model")
+
+
+@pytest.fixture
+def requested_sample_seeds(monkeypatch: pytest.MonkeyPatch) -> dict[str, set[int]]:
+    """Per prompt, the sample seeds (seeds[i] + j) that in-process stages ask engines for."""
+    from o1pruner.sampling.replicas import Request
+
+    seen: dict[str, set[int]] = {}
+    run = Request.run
+
+    def recording(self: Request, engine: object) -> object:
+        for prompt, seed in zip(self.prompts, self.seeds or [], strict=bool(self.seeds)):
+            seen.setdefault(prompt, set()).update(range(seed, seed + self.n))
+        return run(self, engine)
+
+    monkeypatch.setattr(Request, "run", recording)
+    return seen

@@ -297,3 +297,17 @@ def test_sampled_evaluation_keeps_n_samples_per_problem_and_resumes(
     counts = Counter(r["problem_id"] for r in again)
     assert set(counts.values()) >= {4} and len(counts) == LIMIT
     assert results["metrics"]["trained"]["arithmetic_test"]["n_samples"] == 4 * LIMIT
+
+
+def test_sampled_evaluations_with_two_seeds_share_no_problem_and_sample_seed(
+        root: Path, tiny_model_dir: Path, data_dir: Path,
+        requested_sample_seeds: dict[str, set[int]]) -> None:
+    seen = []
+    for seed in (0, 1):
+        spec = make_spec(root, tiny_model_dir, data_dir, f"seed{seed}", eval__decoding="sample",
+                         eval__temperature=1.0, eval__samples_per_problem=2, run__seed=seed)
+        run_eval(spec, benchmarks=["arithmetic_test"])
+        seen.append(dict(requested_sample_seeds))
+        requested_sample_seeds.clear()
+    assert len(seen[0]) == LIMIT and seen[1].keys() == seen[0].keys()
+    assert all(len(seeds) == 2 and not seeds & seen[1][p] for p, seeds in seen[0].items())

@@ -27,10 +27,10 @@ one_torch_thread = test_engines.one_torch_thread  # fixtures shared with the eng
 stopping_model = test_engines.stopping_model
 
 
-def make_spec(model, root: Path, n: int = 6, k: int = 4, **presample):
+def make_spec(model, root: Path, n: int = 6, k: int = 4, train="arithmetic_train", **presample):
     return spec_from_dict({
         "model": {"name_or_path": model.name_or_path, "dtype": "float32"},
-        "data": {"train": "arithmetic_train", "train_limit": n},
+        "data": {"train": train, "train_limit": n},
         "presample": {"k": k, "engine": "hf", "max_new_tokens": 16, "temperature": 1.0,
                       "top_p": 1.0, "batch_size": 2, **presample},
         "reward": {"samples_per_problem": 2},
@@ -85,6 +85,34 @@ def test_presample_writes_problems_samples_and_stats(stopping_model, tmp_path, c
     assert metrics["engine"] == "hf" and metrics["tokens_per_s"] > 0
     assert [e for e in events if e["kind"] == "progress"][-1]["done"] == 6
     assert (run.root / "logs" / "presample.log").read_text().count("presample done") == 1
+
+
+def test_two_presample_seeds_share_no_problem_and_sample_seed(stopping_model, tmp_path,
+                                                             requested_sample_seeds):
+    run_presample(make_spec(stopping_model, tmp_path / "seed0", seed=0))
+    first = dict(requested_sample_seeds)
+    requested_sample_seeds.clear()
+    run_presample(make_spec(stopping_model, tmp_path / "seed1", seed=1))
+    assert len(first) == 6 and requested_sample_seeds.keys() == first.keys()
+    for prompt, seeds in first.items():
+        assert len(seeds) == 4 and not seeds & requested_sample_seeds[prompt]
+
+
+def test_a_problems_samples_do_not_depend_on_its_place_in_the_list(stopping_model, tmp_path):
+    rows = [{"id": f"q{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i)}
+            for i in range(4)]
+
+    def samples(order: list[dict], name: str) -> dict:
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in order))
+        train = {"name": str(path), "problem_field": "question", "answer_field": "answer",
+                 "id_field": "id"}
+        run = run_presample(make_spec(stopping_model, tmp_path / name, n=4, train=train))
+        return {(s["problem_id"], s["sample_idx"]): s["token_ids"]
+                for s in read_jsonl(run.root / "presample" / "samples.jsonl")}
+
+    forward = samples(rows, "forward")
+    assert len(forward) == 16 and samples(rows[::-1], "reversed") == forward
 
 
 def test_truncated_completion_without_answer_is_wrong():

@@ -27,7 +27,9 @@ logger = logging.getLogger(__name__)
 # 3: vLLM on CPU prefills prompts whole (no chunked prefill), which can change greedy ties
 # 4: eval.batch_size is part of the key (the batch a problem is generated in can change a
 #    greedy token: vLLM's batched matmuls, transformers' padding)
-KEY_VERSION = 4
+# 5: sampled decoding seeds a problem with a hash of run.seed and its id (before,
+#    run.seed + i * n: seeds shared samples)
+KEY_VERSION = 5
 COMPLETE_MARKER = "metrics.json"  # written last: its presence means the evaluation finished
 
 

@@ -211,16 +211,17 @@ def _generate(spec: RunSpec, pool: Any, tokenizer: Any, template: Any, task: Tas
               progress: Progress) -> None:
     """Generate, grade and append the task's remaining problems, one batch at a time on the
     pool's replicas (the n = eval.samples_per_problem samples of a problem are written
-    together). Sampling seeds problem i with `run.seed + i * n`, whichever replica runs it."""
+    together). Sampling seeds each problem from run.seed and its id (o1pruner.sampling.seeds),
+    whichever replica runs it."""
     from o1pruner.grading import grade_many
     from o1pruner.prompts import build_prompt
     from o1pruner.sampling.replicas import Request
+    from o1pruner.sampling.seeds import problem_seed
     from o1pruner.thinking import split_completions
 
     settings = cache.decoding_settings(spec)
     sampling = {k: settings[k] for k in ("temperature", "top_p", "max_new_tokens")}
     n, size, seed = spec.eval.samples_per_problem, spec.eval.batch_size, settings.get("seed")
-    index = {p.id: i for i, p in enumerate(task.bench.problems)}
 
     def requests() -> Any:
         for start in range(0, len(task.todo), size):
@@ -228,7 +229,7 @@ def _generate(spec: RunSpec, pool: Any, tokenizer: Any, template: Any, task: Tas
             prompts = [build_prompt(tokenizer, template, p.problem, task.method.suffix,
                                     thinking=spec.model.thinking) for p in batch]
             yield Request(prompts, n, sampling, tag=batch,
-                          seeds=None if seed is None else [seed + index[p.id] * n
+                          seeds=None if seed is None else [problem_seed(seed, p.id)
                                                            for p in batch])
 
     with JsonlWriter(task.workdir / "generations.jsonl") as out:

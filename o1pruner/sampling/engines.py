@@ -54,7 +54,8 @@ class Engine(Protocol):
 
         `seeds` (one per prompt) make each prompt's samples depend on its seed only, not on
         the other prompts of the call, so that a problem gets the same samples whichever
-        replica or batch it lands in (`seed` alone stands for seeds seed + i * n). On vLLM a
+        replica or batch it lands in (`seed` alone stands for the seeds problem_seed(seed, i) of
+        the prompts' places i, o1pruner.sampling.seeds). On vLLM a
         row's tokens can still differ with the batch in rare cases: the batch's shapes change
         the floating-point sums of the logits (1 group of 16 in a test, docs/presample.md).
         """
@@ -135,12 +136,15 @@ def _check_sampling(n: int, temperature: float) -> None:
 
 def prompt_seeds(n_prompts: int, n: int, seed: int | None,
                  seeds: list[int] | None) -> list[int] | None:
-    """The per-prompt seeds of a generate call (see Engine.generate)."""
+    """The per-prompt seeds of a generate call (see Engine.generate); sample j of prompt i
+    takes seed seeds[i] + j."""
+    from o1pruner.sampling.seeds import problem_seed
+
     if seeds is not None:
         if len(seeds) != n_prompts:
             raise ValueError(f"{len(seeds)} seeds for {n_prompts} prompts")
         return list(seeds)
-    return None if seed is None else [seed + i * n for i in range(n_prompts)]
+    return None if seed is None else [problem_seed(seed, str(i)) for i in range(n_prompts)]
 
 
 class _RowSampler:
@@ -205,7 +209,7 @@ class HFEngine:
         _check_sampling(n, temperature)
         torch = self._torch
         seeds = prompt_seeds(len(prompts), n, seed, seeds) or \
-            [self.seed + i * n for i in range(len(prompts))]
+            prompt_seeds(len(prompts), n, self.seed, None)
         # greedy search: the row sampler (when sampling) has left one token per row
         config = GenerationConfig(
             max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=self.stops,

@@ -265,10 +265,12 @@ def _generate(spec: RunSpec, run: RunDir, out: Path, folder: Path,
               tokenizer: Any, path: str) -> dict[str, Any]:
     """Sample the `todo` problems in batches on presample.data_parallel_size replicas: each
     finished batch is appended to the shared entry (all K samples of a problem together),
-    then graded into the run's files. Problem i is sampled with seed `seed + i * k`, so its
-    samples do not depend on the batch or replica it lands in."""
+    then graded into the run's files. Each problem is sampled with its own seed (from
+    presample.seed and its id, o1pruner.sampling.seeds), so its samples do not depend on the
+    batch or replica it lands in, nor on its place in the list."""
     from o1pruner.sampling.engines import resolve_engine
     from o1pruner.sampling.replicas import Request, engine_args, open_pool
+    from o1pruner.sampling.seeds import problem_seed
 
     cfg = spec.presample
     args = engine_args(
@@ -279,7 +281,8 @@ def _generate(spec: RunSpec, run: RunDir, out: Path, folder: Path,
     sampling = {"temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k,
                 "max_new_tokens": cfg.max_new_tokens}
     requests = (Request([p["prompt"] for _, p in batch], cfg.k, sampling,
-                        seeds=[cfg.seed + i * cfg.k for i, _ in batch], tag=batch)
+                        seeds=[problem_seed(cfg.seed, p["problem_id"]) for _, p in batch],
+                        tag=batch)
                 for batch in (todo[s:s + cfg.batch_size]
                               for s in range(0, len(todo), cfg.batch_size)))
     engine_name, why = resolve_engine(cfg.engine, path)

@@ -39,7 +39,9 @@ from o1pruner.spec import RunSpec
 logger = logging.getLogger(__name__)
 
 # 2: vLLM on CPU seeds each problem (before, only the engine's start-up seed)
-KEY_VERSION = 2
+# 3: a problem's seed is a hash of presample.seed and its id (before, seed + i * K: seeds
+#    shared samples, and a problem's depended on its place in the list)
+KEY_VERSION = 3
 GENERATIONS_FILE = "generations.jsonl"
 
 
