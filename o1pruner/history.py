@@ -149,18 +149,31 @@ def list_runs(roots: Iterable[Path | str] | Path | str) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r["created"] or 0, reverse=True)
 
 
-def delete_run(run: RunDir) -> None:
-    """Remove a run directory (or an ad-hoc evaluation); refuses while its job runs. Holds
-    the run's lock meanwhile, so no job can start in it while it is deleted."""
+def check_deletable(run: RunDir) -> None:
+    """A UserError unless `run` is a run directory none of whose jobs is active: its own
+    job, an ad-hoc evaluation of it (eval/adhoc/<name>) or an export of it
+    (exports/<name>), each of which lives in the run's folder."""
+    from o1pruner.export import EXPORTS_DIR
+
     if not run.is_run():
         raise UserError(f"{run.root}: not a run directory (no spec.yaml or job.json)")
-    adhoc = run.root.joinpath(*ADHOC_DIR)
-    inner = [RunDir(p) for p in adhoc.iterdir() if p.is_dir()] if adhoc.is_dir() else []
-    for job_dir in [run, *inner]:
+    inner = [run.root.joinpath(*ADHOC_DIR), run.root / EXPORTS_DIR]
+    inner_jobs = [RunDir(p) for folder in inner if folder.is_dir() and not folder.is_symlink()
+            for p in sorted(folder.iterdir()) if p.is_dir() and RunDir(p).is_run()]
+    for job_dir in [run, *inner_jobs]:
         job = status(job_dir)
         if job["state"] in ACTIVE_STATES:
-            raise UserError(f"{job_dir.root}: the job is {job['state']}; stop it before "
-                            "deleting the run")
+            what = ("the job" if job_dir == run else "an export of it" if
+                    job_dir.root.parent.name == EXPORTS_DIR else "an evaluation of it")
+            raise UserError(f"{run.root}: {what} is {job['state']} ({job_dir.root}); stop it "
+                            "before deleting the run, or wait for it to end")
+
+
+def delete_run(run: RunDir) -> None:
+    """Remove a run directory (or an ad-hoc evaluation); refuses while a job of it runs
+    (check_deletable). Holds the run's lock meanwhile, so no job can start in it while it
+    is deleted."""
+    check_deletable(run)
     with RunLock.acquire(run.lock_path, ["delete", str(run.root)]):
         shutil.rmtree(run.root)
     logger.info("deleted run %s", run.root)

@@ -385,10 +385,13 @@ def test_stop_from_the_ui_saves_a_checkpoint_and_start_resumes_from_it(  # noqa:
     _wait_text(page, "start-message", "o1pruner run runs/stopper/spec.yaml", 30)
     _wait_text(page, "run-status", "state: done", 600)
     assert [e["step"] for e in run.events() if e["kind"] == "resume"] == [step]
-    # Delete sits beside the run it acts on
+    # Delete sits beside the run it acts on: the first click asks, naming the run
+    page.locator("#btn-delete").click()
+    _wait_text(page, "delete-message", "delete runs/stopper (done, ", 30)
+    assert run.root.exists()
     page.locator("#confirm-delete input").check()
     page.locator("#btn-delete").click()
-    _wait_text(page, "runs-message", "deleted runs/stopper", 30)
+    _wait_text(page, "delete-message", "deleted runs/stopper", 30)
     assert not run.root.exists()
 
 

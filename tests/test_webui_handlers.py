@@ -8,16 +8,17 @@ import os
 import time
 from pathlib import Path
 
+import gradio as gr
 import pytest
 
-from o1pruner import jobs
+from o1pruner import history, jobs
 from o1pruner.errors import UserError
 from o1pruner.files import atomic_write_json
 from o1pruner.rundir import RunDir
 from o1pruner.spec import RunSpec
 from o1pruner.specio import load_spec
 from webui import form, handlers
-from webui.app import parse_auth
+from webui.app import build_app, parse_auth
 from webui.live import CURVES, LiveView, TextTail
 from webui.workspace import Workspace
 
@@ -116,8 +117,9 @@ def test_start_launches_the_stage_and_a_failure_shows_its_message_first(ws: Work
     table = handlers.history_table(ws)
     assert table.loc[0, "run"] == "runs/fails" and table.loc[0, "state"] == "failed"
     assert "K=2" in table.loc[0, "parameters"]
-    assert handlers.delete("runs/fails", False, ws).startswith("tick")
-    assert handlers.delete("runs/fails", True, ws) == "deleted runs/fails"
+    asked = handlers.delete("runs/fails", False, None, ws)
+    assert asked.pending == "runs/fails" and "delete runs/fails (failed, 0 models)?" in asked.message
+    assert handlers.delete("runs/fails", True, "runs/fails", ws).message == "deleted runs/fails"
     assert not run.root.exists()
 
 
@@ -131,6 +133,130 @@ def test_attach_target_prefers_a_running_job(ws: Workspace) -> None:
     ws.run_dir("b").update_job(state="done", started_at=time.time())
     assert handlers.attach_target(ws) == "runs/a"
     assert handlers.run_ids(ws) == ["runs/b", "runs/a"]
+
+
+class _Page:
+    """What a browser holds for `app`'s components, by component; an event runs as the
+    server runs it: its handler, the handlers chained after it (.then), then the change
+    events of the components whose value it changed."""
+
+    def __init__(self, app: gr.Blocks) -> None:
+        self.app = app
+        self.values = {i: getattr(b, "value", None) for i, b in app.blocks.items()}
+        self.ids = {b.elem_id: i for i, b in app.blocks.items() if getattr(b, "elem_id", None)}
+
+    def __getitem__(self, elem_id: str) -> object:
+        return self.values[self.ids[elem_id]]
+
+    def set(self, elem_id: str, value: object) -> None:
+        """The user changes a component (its change events follow)."""
+        self.values[self.ids[elem_id]] = value
+        self._fire(self.ids[elem_id], "change")
+
+    def click(self, elem_id: str) -> None:
+        self._fire(self.ids[elem_id], "click")
+
+    def _fire(self, block: int, event: str, depth: int = 0) -> None:
+        for fn in list(self.app.fns.values()):
+            if (block, event) in [tuple(t) for t in fn.targets]:
+                self._run(fn, depth)
+
+    def _run(self, fn: object, depth: int) -> None:
+        if fn.fn is None:  # a js-only step
+            return
+        out = fn.fn(*[self.values.get(c._id) for c in fn.inputs])
+        outs = [out] if len(fn.outputs) == 1 else list(out or [])
+        changed = []
+        for component, value in zip(fn.outputs, outs, strict=True):
+            if isinstance(value, dict) and value.get("__type__") == "update":
+                if "value" not in value:
+                    continue  # gr.skip(), or new choices only
+                value = value["value"]
+            elif isinstance(value, gr.components.Component):
+                if "value" not in value.constructor_args:
+                    continue
+                value = value.constructor_args["value"]
+            old = self.values.get(component._id)
+            try:
+                differs = bool(value != old)
+            except (TypeError, ValueError):  # a table
+                differs = True
+            self.values[component._id] = value
+            if differs:
+                changed.append(component._id)
+        for then in list(self.app.fns.values()):
+            if then.trigger_after == fn._id:
+                self._run(then, depth)
+        for block in changed if depth < 3 else []:
+            self._fire(block, "change", depth + 1)
+
+
+def _finished_run(ws: Workspace, name: str, started_at: float, models: int = 0) -> RunDir:
+    """A finished run with `models` trained models (train/final, then step models)."""
+    run = ws.run_dir(name)
+    run.root.mkdir(parents=True)
+    run.spec_path.write_text(RunSpec().to_yaml())
+    run.update_job(state="done", started_at=started_at, finished_at=started_at + 10,
+                   exit_code=0)
+    for folder in ["final", "models/step-2", "models/step-4"][:models]:
+        (run.root / "train" / folder).mkdir(parents=True)
+        (run.root / "train" / folder / "config.json").write_text("{}")
+    return run
+
+
+def test_delete_asks_naming_the_picked_run_then_deletes_that_run_only(ws: Workspace) -> None:
+    # issue #30: Delete without confirm switched the view to the newest run, and the
+    # confirmed Delete then removed that one
+    old = _finished_run(ws, "tiny1", time.time() - 300, models=2)
+    newest = _finished_run(ws, "tiny4", time.time() - 100, models=1)
+    page = _Page(build_app(ws.root))
+    page.set("run-pick", "runs/tiny1")
+    page.click("btn-delete")  # confirm not ticked: a question beside the button
+    assert page["run-pick"] == "runs/tiny1"
+    assert "delete runs/tiny1 (done, 2 models)?" in page["delete-message"]
+    assert old.root.exists() and newest.root.exists()
+    page.set("confirm-delete", True)
+    page.click("btn-delete")
+    assert page["delete-message"] == "deleted runs/tiny1"
+    assert not old.root.exists() and newest.root.exists()
+    assert page["run-pick"] == "runs/tiny4" and page["confirm-delete"] is False
+
+
+def test_a_question_for_one_run_never_deletes_another(ws: Workspace) -> None:
+    first = _finished_run(ws, "first", time.time() - 300)
+    second = _finished_run(ws, "second", time.time() - 100, models=3)
+    page = _Page(build_app(ws.root))
+    page.set("run-pick", "runs/first")
+    page.click("btn-delete")
+    assert page["run-pick"] == "runs/first"
+    assert "delete runs/first (done, 0 models)?" in page["delete-message"]
+    page.set("run-pick", "runs/second")  # another run picked: the question is withdrawn
+    assert page["delete-message"] == ""
+    page.set("confirm-delete", True)  # ticked before any question named this run: it asks
+    page.click("btn-delete")
+    assert "delete runs/second (done, 3 models)?" in page["delete-message"]
+    assert page["confirm-delete"] is False and page["run-pick"] == "runs/second"
+    assert first.root.exists() and second.root.exists()
+
+
+def test_a_run_is_not_deleted_while_it_or_an_export_of_it_runs(ws: Workspace) -> None:
+    running = _finished_run(ws, "running", time.time() - 300)
+    running.update_job(state="running", pid=os.getpid(), pgid=os.getpgid(0))
+    exported = _finished_run(ws, "exported", time.time() - 200, models=1)
+    export_job = RunDir(exported.root / "exports" / "model-1234abcd")
+    export_job.root.mkdir(parents=True)
+    export_job.update_job(state="running", pid=os.getpid(), pgid=os.getpgid(0),
+                          started_at=time.time())
+    with pytest.raises(UserError, match="an export of it is running"):
+        history.delete_run(exported)  # issue #29: Delete removed a run while its export ran
+    with pytest.raises(UserError, match="the job is running"):
+        handlers.delete("runs/running", False, None, ws)
+    assert (exported.root / "train" / "final" / "config.json").exists()
+    page = _Page(build_app(ws.root))
+    page.set("run-pick", "runs/exported")
+    page.click("btn-delete")
+    assert page["delete-message"].startswith("Error: ") and "export" in page["delete-message"]
+    assert running.root.exists() and exported.root.exists()
 
 
 def test_dataset_preview_shows_rows_and_reports_broken_files(ws: Workspace) -> None:

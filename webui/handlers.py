@@ -239,11 +239,51 @@ def stop(run_id: str, workspace: Workspace) -> str:
     return f"{run_id}: {job['state']}"
 
 
-def delete(run_id: str, confirmed: bool, workspace: Workspace) -> str:
-    if not confirmed:
-        return "tick 'confirm delete' first"
-    history.delete_run(workspace.run_dir(run_id))
-    return f"deleted {run_id}"
+@dataclass
+class DeleteStep:
+    """What one click on "Delete this run" did: the message shown beside the button, and
+    the run a confirmation now waits for (None: none)."""
+
+    message: str
+    pending: str | None = None
+    deleted: bool = False
+
+
+def delete(run_id: str | None, confirmed: bool, pending: str | None,
+           workspace: Workspace) -> DeleteStep:
+    """One click on "Delete this run", acting on `run_id` only: the run picked when the
+    button was clicked. The first click asks, naming the run, its state and its models;
+    the run is deleted by a click with confirm ticked after that question named the same
+    run (`pending`), so a tick made before the question, or for another run, asks again.
+    A run whose job (or an evaluation or export of it) runs is refused: a UserError."""
+    if not run_id:
+        return DeleteStep("no run selected")
+    run = workspace.run_dir(run_id)
+    history.check_deletable(run)
+    if not confirmed or pending != run_id:
+        return DeleteStep(f"**{delete_question(run_id, workspace)}** tick 'confirm delete' "
+                          "and click Delete again", pending=run_id)
+    history.delete_run(run)
+    return DeleteStep(f"deleted {run_id}", deleted=True)
+
+
+def delete_question(run_id: str, workspace: Workspace) -> str:
+    """'delete runs/tiny1 (done, 2 models)?': the run, its state and its trained models."""
+    run = workspace.run_dir(run_id)
+    count = len(run_models(run))
+    return (f"delete {run_id} ({jobs.status(run)['state']}, {count} "
+            f"model{'' if count == 1 else 's'})?")
+
+
+def run_models(run: RunDir) -> list[Path]:
+    """The run's trained models, which a delete removes: train/final and the step models
+    train/models/step-N, of every round (rounds/round-r/train/...)."""
+    found = []
+    for base in (run.root, *sorted(run.root.glob(f"{ROUNDS_DIR}/*"))):
+        for pattern in ("train/final", "train/models/step-*"):
+            found += [p for p in sorted(base.glob(pattern))
+                      if (p / "config.json").exists() or (p / "adapter_config.json").exists()]
+    return found
 
 
 def compare(run_ids: Sequence[str], workspace: Workspace) -> tuple[str, Any]:

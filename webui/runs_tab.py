@@ -119,6 +119,8 @@ def runs_tab(workspace: Workspace) -> RunsTab:
             confirm = gr.Checkbox(label="confirm delete", value=False, elem_id="confirm-delete")
             delete_btn = gr.Button("Delete this run", variant="stop", size="sm",
                                    elem_id="btn-delete")
+    delete_note = gr.Markdown(elem_id="delete-message")  # the question, right beside Delete
+    pending_delete = gr.State(None)  # the run that question names, until answered
     status = gr.Markdown(elem_id="run-status")
     progress = gr.HTML(elem_id="run-progress")
     failure = gr.Textbox(label="why it failed (then the last log lines)", lines=6,
@@ -239,7 +241,26 @@ def runs_tab(workspace: Workspace) -> RunsTab:
 
     eval_btn.click(on_evaluate, [run, eval_model, eval_bench], [message, run])
     compare_btn.click(on_compare, compare_pick, [compare_view, compare_plot])
-    delete_btn.click(guarded(lambda name, ok: handlers.delete(name, ok, workspace) if name
-                             else "no run selected"), [run, confirm], message).then(
-        lambda: refresh_lists(None), None, lists)
+
+    def on_delete(name: str | None, confirmed: bool, pending: str | None) -> list[Any]:
+        """Act on the run picked now, never another: ask first (naming it), delete on a
+        confirmed second click; the picker moves only once the run is gone."""
+        try:
+            step = handlers.delete(name, bool(confirmed), pending, workspace)
+        except (UserError, SpecError) as err:
+            return [f"Error: {err}", None, False, *[gr.skip()] * len(lists)]
+        if not step.deleted:
+            return [step.message, step.pending, False, *[gr.skip()] * len(lists)]
+        return [step.message, None, False, *refresh_lists(None)]
+
+    def on_pick(name: str | None, pending: str | None) -> list[Any]:
+        """Another run picked while a question waits: the question is withdrawn."""
+        if pending is None or pending == name:
+            return [gr.skip()] * 3
+        return ["", None, False]
+
+    delete_btn.click(on_delete, [run, confirm, pending_delete],
+                     [delete_note, pending_delete, confirm, *lists], show_progress="hidden")
+    run.change(on_pick, [run, pending_delete], [delete_note, pending_delete, confirm],
+               show_progress="hidden")
     return RunsTab(run, history, compare_pick, eval_model, refresh_lists)
