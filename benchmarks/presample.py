@@ -4,6 +4,7 @@ one run, through the project's own engines (o1pruner.sampling.create_engine).
     .venv/bin/python benchmarks/presample.py                       # SmolLM2-135M, K=8
     .venv/bin/python benchmarks/presample.py --top-k 1000          # + vLLM with top_k
     .venv/bin/python benchmarks/presample.py --model pypi:qwen2.5-coder-0.5b-instruct
+    .venv/bin/python benchmarks/presample.py --dtype float32    # or bfloat16; auto: the machine's
     .venv/bin/python benchmarks/presample.py --model pypi:qwen2.5-coder-0.5b-instruct \
         --engines vllm --top-k 40 --top-k-only                    # top-k without top-p
 
@@ -34,11 +35,12 @@ import time
 
 
 def bench(engine_name: str, model: str, prompts_of, n: int, k: int, max_new_tokens: int,
-          top_k: int, hf_batch_size: int, top_p: float = 0.95) -> dict:
+          top_k: int, hf_batch_size: int, top_p: float = 0.95, dtype: str = "auto") -> dict:
+    from o1pruner.hardware import resolve_dtype
     from o1pruner.sampling import create_engine
     from o1pruner.spec import ModelSpec
 
-    spec = ModelSpec(name_or_path=model)
+    spec = ModelSpec(name_or_path=model, dtype=dtype)
     t0 = time.perf_counter()
     engine = create_engine(spec, engine_name, batch_size=hf_batch_size, seed=0,
                            max_model_len=1024)
@@ -51,8 +53,8 @@ def bench(engine_name: str, model: str, prompts_of, n: int, k: int, max_new_toke
     engine.close()
     completions = [c for g in groups for c in g]
     tokens = sum(c.num_tokens for c in completions)
-    return {"engine": engine_name, "top_k": top_k, "top_p": top_p,
-            "startup_s": round(startup, 1),
+    return {"engine": engine_name, "dtype": resolve_dtype(dtype), "top_k": top_k,
+            "top_p": top_p, "startup_s": round(startup, 1),
             "generate_s": round(seconds, 1), "samples": len(completions), "tokens": tokens,
             "tokens_per_s": round(tokens / seconds, 1),
             "truncated": sum(c.finish_reason == "length" for c in completions)}
@@ -106,6 +108,8 @@ def main() -> None:
                         help="Time the top_k run with top_p 1.0 (vLLM then skips the "
                         "vocabulary sort).")
     parser.add_argument("--engines", default="hf,vllm")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="model.dtype of both engines (auto: as the machine decides).")
     parser.add_argument("--data-parallel", type=int, default=0, metavar="N",
                         help="Instead: N replicas against 1 on the first of --engines, "
                         "interleaved (1, N, 1, N), each replica pinned to its cores.")
@@ -113,6 +117,9 @@ def main() -> None:
                         help="--data-parallel: problems per batch handed to a replica.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    from o1pruner.hardware import cpu_facts
+
+    print(cpu_facts().line(), flush=True)
 
     from o1pruner.data import load_problems
     from o1pruner.prompts import build_prompt, load_template
@@ -139,7 +146,8 @@ def main() -> None:
               + f" (mean {sum(many) / sum(one):.2f}x)")
         return
     common = dict(model=args.model, prompts_of=prompts_of, n=args.problems, k=args.k,
-                  max_new_tokens=args.max_new_tokens, hf_batch_size=args.hf_batch_size)
+                  max_new_tokens=args.max_new_tokens, hf_batch_size=args.hf_batch_size,
+                  dtype=args.dtype)
     results = [bench(name, top_k=0, **common) for name in args.engines.split(",")]
     if args.top_k and "vllm" in args.engines:
         results.append(bench("vllm", top_k=args.top_k, top_p=1.0 if args.top_k_only else 0.95,

@@ -5,6 +5,7 @@ process, interleaved over the repeats (the same machine state for both).
 
     .venv/bin/python benchmarks/train_step.py --run runs/quickstart
     .venv/bin/python benchmarks/train_step.py --run runs/quickstart --rows 12 --repeats 3
+    .venv/bin/python benchmarks/train_step.py --run runs/quickstart --dtype fp32   # or bf16
 
 The run must use freeze tuning (the quickstart does). Variants:
     reference plain / fast   the reference pass's forward (no gradient)
@@ -28,6 +29,8 @@ def main() -> None:
     parser.add_argument("--run", required=True, help="A run directory with train/dataset.jsonl.")
     parser.add_argument("--rows", type=int, default=16, help="Training rows timed per variant.")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="train.precision for both paths (auto: as the machine decides).")
     args = parser.parse_args()
 
     import os
@@ -36,6 +39,7 @@ def main() -> None:
     import torch
 
     from o1pruner.files import read_jsonl
+    from o1pruner.hardware import cpu_facts, resolve_train_precision
     from o1pruner.models import load_tokenizer, resolve_model
     from o1pruner.specio import load_spec
     from o1pruner.training.cpu_speed import CpuSpeedups, keep_large_buffers
@@ -55,7 +59,9 @@ def main() -> None:
     pad = tokenizer.pad_token_id
     n_tokens = sum(len(i["chosen"].input_ids) for i in items)
     model = load_training_model(spec, path).train()
-    bf16 = spec.train.precision == "bf16"
+    precision = resolve_train_precision(args.dtype)
+    bf16 = precision == "bf16"
+    print(cpu_facts().line(), f"; train.precision {args.dtype} -> {precision}", flush=True)
     prefix = FrozenPrefix.for_training(spec, model, n_tokens, world_size=1)
     if prefix is None:
         raise SystemExit(f"{run}: its spec cannot use the frozen prefix (see docs/training.md)")
@@ -102,7 +108,8 @@ def main() -> None:
         t = statistics.median(r[0] for r in runs)
         kind = name.split()[0]
         plain = statistics.median(r[0] for r in results[f"{kind} plain"])
-        print(json.dumps({"variant": name, "rows": len(items), "tokens": n_tokens,
+        print(json.dumps({"variant": name, "precision": precision, "rows": len(items),
+                          "tokens": n_tokens,
                           "s_per_sample": round(t / len(items), 3),
                           "tokens_per_s": round(n_tokens / t, 1),
                           "user_s": round(statistics.median(r[1] for r in runs), 2),

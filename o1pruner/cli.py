@@ -158,6 +158,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from o1pruner import jobs
+    from o1pruner.hardware import choice_lines
     from o1pruner.rundir import RunDir
 
     run = RunDir(Path(args.run_dir))
@@ -170,6 +171,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if job.get("message"):
         parts.append(str(job["message"]))
     print(" · ".join(parts))
+    for line in choice_lines(run.events()):
+        print(f"  {line}")
     return 0
 
 

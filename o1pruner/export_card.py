@@ -90,7 +90,8 @@ def _training_table(spec: Any, summary: dict[str, Any]) -> list[str]:
              ("epochs", train.epochs),
              ("effective batch", f"{train.batch_size} x {train.gradient_accumulation_steps} "
                                  f"x {summary.get('world_size', train.devices)} processes"),
-             ("max length", train.max_length), ("precision", train.precision)]
+             ("max length", train.max_length),
+             ("precision", _precision(train.precision, summary.get("precision")))]
     for key, label in (("samples", "training samples"), ("steps", "optimizer steps"),
                        ("train_s", "training time (s)")):
         if summary.get(key) is not None:
@@ -142,6 +143,13 @@ def _pct(value: float | None) -> str:
 
 def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f}"
+
+
+def _precision(asked: str, used: str | None) -> str:
+    """train.precision as the run trained: `fp32 (auto)` where auto resolved on its machine."""
+    if asked == "auto":
+        return f"{used} (auto)" if used else "auto (resolved value not recorded)"
+    return asked
 
 
 def _ci(summary: dict[str, Any], key: str, unit: str) -> str:

@@ -196,14 +196,12 @@ def model_fingerprint(ref: str, path: str, revision: str | None = None) -> dict[
 
 # ------------------------------------------------------------------------------ loading
 def torch_dtype(name: str) -> Any:
-    """Spec dtype name -> torch dtype (`auto`: bfloat16 if supported here, else float32)."""
+    """Spec dtype name -> torch dtype (`auto` as the machine decides: o1pruner.hardware)."""
     import torch
 
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16
-    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
+    from o1pruner.hardware import resolve_dtype
+
+    return getattr(torch, resolve_dtype(name))
 
 
 def load_tokenizer(model: ModelSpec, path: str | None = None) -> Any:

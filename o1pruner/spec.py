@@ -44,8 +44,12 @@ class ModelSpec(Section):
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto",
-        description="Weights dtype for generation. `auto`: bfloat16 where the hardware has "
-        "it, else float32. Training keeps fp32 master weights (see train.precision).",
+        description="Weights dtype for generation and evaluation. `auto`: the machine "
+        "decides: on a GPU bfloat16 where supported, else float16; on a CPU bfloat16 only "
+        "where it is native (AVX512_BF16 or AMX) and a short probe finds it at least as fast "
+        "as float32, else float32 (emulated bf16 is over 100x slower on an AVX2-only CPU). "
+        "Recorded with the reason in the run. Training keeps fp32 master weights (see "
+        "train.precision).",
     )
     prompt_template: str = Field(
         "auto",
@@ -396,10 +400,13 @@ class TrainSpec(Section):
         0.2, gt=0, lt=1, title="ε: PPO clip range", description="PPO clip range: ratios are clipped to [1-eps, 1+eps]."
     )
     dpo_beta: float = Field(0.1, gt=0, description="dpo only: DPO temperature beta (paper: 0.1).")
-    precision: Literal["bf16", "fp16", "fp32"] = Field(
-        "bf16",
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto",
         description="Compute precision: bf16/fp16 autocast over fp32 master weights, or "
-        "plain fp32.",
+        "plain fp32. `auto`: the machine decides (as model.dtype: auto): bf16 on a GPU that "
+        "has it, else fp16; on a CPU bf16 only where it is native (AVX512_BF16 or AMX) and a "
+        "short probe finds it faster than fp32, else fp32. The choice and why are recorded "
+        "in the run (`precision` event, `o1pruner status`, the report).",
     )
     gradient_checkpointing: bool = Field(
         True, description="Recompute activations in the backward pass to save memory."

@@ -140,8 +140,10 @@ def test_runs_trained_before_a_new_field_keep_their_fingerprint():
     from o1pruner.specio import spec_from_dict
     from o1pruner.training.stage import training_fingerprint
 
+    # train.precision's default was bf16 then (auto since: it resolves per machine)
     spec = spec_from_dict({"model": {"name_or_path": "some/model"},
-                           "data": {"train": "arithmetic_train"}, "run": {"name": "fp", "seed": 3}})
+                           "data": {"train": "arithmetic_train"}, "run": {"name": "fp", "seed": 3},
+                           "train": {"precision": "bf16"}})
     rows = [{"problem_id": "p0", "sample_idx": 1, "reward": 0.5}]
     # what training_fingerprint gave at f45dc65, before reward.skip_unsolved existed
     assert training_fingerprint(spec, rows) == "d0ab036f097ffa93"

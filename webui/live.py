@@ -19,6 +19,7 @@ import pandas as pd
 
 from o1pruner import jobs
 from o1pruner.files import JsonlTail, read_json
+from o1pruner.hardware import choice_lines
 from o1pruner.rundir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ class LiveView:
         self.sent: list[str | None] | None = None  # what the page shows (see runs_tab)
         self.state: str | None = None  # the job state last shown
         self.metrics_seen = 0  # metrics events read so far: the curves' version
+        self.choices: list[dict[str, Any]] = []  # precision and engine events (status line)
 
     def poll(self) -> None:
         """Read what the worker appended since the last poll."""
@@ -139,6 +141,9 @@ class LiveView:
         later round's are kept under "round-r <phase or stage>"."""
         if event.get("kind") == "progress":
             self.progress[prefix + phase_of(event)] = event
+        elif event.get("kind") in ("precision", "engine"):
+            self.choices = [e for e in self.choices if e.get("kind") != event["kind"]]
+            self.choices.append(event)
         elif event.get("kind") == "metrics":
             self.metrics_seen += 1
             rows = self.metrics.setdefault(prefix + str(event.get("stage", "?")), [])
@@ -314,8 +319,10 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def job_markdown(run: RunDir, job: dict[str, Any]) -> str:
-    """One status line: run, state, stage, pid, exit code and message."""
+def job_markdown(run: RunDir, job: dict[str, Any],
+                 choices: list[dict[str, Any]] | None = None) -> str:
+    """One status line: run, state, stage, pid, exit code and message; then what the
+    machine chose (precision, engine) from `choices` events."""
     state = job["state"]
     if state == "stopping":
         state = "stopping: saving (a checkpoint when training)"
@@ -328,4 +335,5 @@ def job_markdown(run: RunDir, job: dict[str, Any]) -> str:
         parts.append(f"exit code {job['exit_code']}")
     if job.get("message"):
         parts.append(str(job["message"]))
-    return " · ".join(parts)
+    lines = choice_lines(choices or [])
+    return " · ".join(parts) + "".join(f"  \n{line}" for line in lines)

@@ -61,7 +61,7 @@ def _view_outputs(view: LiveView | None, force: bool = False) -> list[Any]:
     view.state = job["state"]
     failed = job["state"] in ("failed", "unreadable")
     values = [
-        job_markdown(view.run, job),
+        job_markdown(view.run, job, view.choices),
         view.progress_html(running=job["state"] in jobs.ACTIVE_STATES),
         gr.update(value=jobs.failure_report(view.run), visible=True) if failed
         else gr.update(value="", visible=False),

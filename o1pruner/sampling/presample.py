@@ -232,7 +232,7 @@ def _presample(spec: RunSpec, run: RunDir) -> dict[str, Any]:
             [(p["problem_id"], p["prompt_token_ids"]) for p in problems]:
         atomic_write_text(out / PROBLEMS_FILE, _jsonl_text(problems))
     path = resolve_model(spec.model)
-    engine_name = resolve_engine(cfg.engine, path)[0]
+    engine_name = resolve_engine(cfg.engine, path, spec.model.dtype)[0]
     key = shared.presample_key(spec, model_fingerprint(spec.model.name_or_path, path,
                                                        spec.model.revision), engine_name)
     folder = shared.shared_dir(spec, key)
@@ -268,6 +268,7 @@ def _generate(spec: RunSpec, run: RunDir, out: Path, folder: Path,
     then graded into the run's files. Each problem is sampled with its own seed (from
     presample.seed and its id, o1pruner.sampling.seeds), so its samples do not depend on the
     batch or replica it lands in, nor on its place in the list."""
+    from o1pruner.hardware import precision_record
     from o1pruner.sampling.engines import resolve_engine
     from o1pruner.sampling.replicas import Request, engine_args, open_pool
     from o1pruner.sampling.seeds import problem_seed
@@ -285,7 +286,7 @@ def _generate(spec: RunSpec, run: RunDir, out: Path, folder: Path,
                         tag=batch)
                 for batch in (todo[s:s + cfg.batch_size]
                               for s in range(0, len(todo), cfg.batch_size)))
-    engine_name, why = resolve_engine(cfg.engine, path)
+    engine_name, why = resolve_engine(cfg.engine, path, spec.model.dtype)
     gen_tokens, began = 0, None
     try:
         with open_pool(args, cfg.data_parallel_size, cfg.ray_address,
@@ -297,6 +298,7 @@ def _generate(spec: RunSpec, run: RunDir, out: Path, folder: Path,
                          unit="problem") as progress:
             run.emit("engine", STAGE, engine=engine_name, reason=why, replicas=pool.size,
                      backend=pool.kind)
+            run.emit("precision", STAGE, **precision_record(spec.model.dtype))
             began = time.perf_counter()
             for result in pool.run(requests):
                 batch, groups = result.request.tag, result.groups

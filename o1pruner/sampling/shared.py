@@ -34,6 +34,7 @@ from o1pruner.files import (
     read_json,
     read_jsonl,
 )
+from o1pruner.hardware import resolve_dtype
 from o1pruner.spec import RunSpec
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def presample_key(spec: RunSpec, model_fp: dict[str, Any], engine: str) -> dict[
     return {
         "version": KEY_VERSION,
         "model": model_fp,
-        "dtype": spec.model.dtype,
+        "dtype": resolve_dtype(spec.model.dtype),  # `auto` as resolved on this machine
         "sampling": {"k": cfg.k, "temperature": cfg.temperature, "top_p": cfg.top_p,
                      "top_k": cfg.top_k, "max_new_tokens": cfg.max_new_tokens,
                      "seed": cfg.seed},

@@ -66,7 +66,10 @@ class CpuSpeedups:
         """Installed speed-ups for this run, or None (GPU, DeepSpeed)."""
         if torch.device(device).type != "cpu" or spec.train.deepspeed_stage:
             return None
-        dtype = torch.bfloat16 if spec.train.precision == "bf16" else None
+        from o1pruner.hardware import resolve_train_precision
+
+        bf16 = resolve_train_precision(spec.train.precision) == "bf16"
+        dtype = torch.bfloat16 if bf16 else None
         speedups = cls(model, dtype)
         speedups.install()
         keep_large_buffers()

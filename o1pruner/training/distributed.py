@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from o1pruner.errors import UserError
+from o1pruner.hardware import resolve_train_precision
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def deepspeed_config(train: Any, world_size: int) -> dict[str, Any]:
     for key in ("bf16", "fp16"):
         section = config.setdefault(key, {})
         if section.get("enabled", "auto") == "auto":
-            section["enabled"] = train.precision == key
+            section["enabled"] = resolve_train_precision(train.precision) == key
     if train.num_machines > 1:  # each machine saves what its ranks need to resume
         config.setdefault("checkpoint", {}).setdefault("use_node_local_storage", True)
     if train.deepspeed_offload:
@@ -117,9 +118,10 @@ def make_accelerator(train: Any, trackers: list[Any] | None = None) -> Any:
     from accelerate import Accelerator
     from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs, ProjectConfiguration
 
-    if train.precision == "fp16" and not torch.cuda.is_available():
-        raise UserError("train.precision: fp16 needs a GPU; use bf16 or fp32 on CPU")
-    mixed = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}[train.precision]
+    precision = resolve_train_precision(train.precision)
+    if precision == "fp16" and not torch.cuda.is_available():
+        raise UserError("train.precision: fp16 needs a GPU; use auto, bf16 or fp32 on CPU")
+    mixed = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}[precision]
     reset_accelerate_state()
     plugin = None
     if train.deepspeed_stage:

@@ -29,7 +29,11 @@ MODELS_DIR = "models"  # train/models/step-N/: the models of train.save_model_st
 
 def save_dtype(train: Any) -> str:
     """train.save_dtype, with `auto` read as the training precision (bf16 -> bfloat16)."""
-    return PRECISION_DTYPES[train.precision] if train.save_dtype == "auto" else train.save_dtype
+    from o1pruner.hardware import resolve_train_precision
+
+    if train.save_dtype != "auto":
+        return train.save_dtype
+    return PRECISION_DTYPES[resolve_train_precision(train.precision)]
 
 
 def _replace_dir(tmp: Path, target: Path) -> None:

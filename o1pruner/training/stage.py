@@ -86,20 +86,27 @@ def _run_launched(spec: Any, run: RunDir, lock: Any) -> None:
 
 def training_fingerprint(spec: Any, rows: list[dict]) -> str:
     """Hash of what the trained model depends on: the rows, model, reward, train (less
-    UNTRAINED_FIELDS, and LATER_FIELDS at their former value), seed."""
+    UNTRAINED_FIELDS, and LATER_FIELDS at their former value), seed. train.precision counts
+    as resolved on this machine (`auto` is the precision it trains in); model.dtype changes
+    only the pre-samples, which are in the rows."""
+    from o1pruner.hardware import resolve_train_precision
+
     def section(name: str, exclude: tuple[str, ...] = ()) -> dict:
         part = getattr(spec, name)
         later = {f for f, value in LATER_FIELDS.get(name, {}).items()
                  if getattr(part, f) == value}
         return part.model_dump(mode="json", exclude=set(exclude) | later)
 
-    text = json.dumps({"rows": rows, "model": section("model"), "reward": section("reward"),
-                       "train": section("train", UNTRAINED_FIELDS), "seed": spec.run.seed},
+    model, train = section("model"), section("train", UNTRAINED_FIELDS)
+    train["precision"] = resolve_train_precision(spec.train.precision)
+    text = json.dumps({"rows": rows, "model": model, "reward": section("reward"),
+                       "train": train, "seed": spec.run.seed},
                       sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _train(spec: Any, run: RunDir) -> dict[str, Any]:
+    from o1pruner.hardware import precision_record, resolve_train_precision
     from o1pruner.models import load_tokenizer, resolve_model
     from o1pruner.reward import build_training_set
     from o1pruner.training.dataset import tokenize_rows
@@ -141,6 +148,7 @@ def _train(spec: Any, run: RunDir) -> dict[str, Any]:
                     len(rows), problems, spec.train.method, truncated, spec.train.max_length)
         run.emit("dataset", "train", samples=len(rows), problems=problems,
                  truncated=truncated, max_length=spec.train.max_length)
+        run.emit("precision", "train", **precision_record("float32", spec.train.precision))
 
     model_path = resolve_model(spec.model)
     tokenizer = load_tokenizer(spec.model, model_path)
@@ -158,6 +166,7 @@ def _train(spec: Any, run: RunDir) -> dict[str, Any]:
         "trainable_params": result["trainable_params"], "total_params": result["total_params"],
         "world_size": acc.num_processes, "final_model": result["final_model"],
         "save_dtype": save_dtype(spec.train), "fingerprint": fingerprint,
+        "precision": resolve_train_precision(spec.train.precision),
     }
     if main:
         atomic_write_json(summary_path, summary)
