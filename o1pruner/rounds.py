@@ -10,7 +10,9 @@ runs/<name>/rounds/round-3/      spec.yaml (model: round-2's train/final), ...
 A round's folder is a run directory of its own, run by the same stage commands
 (`o1pruner presample|train <round>/spec.yaml`), so it resumes like any run. Its spec is the
 run's spec with the model replaced by the previous round's final model (a folder inside
-the run) and `run.rounds` at 1. The run's evaluation compares each round's model with the
+the run), `run.rounds` at 1, and `model.prompt_template: auto` replaced by the template it
+chose for the run's model: the folder's name would choose another (usually generic), and a round
+must prompt as the run did. The run's evaluation compares each round's model with the
 base: `round-1` .. `round-(N-1)`, and the last round as `trained`.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from o1pruner.files import atomic_write_text
+from o1pruner.prompts import match_template
 from o1pruner.rundir import RunDir
 from o1pruner.spec import RunSpec
 
@@ -41,10 +44,13 @@ def final_model(run: RunDir, r: int) -> Path:
 
 
 def round_spec(spec: RunSpec, run: RunDir, r: int) -> RunSpec:
-    """Round r's spec: the run's, starting from round r-1's trained model."""
+    """Round r's spec: the run's, starting from round r-1's trained model, with the prompt
+    template the run's model resolved to (the only `auto` that reads the model's name)."""
     if r == 1:
         return spec
     data = spec.model_dump(mode="json", by_alias=True)
+    if spec.model.prompt_template == "auto":
+        data["model"]["prompt_template"] = match_template(spec.model.name_or_path).name
     data["model"]["name_or_path"] = str(final_model(run, r - 1).resolve())
     data["model"]["revision"] = None
     data["run"].update(name=round_label(r), output_root=str(run.root.resolve() / ROUNDS_DIR),
