@@ -184,7 +184,7 @@ def cmd_webui(args: argparse.Namespace) -> int:
                         "(ps, shell history); put user:password in a file and pass "
                         "--auth-file FILE, or set $O1PRUNER_AUTH")
     launch(host=args.host, port=args.port, auth_file=args.auth_file, workspace=args.workspace,
-           insecure=args.insecure)
+           insecure=args.insecure, allow_remote_code=args.allow_remote_code)
     return 0
 
 
@@ -311,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Allow a non-local --host without a login (anyone who reaches the "
                    "port can start jobs and read the workspace's runs).")
     p.add_argument("--workspace", default=".", help="Folder the UI may read and write.")
+    p.add_argument("--allow-remote-code", action="store_true",
+                   help="Let specs from the UI set model.trust_remote_code (the model's "
+                   "repository then runs its own Python code here); refused without it.")
     return parser
 
 

@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from o1pruner.job import job_process
 from o1pruner.progress import Progress
 from o1pruner.rundir import RunDir
 from o1pruner.safeyaml import YamlError, safe_load
+from o1pruner.spec import RunSpec
 from o1pruner.specio import SpecError, dump_yaml, load_spec, load_spec_text
 
 logger = logging.getLogger(__name__)
@@ -142,9 +144,11 @@ def _points(grid: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
 
 def plan_sweep(spec_path: str | Path, grid_items: list[str], seeds_text: str | None = None,
                *, overrides: list[str] | None = None, name: str | None = None,
-               preset: str | None = None, seed_fields: list[str] | None = None) -> Sweep:
-    """The sweep's points, each validated as a spec (a bad grid value is refused before
-    anything runs, naming the point)."""
+               preset: str | None = None, seed_fields: list[str] | None = None,
+               check_point: Callable[[RunSpec], None] | None = None) -> Sweep:
+    """The sweep's points, each validated as a spec and passed to `check_point` (the web
+    UI's workspace confinement): a bad grid value is refused before anything runs, naming
+    the point."""
     overrides = list(overrides or [])
     grid = parse_grid(grid_items)
     combos = _points(grid)
@@ -172,7 +176,9 @@ def plan_sweep(spec_path: str | Path, grid_items: list[str], seeds_text: str | N
         for seed in seeds:
             point = Point(f"{name}-{i:02d}-{_slug(values)}-s{seed}", values, seed)
             try:
-                point_spec(base_yaml, point, seed_fields)
+                spec = point_run_spec(base_yaml, point, seed_fields)
+                if check_point is not None:
+                    check_point(spec)
             except (SpecError, UserError) as err:
                 raise UserError(f"sweep point {point.label()} (seed {seed}): {err}") from None
             points.append(point)
@@ -187,12 +193,17 @@ def _get(spec: Any, dotted: str) -> Any:
     return value
 
 
-def point_spec(base_yaml: str, point: Point, seed_fields: list[str]) -> str:
-    """The resolved spec YAML of a point."""
+def point_run_spec(base_yaml: str, point: Point, seed_fields: list[str]) -> RunSpec:
+    """The spec of a point: the base spec with its grid values, seed and run name."""
     sets = [f"{field}={json.dumps(value)}" for field, value in point.values.items()]
     sets += [f"{field}={point.seed}" for field in seed_fields]
     sets.append(f"run.name={point.name}")
-    return dump_yaml(load_spec_text(base_yaml, "the base spec", sets))
+    return load_spec_text(base_yaml, "the base spec", sets)
+
+
+def point_spec(base_yaml: str, point: Point, seed_fields: list[str]) -> str:
+    """The resolved spec YAML of a point."""
+    return dump_yaml(point_run_spec(base_yaml, point, seed_fields))
 
 
 # ------------------------------------------------------------------------------ running

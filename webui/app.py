@@ -78,9 +78,9 @@ def check_exposure(host: str, credentials: tuple[str, str] | None, insecure: boo
     logger.warning("serving %s without a login (--insecure)", host)
 
 
-def build_app(workspace: str | Path) -> gr.Blocks:
+def build_app(workspace: str | Path, allow_remote_code: bool = False) -> gr.Blocks:
     """The studio's Blocks for `workspace` (tests build it without launching)."""
-    ws = Workspace.open(workspace)
+    ws = Workspace.open(workspace, allow_remote_code)
     with gr.Blocks(title="o1pruner studio", analytics_enabled=False) as demo:
         gr.Markdown(f"## o1pruner studio\nLength-harmonizing fine-tuning (O1-Pruner). "
                     f"Workspace: `{ws.root}` · runs in `{ws.relative(ws.runs_root)}/`")
@@ -128,13 +128,15 @@ def build_app(workspace: str | Path) -> gr.Blocks:
 
 
 def launch(host: str = "127.0.0.1", port: int = 7860, auth_file: str | Path | None = None,
-           workspace: str | Path = ".", insecure: bool = False) -> None:
-    """Serve the studio until interrupted (called by `o1pruner webui`)."""
+           workspace: str | Path = ".", insecure: bool = False,
+           allow_remote_code: bool = False) -> None:
+    """Serve the studio until interrupted (called by `o1pruner webui`);
+    `allow_remote_code`: specs from the UI may set model.trust_remote_code."""
     ws = Workspace.open(workspace)
     credentials = read_credentials(auth_file)
     check_exposure(host, credentials, insecure)
     ws.runs_root.mkdir(parents=True, exist_ok=True)
-    demo = build_app(ws.root)
+    demo = build_app(ws.root, allow_remote_code)
     logger.info("o1pruner studio on http://%s:%d (workspace %s%s)", host, port, ws.root,
                 ", login required" if credentials else "")
     demo.queue(default_concurrency_limit=4).launch(

@@ -30,7 +30,7 @@ from o1pruner.export import (
     read_result,
 )
 from o1pruner.rundir import RunDir
-from o1pruner.specio import SpecError
+from o1pruner.specio import SpecError, load_spec
 from webui.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,6 @@ def _round_choices(run: RunDir) -> list[tuple[str, str]]:
     `final` or a step for the last round (`o1pruner export`'s default), `R:final` or `R:N`
     for an earlier round R."""
     from o1pruner.rounds import round_dir
-    from o1pruner.specio import load_spec
 
     try:
         rounds = load_spec(run.spec_path).run.rounds
@@ -106,8 +105,6 @@ def is_lora(ws: Workspace, run_id: str | None) -> bool:
     """Whether the run trained a LoRA adapter (then its adapter or a merge is exported)."""
     if not run_id:
         return False
-    from o1pruner.specio import load_spec
-
     return load_spec(ws.run_dir(run_id).spec_path).train.finetuning == "lora"
 
 
@@ -120,6 +117,7 @@ def export_argv(ws: Workspace, run_id: str, checkpoint: str | None, merge: bool,
     """Check the request as `o1pruner export` will (the output folder confined to the
     workspace) and return the export's job folder and its command line."""
     run = ws.run_dir(run_id)
+    ws.confine(load_spec(run.spec_path), must_exist=False)  # as a Build-tab spec
     out = ws.resolve(out_text, "output folder")
     round_, step = parse_choice(checkpoint)
     dtype = None if dtype in (None, "", AS_SAVED) else dtype

@@ -215,6 +215,7 @@ def evaluate(run_id: str, model: str, benchmarks: str, workspace: Workspace
         workspace.check_dataset(name, "benchmarks")
     if names:
         extra += ["--benchmarks", ",".join(names)]
+    workspace.confine(spec, must_exist=False)  # a spec.yaml written outside the UI too
     from o1pruner.evaluation.runner import eval_job_dir
 
     # the worker resolves a local model against the workspace (its working directory)

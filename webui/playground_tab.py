@@ -23,6 +23,7 @@ from o1pruner.playground import (
     source_problems,
 )
 from o1pruner.rounds import final_model
+from o1pruner.spec import RunSpec
 from o1pruner.specio import SpecError, load_spec
 from webui import handlers
 from webui.explore_tab import refresh_choice, run_spec, runs_with
@@ -68,6 +69,20 @@ def resolve_model(workspace: Workspace, value: str, what: str) -> str:
     if (local if local.is_absolute() else workspace.root / local).exists():
         return str(workspace.resolve(value, what))
     return value  # a hub id
+
+
+def generation_refs(workspace: Workspace, run_id: str, names: tuple[str, ...]
+                    ) -> tuple[RunSpec, list[str]]:
+    """(the run's spec, what to load for each side) of a Generate click: the run's spec
+    confined as a Build-tab spec is (it gives the prompt, grading and the base model), each
+    model picked or typed resolved by `resolve_model`; "" for a side not used."""
+    run, spec = run_spec(workspace, run_id)
+    written = load_spec(run.spec_path)  # before localize_spec
+    workspace.confine(written, must_exist=False)
+    refs = [spec.model.name_or_path if value == written.model.name_or_path else
+            resolve_model(workspace, value, f"model {side}")
+            for side, value in zip(SIDES, names, strict=True)]
+    return spec, refs
 
 
 def _stats(side: str, a: Answer | None, used: bool = True) -> str:
@@ -181,12 +196,8 @@ def playground_tab(workspace: Workspace, tab: gr.Tab | None = None) -> None:
         try:
             if not run_id:
                 raise UserError("choose a run (its spec gives the prompt and grading)")
-            run, spec = run_spec(workspace, run_id)
-            written = load_spec(run.spec_path).model.name_or_path  # before localize_spec
             names = ((a or "").strip(), (b or "").strip())
-            refs = [spec.model.name_or_path if value == written else
-                    resolve_model(workspace, value, f"model {side}")
-                    for side, value in zip(SIDES, names, strict=True)]
+            spec, refs = generation_refs(workspace, run_id, names)
             settings = Settings(max_new_tokens=int(limit or 256), temperature=float(temp or 0),
                                 top_p=spec.eval.top_p, seed=spec.run.seed)
             used = [i for i, ref in enumerate(refs) if ref]

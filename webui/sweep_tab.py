@@ -52,12 +52,13 @@ def start_sweep(ws: Workspace, spec_text: str, grid_text: str, seeds: str, prese
     job; returns (message, the sweep's id)."""
     spec_path = ws.resolve(spec_text, "base spec")
     base = load_spec(spec_path)
-    ws.check_spec_paths(base)
+    ws.confine(base)
     grid = [line.strip() for line in (grid_text or "").splitlines() if line.strip()]
     preset_name = None if preset in (None, "", NO_PRESET) else preset
     count = int(parallel or 1)
+    # every point is confined exactly as a Build-tab spec is
     sweep = plan_sweep(spec_path, grid, seeds.strip() or None, name=name.strip() or None,
-                       preset=preset_name)
+                       preset=preset_name, check_point=ws.confine)
     root = ws.resolve(base.run.output_root, "run.output_root") / "sweeps" / sweep.name
     argv = ["sweep", ws.relative(spec_path), "--name", sweep.name, "--parallel", str(count)]
     for line in grid:

@@ -34,16 +34,18 @@ ROOTS_FILE = "output_roots.json"
 
 @dataclass(frozen=True)
 class Workspace:
-    """The UI's root folder and the run output roots inside it."""
+    """The UI's root folder and the run output roots inside it; `allow_remote_code`: the
+    studio was started with --allow-remote-code (else model.trust_remote_code is refused)."""
 
     root: Path
+    allow_remote_code: bool = False
 
     @classmethod
-    def open(cls, path: str | Path) -> Workspace:
+    def open(cls, path: str | Path, allow_remote_code: bool = False) -> Workspace:
         root = Path(path).expanduser().resolve()
         if not root.is_dir():
             raise UserError(f"--workspace {path}: not a directory")
-        return cls(root)
+        return cls(root, allow_remote_code)
 
     @property
     def runs_root(self) -> Path:
@@ -117,10 +119,12 @@ class Workspace:
         return RunDir(root / run_dir_for(spec).root.name)
 
     # spec paths ------------------------------------------------------------------
-    def check_model(self, ref: str, what: str = "model.name_or_path") -> None:
+    def check_model(self, ref: str, what: str = "model.name_or_path",
+                    must_exist: bool = True) -> None:
         """A local model reference must be a model folder inside the workspace: "no such
-        directory" for one that looks like a path and does not exist. Hub ids (org/name with
-        no local match) and pypi: models pass."""
+        directory" for one that looks like a path and does not exist (unless not
+        `must_exist`: a finished run whose base model was since removed). Hub ids (org/name
+        with no local match) and pypi: models pass."""
         ref = (ref or "").strip()
         if not ref:
             raise UserError(f"{what}: empty")
@@ -130,6 +134,8 @@ class Workspace:
         local = local if local.is_absolute() else self.root / local
         if local.exists() or looks_like_path(ref, self.root):
             path = self.resolve(ref, what)
+            if not must_exist and not path.exists():
+                return
             if not path.is_dir():
                 raise UserError(f"{what}: no such directory: {ref} (in the workspace "
                                 f"{self.root})" if not path.exists() else
@@ -149,17 +155,25 @@ class Workspace:
         if local.exists() or looks_like_path(name, self.root) or Path(name).suffix:
             self.resolve(name, what)
 
-    def check_spec_paths(self, spec: RunSpec) -> None:
-        """Refuse a spec whose local paths (model, data, templates, configs) point outside
-        the workspace, or whose local model folder does not exist."""
-        problems = self.spec_path_problems(spec)
+    def confine(self, spec: RunSpec, must_exist: bool = True) -> None:
+        """Refuse a spec a UI action would run (Build, Evaluate, a sweep point, Export, the
+        Playground) whose local paths (model, data, templates, configs, output root) point
+        outside the workspace, that asks for trust_remote_code without --allow-remote-code,
+        or (`must_exist`) whose local model folder does not exist."""
+        problems = self.spec_path_problems(spec, must_exist)
         if problems:
             raise UserError("; ".join(problems))
 
-    def spec_path_problems(self, spec: RunSpec) -> list[str]:
-        """One line per local path of the spec that is outside the workspace or missing,
-        each starting with its field path."""
+    def spec_path_problems(self, spec: RunSpec, must_exist: bool = True) -> list[str]:
+        """The one rule for every spec a UI action produces: one line per local path of
+        the spec that is outside the workspace (or a missing model folder), and for remote
+        code the studio was not started to allow, each starting with its field path."""
         problems: list[str] = []
+        if spec.model.trust_remote_code and not self.allow_remote_code:
+            problems.append("model.trust_remote_code: refused from the web UI: it lets the "
+                            "model's repository run its own Python code on this machine; "
+                            "start the studio with `o1pruner webui --allow-remote-code` if "
+                            "you trust the model's author")
 
         def check(what: str, func: Any, *args: Any) -> None:
             try:
@@ -167,7 +181,8 @@ class Workspace:
             except UserError as err:
                 problems.append(str(err))
 
-        check("model.name_or_path", self.check_model, spec.model.name_or_path)
+        check("model.name_or_path", self.check_model, spec.model.name_or_path,
+              "model.name_or_path", must_exist)
         for name, value in [("model.cache_dir", spec.model.cache_dir),
                             ("data.local_dir", spec.data.local_dir),
                             ("train.deepspeed_config", spec.train.deepspeed_config),
