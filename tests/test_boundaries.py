@@ -137,3 +137,65 @@ def test_evaluate_export_and_playground_confine_the_runs_spec(
     assert _listing(outside) == before
     assert not (ws.runs_root / "r" / "exports").exists()
     assert not (ws.runs_root / "r" / "eval").exists()
+
+
+# ------------------------------------------------------ 3. only handed-out files served
+@pytest.mark.parametrize("root", [".", "./", "WS", "runs/..", ".o1pruner"])
+def test_the_workspace_itself_is_never_an_output_root(ws: Workspace, root: str,
+                                                      no_launch: None) -> None:
+    root = str(ws.root) if root == "WS" else root
+    check = handlers.validate(_values(**{"run.output_root": root}), ws)
+    assert check.spec is None and "run.output_root" in check.by_field
+    with pytest.raises(UserError, match="run.output_root"):
+        start_sweep(ws, "base.yaml", f"run.output_root={root}", "", "none", 1, "")
+
+
+def test_a_recorded_workspace_root_is_not_an_output_root(ws: Workspace) -> None:
+    state = ws.root / ".o1pruner"
+    state.mkdir()
+    (state / "output_roots.json").write_text(f'[".", "{ws.root}", ".o1pruner", "exp"]')
+    (ws.root / "exp").mkdir()
+    assert ws.output_roots() == [ws.runs_root, ws.root / "exp"]
+
+
+def _get(url: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
+def test_only_files_the_ui_hands_out_are_served(ws: Workspace) -> None:
+    """Not the workspace (.env), not a run folder's files, not a link in a run folder that
+    leads out: only the copy of a file a handler hands out."""
+    from o1pruner.training.distributed import free_port
+    from webui.app import build_app, launch_options
+
+    (ws.root / ".env").write_text("SECRET=1\n")
+    state = ws.root / ".o1pruner"
+    state.mkdir()
+    (state / "output_roots.json").write_text('["."]')  # as an earlier studio recorded it
+    report = ws.runs_root / "r" / "report"
+    report.mkdir(parents=True)
+    (report / "plot.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (report / "link.png").symlink_to(ws.root / ".env")
+    given = ws.hand_out(report / "plot.png")
+    assert given is not None and Path(given).is_relative_to(ws.served_root)
+    assert ws.hand_out(report / "link.png") is None
+    assert ws.hand_out(ws.root / ".env") is None
+    port = free_port()
+    options = launch_options(ws, "127.0.0.1", port, None)
+    assert options["share"] is False
+    demo = build_app(ws.root)
+    demo.launch(prevent_thread_lock=True, quiet=True, **options)
+    try:
+        base = f"http://127.0.0.1:{port}/gradio_api/file="
+        assert _get(base + str(ws.root / ".env")) == 403
+        assert _get(base + str(report / "plot.png")) == 403
+        assert _get(base + given) == 200
+    finally:
+        demo.close()

@@ -1,9 +1,9 @@
 """`o1pruner webui`: the Gradio studio. Build a spec, launch detached stage workers, watch
 them live, evaluate and compare.
 
-Safe by default: binds 127.0.0.1, a login with `--auth user:password` (or
-$O1PRUNER_AUTH), every browser-supplied path confined to the workspace, and only the
-workspace's run output root served as files.
+Safe by default: binds 127.0.0.1, a login with `--auth-file FILE` (or $O1PRUNER_AUTH),
+every browser-supplied path and every spec a UI action produces confined to the workspace,
+and only the files the UI hands out served (docs/security.md).
 """
 
 from __future__ import annotations
@@ -136,10 +136,20 @@ def launch(host: str = "127.0.0.1", port: int = 7860, auth_file: str | Path | No
     credentials = read_credentials(auth_file)
     check_exposure(host, credentials, insecure)
     ws.runs_root.mkdir(parents=True, exist_ok=True)
+    ws.clear_served()
     demo = build_app(ws.root, allow_remote_code)
     logger.info("o1pruner studio on http://%s:%d (workspace %s%s)", host, port, ws.root,
                 ", login required" if credentials else "")
-    demo.queue(default_concurrency_limit=4).launch(
-        server_name=host, server_port=port, auth=credentials,
-        allowed_paths=[str(p) for p in ws.output_roots()],
-        show_error=True, css=CSS, ssr_mode=False, footer_links=[])
+    demo.queue(default_concurrency_limit=4).launch(**launch_options(ws, host, port,
+                                                                    credentials))
+
+
+def launch_options(ws: Workspace, host: str, port: int,
+                   credentials: tuple[str, str] | None) -> dict[str, Any]:
+    """Blocks.launch's arguments: only the files the UI hands out are served (never an
+    output root or a run folder as such), and never a public share link, whatever
+    $GRADIO_SHARE says."""
+    ws.served_root.mkdir(parents=True, exist_ok=True)
+    return {"server_name": host, "server_port": port, "auth": credentials, "share": False,
+            "allowed_paths": [str(ws.served_root)], "show_error": True, "css": CSS,
+            "ssr_mode": False, "footer_links": []}

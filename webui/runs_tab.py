@@ -51,8 +51,10 @@ def _shown(component: type, value: Any) -> Any:
                      else value is not None)
 
 
-def _view_outputs(view: LiveView | None, force: bool = False) -> list[Any]:
-    """Values for the live components; unchanged parts are skipped (no re-render)."""
+def _view_outputs(view: LiveView | None, workspace: Workspace, force: bool = False
+                  ) -> list[Any]:
+    """Values for the live components; unchanged parts are skipped (no re-render). Report
+    plots are handed out (Workspace.hand_out): the run folder itself is not served."""
     if view is None:
         return ["_no run selected_", "", gr.update(value="", visible=False), "",
                 _shown(gr.Plot, None), "", None, None, _shown(gr.Gallery, [])]
@@ -70,7 +72,7 @@ def _view_outputs(view: LiveView | None, force: bool = False) -> list[Any]:
         view.presample_markdown(),
         view.disharmony(),
         view.results(),
-        _shown(gr.Gallery, view.report_images()),  # only what exists takes room
+        _shown(gr.Gallery, [p for p in map(workspace.hand_out, view.report_images()) if p]),
     ]
     sent = view.sent or [None] * len(values)
     out = []
@@ -168,12 +170,12 @@ def runs_tab(workspace: Workspace) -> RunsTab:
 
     def select(name: str | None) -> list[Any]:
         if not name:
-            return [None, *_view_outputs(None)]
+            return [None, *_view_outputs(None, workspace)]
         try:
             new = LiveView(workspace.run_dir(name))
         except UserError as err:
-            return [None, f"Error: {err}", *_view_outputs(None)[1:]]
-        return [new, *_view_outputs(new, force=True)]
+            return [None, f"Error: {err}", *_view_outputs(None, workspace)[1:]]
+        return [new, *_view_outputs(new, workspace, force=True)]
 
     shown_history = gr.State("")
     picker_outputs = [history, shown_history, compare_pick, eval_model]
@@ -192,7 +194,7 @@ def runs_tab(workspace: Workspace) -> RunsTab:
         if current is None:
             return [gr.skip()] * (len(live_outputs) + len(picker_outputs))
         before = current.state
-        out = _view_outputs(current)
+        out = _view_outputs(current, workspace)
         if current.state == before:
             return [*out, *[gr.skip()] * len(picker_outputs)]
         return [*out, *history_tick(shown)]  # the history follows a state change at once

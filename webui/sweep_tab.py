@@ -59,7 +59,7 @@ def start_sweep(ws: Workspace, spec_text: str, grid_text: str, seeds: str, prese
     # every point is confined exactly as a Build-tab spec is
     sweep = plan_sweep(spec_path, grid, seeds.strip() or None, name=name.strip() or None,
                        preset=preset_name, check_point=ws.confine)
-    root = ws.resolve(base.run.output_root, "run.output_root") / "sweeps" / sweep.name
+    root = ws.resolve_output_root(base.run.output_root) / "sweeps" / sweep.name
     argv = ["sweep", ws.relative(spec_path), "--name", sweep.name, "--parallel", str(count)]
     for line in grid:
         argv += ["--grid", line]
@@ -100,7 +100,7 @@ def sweep_view(ws: Workspace, ident: str | None) -> tuple[str, pd.DataFrame, str
     plot = root / "report" / "accuracy_vs_tokens.png"
     text = report.read_text(encoding="utf-8") if report.exists() else \
         "_the report appears when the first run has finished_"
-    return line, table, text, str(plot) if plot.exists() else None
+    return line, table, text, ws.hand_out(plot)  # the sweep's folder is not served
 
 
 def sweep_tab(ws: Workspace) -> None:

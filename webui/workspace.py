@@ -10,11 +10,20 @@ Runs are identified in the UI by their path relative to the workspace (`runs/qui
 `runs/quickstart/eval/adhoc/<name>` for an ad-hoc evaluation). Every output root a spec
 launched from the UI used is remembered in `.o1pruner/output_roots.json`, so runs under any
 of them are listed, watched, stopped and deleted like the default `runs/`.
+
+The studio serves one folder, `.o1pruner/served/`: a file of a run the UI shows (a report
+plot) is handed out as a link or copy made there, and export zips are built there. No
+output root and no run folder is served as such, so nothing else in the workspace can be
+fetched by its path.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +39,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_OUTPUT_ROOT = RunSection.model_fields["output_root"].default
 STATE_DIR = ".o1pruner"
 ROOTS_FILE = "output_roots.json"
+SERVED_DIR = "served"
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,43 @@ class Workspace:
         except ValueError:
             return str(path)
 
+    # served files ---------------------------------------------------------------
+    @property
+    def served_root(self) -> Path:
+        """The only folder the studio serves (launch's allowed_paths)."""
+        return self.root / STATE_DIR / SERVED_DIR
+
+    def hand_out(self, path: str | Path) -> str | None:
+        """A run's file given to the browser: linked (or copied) into served_root, the only
+        folder served. None, and nothing served, for anything but a regular file inside
+        an output root (a symbolic link, a folder, a file elsewhere)."""
+        source = Path(path)
+        try:
+            info = source.lstat()
+            real = source.resolve(strict=True)
+        except (OSError, RuntimeError):
+            return None
+        if not stat.S_ISREG(info.st_mode) or not any(
+                real.is_relative_to(r) for r in self.output_roots()):
+            return None
+        key = hashlib.sha256(f"{real}\0{info.st_mtime_ns}\0{info.st_size}".encode())
+        target = self.served_root / key.hexdigest()[:20] / source.name
+        if target.exists():
+            return str(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        partial.unlink(missing_ok=True)
+        try:
+            os.link(real, partial, follow_symlinks=False)
+        except OSError:  # another file system, or links not allowed: a copy
+            shutil.copyfile(real, partial, follow_symlinks=False)
+        os.replace(partial, target)
+        return str(target)
+
+    def clear_served(self) -> None:
+        """Forget what an earlier studio handed out (called at launch)."""
+        shutil.rmtree(self.served_root, ignore_errors=True)
+
     # output roots and runs -------------------------------------------------------
     def output_roots(self) -> list[Path]:
         """The default runs/ and every output root a UI launch used (existing, inside)."""
@@ -81,12 +128,25 @@ class Workspace:
         recorded = read_json(self.root / STATE_DIR / ROOTS_FILE, [])
         for text in recorded if isinstance(recorded, list) else []:
             try:
-                path = self.resolve(str(text), "run.output_root")
-            except UserError:
+                path = self.resolve_output_root(str(text))
+            except UserError:  # outside, the workspace itself, a hidden folder
                 continue
             if path not in roots and path.is_dir():
                 roots.append(path)
         return roots
+
+    def resolve_output_root(self, text: str | Path) -> Path:
+        """An output root inside the workspace; never the workspace itself nor a hidden
+        folder (.o1pruner holds the studio's state): a root's runs are listed, deleted and
+        their files handed out, so a root must hold runs and nothing else."""
+        path = self.resolve(text, "run.output_root")
+        if path == self.root:
+            raise UserError(f"run.output_root: {text} is the workspace itself; runs need a "
+                            f"folder of their own inside it, e.g. {DEFAULT_OUTPUT_ROOT}")
+        if any(part.startswith(".") for part in path.relative_to(self.root).parts):
+            raise UserError(f"run.output_root: {text} is a hidden folder; use a visible "
+                            f"folder inside the workspace, e.g. {DEFAULT_OUTPUT_ROOT}")
+        return path
 
     def remember_output_root(self, path: Path) -> None:
         """Record a launch's output root so its runs are listed from now on."""
@@ -115,7 +175,7 @@ class Workspace:
 
     def run_dir_for(self, spec: RunSpec) -> RunDir:
         """The spec's run directory, its output root confined to the workspace."""
-        root = self.resolve(spec.run.output_root, "run.output_root")
+        root = self.resolve_output_root(spec.run.output_root)
         return RunDir(root / run_dir_for(spec).root.name)
 
     # spec paths ------------------------------------------------------------------
@@ -185,10 +245,10 @@ class Workspace:
               "model.name_or_path", must_exist)
         for name, value in [("model.cache_dir", spec.model.cache_dir),
                             ("data.local_dir", spec.data.local_dir),
-                            ("train.deepspeed_config", spec.train.deepspeed_config),
-                            ("run.output_root", spec.run.output_root)]:
+                            ("train.deepspeed_config", spec.train.deepspeed_config)]:
             if value is not None:
                 check(name, self.resolve, value, name)
+        check("run.output_root", self.resolve_output_root, spec.run.output_root)
         template = spec.model.prompt_template
         if template.endswith((".yaml", ".yml")) or "/" in template or "\\" in template:
             check("model.prompt_template", self.resolve, template, "model.prompt_template")
