@@ -199,3 +199,35 @@ def test_only_files_the_ui_hands_out_are_served(ws: Workspace) -> None:
         assert _get(base + given) == 200
     finally:
         demo.close()
+
+
+# ------------------------------------------- 4. Playground models: the workspace, not cwd
+@pytest.mark.parametrize("where", ["typed", "the run's base model"])
+def test_a_playground_hub_id_never_loads_a_folder_of_the_servers_cwd(
+        ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    from webui.playground_tab import generation_refs
+
+    cwd = tmp_path / "server-cwd"
+    (cwd / "org" / "name").mkdir(parents=True)
+    (cwd / "org" / "name" / "config.json").write_text("{}")
+    monkeypatch.chdir(cwd)
+    base = "org/name" if where != "typed" else "models/base"
+    run_id = _run(ws, "r", model={"name_or_path": base})
+    with pytest.raises(UserError, match="org/name.*working directory"):
+        generation_refs(ws, run_id, ("org/name", ""))
+    (ws.root / "org" / "name").mkdir(parents=True)  # the workspace's own folder wins
+    (ws.root / "org" / "name" / "config.json").write_text("{}")
+    _, refs = generation_refs(ws, run_id, ("org/name", ""))
+    assert refs == [str(ws.root / "org" / "name"), ""]
+
+
+def test_an_explorers_data_set_never_loads_a_folder_of_the_servers_cwd(
+        ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from webui.explore_tab import run_spec
+
+    cwd = tmp_path / "server-cwd"
+    (cwd / "org" / "problems").mkdir(parents=True)
+    monkeypatch.chdir(cwd)
+    run_id = _run(ws, "r", data={"train": "org/problems"})
+    with pytest.raises(UserError, match="data.train: org/problems.*working directory"):
+        run_spec(ws, run_id)

@@ -75,13 +75,16 @@ def generation_refs(workspace: Workspace, run_id: str, names: tuple[str, ...]
                     ) -> tuple[RunSpec, list[str]]:
     """(the run's spec, what to load for each side) of a Generate click: the run's spec
     confined as a Build-tab spec is (it gives the prompt, grading and the base model), each
-    model picked or typed resolved by `resolve_model`; "" for a side not used."""
+    model picked or typed resolved by `resolve_model` against the workspace, never the
+    studio's working directory; "" for a side not used."""
     run, spec = run_spec(workspace, run_id)
     written = load_spec(run.spec_path)  # before localize_spec
     workspace.confine(written, must_exist=False)
     refs = [spec.model.name_or_path if value == written.model.name_or_path else
             resolve_model(workspace, value, f"model {side}")
             for side, value in zip(SIDES, names, strict=True)]
+    for side, ref in zip(SIDES, refs, strict=True):
+        workspace.check_hub_ref(ref, f"model {side}")  # loaded here, not in the workspace
     return spec, refs
 
 

@@ -204,6 +204,20 @@ class Workspace:
                 raise UserError(f"{what}: {ref} has no config.json; expected a model saved in "
                                 "Hugging Face format")
 
+    def check_hub_ref(self, ref: str, what: str) -> None:
+        """A reference left relative (a hub id) and loaded in the studio's own process (the
+        Playground, the explorers): transformers and datasets take a folder of that name in
+        the process's working directory first, so one there, outside the workspace, is
+        refused rather than loaded."""
+        if not ref or ref.startswith(PYPI_PREFIX) or Path(ref).expanduser().is_absolute():
+            return
+        here = Path.cwd() / ref
+        if here.exists() and not here.resolve().is_relative_to(self.root):
+            raise UserError(f"{what}: {ref} would load {ref} of the studio's working directory "
+                            f"{Path.cwd()} (outside the workspace), not the hub's; start "
+                            "`o1pruner webui` in its workspace, or use a model folder inside "
+                            "the workspace")
+
     def check_dataset(self, name: str, what: str) -> None:
         """A data set must be a registry name, a hub id or a file inside the workspace."""
         from o1pruner.data import registry
