@@ -231,3 +231,53 @@ def test_an_explorers_data_set_never_loads_a_folder_of_the_servers_cwd(
     run_id = _run(ws, "r", data={"train": "org/problems"})
     with pytest.raises(UserError, match="data.train: org/problems.*working directory"):
         run_spec(ws, run_id)
+
+
+# ---------------------------------------------- 5. export zips: no links, no temp pile-up
+def _exported(ws: Workspace, outside: Path, run_id: str, finished: float) -> str:
+    """A finished export job of `run_id` (as `o1pruner export` leaves it) whose folder
+    holds a model and two symbolic links that lead out of it."""
+    import json
+
+    from o1pruner.export import export_job_dir
+    from o1pruner.rundir import RunDir
+
+    out = ws.root / "exports" / Path(run_id).name
+    (out / "sub").mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text("{}")
+    (out / "model.safetensors").write_bytes(b"w" * 1000)
+    (outside / "secret.txt").write_text("TOP-SECRET")
+    for link, target in [(out / "leak.txt", outside / "secret.txt"), (out / "dir", outside)]:
+        if not link.is_symlink():
+            link.symlink_to(target)
+    job = export_job_dir(RunDir(ws.root / run_id), out)
+    job.root.mkdir(parents=True, exist_ok=True)
+    (job.root / "job.json").write_text(json.dumps({"state": "done", "finished_at": finished}))
+    (job.root / "export.json").write_text(json.dumps({
+        "out": str(out), "files": ["config.json", "model.safetensors", "leak.txt"],
+        "message": f"exported to {out}"}))
+    return ws.relative(job.root)
+
+
+def test_an_export_zip_holds_no_link_and_nothing_piles_up(
+        ws: Workspace, outside: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+    import zipfile
+
+    from webui.export_tab import export_view
+
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    run_id = _run(ws, "r")
+    zips = []
+    for finished in (1.0, 2.0, 3.0):  # the same export done three times
+        zips.append(export_view(ws, _exported(ws, outside, run_id, finished))["zip"])
+        assert zips[-1] is not None and Path(zips[-1]).is_relative_to(ws.served_root)
+        with zipfile.ZipFile(zips[-1]) as archive:
+            names = archive.namelist()
+            assert sorted(names) == ["r/config.json", "r/model.safetensors"]
+            assert all(b"TOP-SECRET" not in archive.read(n) for n in names)
+    assert list(system_tmp.iterdir()) == []
+    assert [Path(z).exists() for z in zips] == [False, False, True]  # earlier ones removed
+    assert sorted(p.name for p in ws.served_root.rglob("*.zip")) == ["r.zip"]

@@ -10,10 +10,11 @@ command a user could type. The tab reads everything from the job's folder."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
-import tempfile
+import stat
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ POLL_SECONDS = 1.0
 FINAL = "final"
 AS_SAVED = "as saved"
 ZIP_LIMIT_BYTES = 2 * 1024**3  # larger exports are copied from the machine, not downloaded
+ZIP_CACHE_BYTES = 2 * ZIP_LIMIT_BYTES  # all zips kept for download together
+ZIPS_DIR = "export-zips"  # under the workspace's served folder
 LOG_LINES = 30
 _zips: dict[tuple[str, float], str] = {}  # (export job, finished_at) -> zip path
 
@@ -178,7 +181,7 @@ def export_view(ws: Workspace, job_id: str | None) -> dict[str, Any]:
         out = Path(result["out"])
         files = "\n".join([f"`{ws.relative(out)}/`", ""] + [
             f"- `{name}` ({_size(out / name)})" for name in result["files"]])
-        zip_path = _zip(job, out, state.get("finished_at") or 0.0)
+        zip_path = _zip(ws, job, out, state.get("finished_at") or 0.0)
         if zip_path is None:
             files += (f"\n\n{_size_total(out)}: too large to download from the browser; "
                       f"copy `{ws.relative(out)}` from this machine")
@@ -203,25 +206,49 @@ def _size(path: Path) -> str:
 
 
 def _size_total(out: Path) -> str:
-    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    total = sum(p.stat().st_size for p in _zip_files(out)) if out.is_dir() else 0
     return f"{total / 1024**3:.1f} GB"
 
 
-def _zip(job: RunDir, out: Path, finished: float) -> str | None:
-    """A zip of the exported folder in a temporary folder (made once per export), or None
-    when the folder is over ZIP_LIMIT_BYTES or gone."""
+def _zip_files(out: Path) -> list[Path]:
+    """The regular files of an exported folder; symbolic links (to files or folders) are
+    left out, so a zip never holds anything from outside the folder."""
+    found = []
+    for folder, dirs, names in os.walk(out, followlinks=False):
+        dirs.sort()
+        for name in sorted(names):
+            path = Path(folder) / name
+            if stat.S_ISREG(path.lstat().st_mode):
+                found.append(path)
+            else:
+                logger.info("zip of %s: %s left out (a link or not a regular file)", out, path)
+    return found
+
+
+def _zip(ws: Workspace, job: RunDir, out: Path, finished: float) -> str | None:
+    """A zip of the exported folder, made once per export under the served folder
+    (.o1pruner/served/export-zips), or None when the folder is over ZIP_LIMIT_BYTES, gone
+    or outside the workspace. A new zip of an export job replaces its earlier ones, and
+    the oldest zips go while all of them hold more than ZIP_CACHE_BYTES."""
     key = (str(job.root), finished)
     if key in _zips and Path(_zips[key]).exists():
         return _zips[key]
+    try:
+        out = ws.resolve(out, "export")
+    except UserError:
+        return None
     if not out.is_dir():
         return None
-    files = [p for p in sorted(out.rglob("*")) if p.is_file()]
+    files = _zip_files(out)
     if sum(p.stat().st_size for p in files) > ZIP_LIMIT_BYTES:
         return None
-    folder = Path(tempfile.mkdtemp(prefix="o1pruner-model-export-"))
+    zips = ws.served_root / ZIPS_DIR
+    mine = zips / hashlib.sha256(str(job.root).encode()).hexdigest()[:16]
+    folder = mine / f"{finished:.3f}"
     path = folder / f"{out.name}.zip"
-    tmp = folder / f".{out.name}.zip.tmp"
+    tmp = folder / f"{out.name}.zip.partial"
     try:  # weights hardly compress: stored, so a big zip is quick
+        folder.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
             for file in files:
                 archive.write(file, f"{out.name}/{file.relative_to(out)}")
@@ -230,8 +257,24 @@ def _zip(job: RunDir, out: Path, finished: float) -> str | None:
         shutil.rmtree(folder, ignore_errors=True)
         logger.warning("zip of %s failed: %s", out, err)
         return None
+    for earlier in mine.iterdir():  # this export's earlier zips
+        if earlier != folder:
+            shutil.rmtree(earlier, ignore_errors=True)
+    _prune_zips(zips, keep=path)
     _zips[key] = str(path)
     return str(path)
+
+
+def _prune_zips(zips: Path, keep: Path) -> None:
+    """Remove the oldest zips (never `keep`) while they hold more than ZIP_CACHE_BYTES."""
+    found = sorted(zips.glob("*/*/*.zip"), key=lambda p: p.stat().st_mtime)
+    total = sum(p.stat().st_size for p in found)
+    for path in found:
+        if total <= ZIP_CACHE_BYTES:
+            break
+        if path != keep:
+            total -= path.stat().st_size
+            shutil.rmtree(path.parent, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------- the tab

@@ -6,8 +6,8 @@ plain values; `webui.app` wires them to components.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +17,7 @@ import pandas as pd
 
 from o1pruner import history, jobs
 from o1pruner.errors import UserError
+from o1pruner.files import atomic_write_text
 from o1pruner.rounds import ROUNDS_DIR
 from o1pruner.rundir import RunDir
 from o1pruner.spec import RunSpec
@@ -83,13 +84,16 @@ def command_line(stage: str, spec_path: str, extra: Sequence[str] = ()) -> str:
 
 
 def export_yaml(values: Sequence[Any], workspace: Workspace) -> tuple[Validation, str | None]:
-    """Write the spec to a temporary `<run name>.yaml` for download (None if invalid)."""
+    """Write the spec to `<run name>.yaml` in the workspace's served folder, one file per
+    content (clicks do not pile up files), for download (None if invalid)."""
     check = validate(values, workspace)
     if check.spec is None:
         return check, None
-    folder = Path(tempfile.mkdtemp(prefix="o1pruner-export-"))
+    text = dump_yaml(check.spec)
+    folder = workspace.served_root / "specs" / hashlib.sha256(text.encode()).hexdigest()[:16]
     path = folder / f"{check.spec.run_name()}.yaml"
-    path.write_text(dump_yaml(check.spec), encoding="utf-8")
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
     return check, str(path)
 
 
