@@ -16,6 +16,7 @@ import fcntl
 import json
 import logging
 import os
+import stat
 import sys
 import time
 from pathlib import Path
@@ -59,7 +60,7 @@ class RunLock:
                 what: str = "run") -> RunLock:
         """Take the lock or raise JobRunning naming the job that holds it."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = open_lock_file(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
@@ -121,6 +122,24 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_lock_file(path: Path) -> int:
+    """The lock file opened for writing, never through a symbolic link (O_NOFOLLOW): the
+    holder record written into it truncates it, and must not truncate a link's target."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    except OSError as err:
+        if err.errno == errno.ELOOP or path.is_symlink():
+            raise UserError(f"{path}: the run's .lock is a symbolic link; a lock file is "
+                            "written, so it is refused: remove the link (rm "
+                            f"{path}) and start again") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UserError(f"{path}: the run's .lock is not a regular file; remove it and start "
+                        "again")
+    return fd
 
 
 def read_holder(path: Path) -> dict[str, Any]:

@@ -14,6 +14,7 @@ that deadline.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -81,14 +82,13 @@ def launch(run: RunDir, argv: Sequence[str], *, cwd: Path | str | None = None,
     with _STATUS_LOCK:
         lock = RunLock.acquire(run.lock_path, command)
         try:
-            take_over(run, spec_text)
-            log_path = run.root / "logs" / WORKER_LOG
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            child = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
-            child.update({**(env or {}), "PYTHONUNBUFFERED": "1", **lock.child_env()})
-            for key in (PARENT_ENV, PARENT_START_ENV):
-                child.pop(key, None)  # the worker leads its own job
-            with open(log_path, "ab") as log:
+            # the log is opened (never through a link) before any file changes
+            with os.fdopen(_open_log(run.root / "logs" / WORKER_LOG), "ab") as log:
+                take_over(run, spec_text)
+                child = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+                child.update({**(env or {}), "PYTHONUNBUFFERED": "1", **lock.child_env()})
+                for key in (PARENT_ENV, PARENT_START_ENV):
+                    child.pop(key, None)  # the worker leads its own job
                 log.write(f"\n==> {time.strftime('%Y-%m-%d %H:%M:%S')} "
                           f"{' '.join(command)}\n".encode())
                 log.flush()
@@ -107,6 +107,23 @@ def launch(run: RunDir, argv: Sequence[str], *, cwd: Path | str | None = None,
                 "stop": None, "launched_by": os.getpid()})
         finally:
             lock.close()
+
+
+def _open_log(path: Path) -> int:
+    """The worker log opened for appending, never through a symbolic link (of the file or
+    of logs/): a link would have the job write into its target."""
+    if path.parent.is_symlink():
+        raise UserError(f"{path.parent}: is a symbolic link; a job writes its logs there, so "
+                        "it is refused: remove the link and start again")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+                       | os.O_NOFOLLOW, 0o644)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise UserError(f"{path}: is a symbolic link; a job appends its log to it, so it "
+                            "is refused: remove the link and start again") from None
+        raise
 
 
 # ------------------------------------------------------------------------------ status

@@ -281,3 +281,38 @@ def test_an_export_zip_holds_no_link_and_nothing_piles_up(
     assert list(system_tmp.iterdir()) == []
     assert [Path(z).exists() for z in zips] == [False, False, True]  # earlier ones removed
     assert sorted(p.name for p in ws.served_root.rglob("*.zip")) == ["r.zip"]
+
+
+# --------------------------------------------------------- 6. a symlinked .lock is refused
+def test_a_symlinked_lock_is_refused_and_its_target_untouched(ws: Workspace,
+                                                              outside: Path) -> None:
+    from o1pruner.joblock import RunLock
+
+    target = outside / "precious.txt"
+    target.write_text("keep me")
+    run = ws.runs_root / "t"
+    run.mkdir(parents=True)
+    (run / ".lock").symlink_to(target)
+    with pytest.raises(UserError, match=r"\.lock is a symbolic link"):
+        RunLock.acquire(run / ".lock")
+    check, started, message = handlers.start(_values(**{"run.name": "t"}), ws)
+    assert message.startswith("Error:") and "symbolic link" in message, message
+    assert target.read_text() == "keep me"
+    assert not (run / "job.json").exists()
+
+
+@pytest.mark.parametrize("link", ["logs", "logs/worker.log"])
+def test_a_symlinked_worker_log_is_refused_before_any_file_changes(
+        ws: Workspace, outside: Path, link: str) -> None:
+    target = outside / "notes.txt" if link.endswith(".log") else outside
+    (outside / "notes.txt").write_text("keep me")
+    run = ws.runs_root / "t"
+    (run / "logs").mkdir(parents=True)
+    if link == "logs":
+        (run / "logs").rmdir()
+    (run / link).symlink_to(target)
+    check, started, message = handlers.start(_values(**{"run.name": "t"}), ws)
+    assert message.startswith("Error:") and "symbolic link" in message, message
+    assert _listing(outside) == ["model", "model/config.json", "notes.txt", "template.yaml"]
+    assert (outside / "notes.txt").read_text() == "keep me"
+    assert not (run / "job.json").exists() and not (run / "spec.yaml").exists()
