@@ -316,3 +316,61 @@ def test_a_symlinked_worker_log_is_refused_before_any_file_changes(
     assert _listing(outside) == ["model", "model/config.json", "notes.txt", "template.yaml"]
     assert (outside / "notes.txt").read_text() == "keep me"
     assert not (run / "job.json").exists() and not (run / "spec.yaml").exists()
+
+
+# ------------------------------------------------------- 7. data and model text is text
+POISON = ('<img src="http://127.0.0.1:9/a"> ![x](http://127.0.0.1:9/b) <form action='
+          '"http://127.0.0.1:9/c"><input type="password"></form> [here](http://127.0.0.1:9/d) '
+          '&lt;img&gt; `tick` **bold** # head')
+GOLD = "a`b`<img src=http://127.0.0.1:9/g>"
+
+
+def _rendered(markdown: str) -> tuple[str, str]:
+    """(HTML, its visible text) of markdown rendered with raw HTML on, as gr.Markdown does."""
+    import html
+    import re
+
+    from markdown_it import MarkdownIt
+
+    out = MarkdownIt("commonmark", {"html": True}).render(markdown)
+    return out, html.unescape(re.sub(r"<[^>]+>", "", out))
+
+
+def _assert_text(markdown: str, *shown: str) -> None:
+    out, text = _rendered(markdown)
+    for tag in ("<img", "<form", "<input", "<a ", "<strong>bold", "<h1"):
+        assert tag not in out, (tag, out)
+    for part in shown:
+        assert part in text, (part, text)
+
+
+def test_explorers_show_data_and_model_text_as_text() -> None:
+    from o1pruner import explore
+    from webui.explore_tab import _answer_md, pair_markdown, problem_markdown, sample_markdown
+
+    sample = explore.SampleInfo(0, 5, None, None, "stop", GOLD, True, None, None, None, "",
+                                None, POISON)
+    problem = explore.ProblemSamples("p<1>", POISON, GOLD, "", 1.0, 5.0, [sample])
+    _assert_text(problem_markdown(problem), POISON, GOLD, "p<1>")
+    _assert_text(sample_markdown("p<1>", sample), GOLD, "p<1>")
+    answer = explore.Answer(1.0, 5, None, None, GOLD, "stop<img src=x>", [POISON])
+    _assert_text(_answer_md("base", answer), GOLD, "stop<img src=x>")
+    _assert_text(pair_markdown(explore.AnswerPair("p<1>", POISON, GOLD, answer, answer),
+                               "trained"), POISON, GOLD)
+
+
+def test_playground_answers_show_model_text_as_text() -> None:
+    from o1pruner.playground import Answer
+    from webui.playground_tab import _stats
+
+    done = Answer(model="m<img src=x>", state="done", tokens=3, seconds=1.0,
+                  finish_reason="stop", extracted=GOLD, correct=True)
+    _assert_text(_stats("A", done), GOLD, "m<img src=x>")
+    failed = Answer(model="m", state="error", error=POISON)
+    _assert_text(_stats("A", failed), POISON)
+
+
+def test_a_value_quoted_from_an_imported_file_shows_as_text(ws: Workspace) -> None:
+    values, message = handlers.import_yaml_text(f"model: {{dtype: '{GOLD}'}}\n", "x.yaml")
+    assert values is None
+    _assert_text(message, GOLD, "model.dtype (line 1)")

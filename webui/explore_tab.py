@@ -1,6 +1,7 @@
 """The "Samples" and "Eval explorer" tabs: a run's pre-samples problem by problem (with
 rewards and the training selection), and its evaluation answers side by side. The data
-comes from o1pruner.explore; this module only lays it out."""
+comes from o1pruner.explore; this module only lays it out, showing data and model text as
+text (webui.text), never as markup."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from o1pruner.rundir import RunDir
 from o1pruner.spec import RunSpec
 from o1pruner.specio import SpecError, load_spec
 from webui import handlers
+from webui.text import as_text, inline
 from webui.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -77,6 +79,39 @@ def refresh_choice(choices: list[str], current: str | None) -> Any:
                      (choices[0] if choices else None))
 
 
+# ---------------------------------------------- what the explorers show (data as text)
+def problem_markdown(p: explore.ProblemSamples) -> str:
+    """The Samples tab's problem: our line of numbers, the id, gold and problem as text."""
+    return (f"**{as_text(p.problem_id)}** · gold {inline(p.gold)} · accuracy "
+            f"{100 * p.accuracy:.0f} % · {len(p.samples)} samples, "
+            f"{p.min_length}-{p.max_length} tokens\n\n{as_text(p.problem)}")
+
+
+def sample_markdown(problem_id: str, s: explore.SampleInfo) -> str:
+    """The line above a pre-sample's text (the text itself goes to a text box)."""
+    reward = "" if s.reward_raw is None else (
+        f" · reward {s.reward_raw:+.3f} (length {s.length_term:+.3f}, accuracy "
+        f"{s.accuracy_term:+.3f})")
+    used = " · not trained on"
+    if s.training == "chosen":
+        used = " · **trained on**" + ("" if s.reward is None else
+                                      f" (reward used: {s.reward:+.3f})")
+    elif s.training == "rejected":
+        used = " · **rejected** of a DPO pair"
+    return (f"sample {s.sample_idx} of {as_text(problem_id)}: {s.num_tokens} tokens, "
+            f"{as_text(s.finish_reason)}, {'right' if s.correct else 'wrong'} (extracted "
+            f"{inline(s.extracted)}){reward}{used}")
+
+
+def pair_markdown(p: explore.AnswerPair, right: str) -> str:
+    """The Eval explorer's problem: id, gold and problem as text, with the outcome."""
+    cut = "" if p.cut is None or not p.left or not p.left.tokens else \
+        f" · {as_text(right)} is {abs(p.cut):.0f} tokens " \
+        f"({abs(100 * p.cut / p.left.tokens):.0f} %) " + ("shorter" if p.cut >= 0 else "longer")
+    return (f"**{as_text(p.problem_id)}** · gold {inline(p.gold)} · {p.outcome}{cut}\n\n"
+            f"{as_text(p.problem)}")
+
+
 # ------------------------------------------------------------------------- samples
 def samples_tab(workspace: Workspace, tab: gr.Tab | None = None) -> None:
     """Lay out the Samples tab; `tab` (its gr.Tab) refreshes the run list when opened."""
@@ -122,7 +157,7 @@ def samples_tab(workspace: Workspace, tab: gr.Tab | None = None) -> None:
         try:
             view = view_of(run_id)
         except (UserError, SpecError) as err:
-            return [f"Error: {err}", "", _table([]), None, "", _table([]), "", ""]
+            return [f"Error: {as_text(err)}", "", _table([]), None, "", _table([]), "", ""]
         kept = explore.filter_problems(view.problems, lo or 0.0, 1.0 if hi is None else hi,
                                        min_spread or 1.0)
         notes = "\n".join(f"- {n}" for n in view.notes)
@@ -134,10 +169,7 @@ def samples_tab(workspace: Workspace, tab: gr.Tab | None = None) -> None:
     def problem_outputs(p: explore.ProblemSamples | None) -> list[Any]:
         if p is None:
             return [None, "", _table([])]
-        text = (f"**{p.problem_id}** · gold `{p.gold}` · accuracy {100 * p.accuracy:.0f} % · "
-                f"{len(p.samples)} samples, {p.min_length}-{p.max_length} tokens"
-                f"\n\n{p.problem}")
-        return [p.problem_id, text, _table(explore.sample_rows(p))]
+        return [p.problem_id, problem_markdown(p), _table(explore.sample_rows(p))]
 
     def pick_problem(run_id: str, evt: gr.SelectData) -> list[Any]:
         pid = str((evt.row_value or [None])[0])
@@ -150,14 +182,7 @@ def samples_tab(workspace: Workspace, tab: gr.Tab | None = None) -> None:
         s = next((x for x in (p.samples if p else []) if str(x.sample_idx) == str(idx)), None)
         if s is None:
             return ["", ""]
-        reward = "" if s.reward_raw is None else (
-            f" · reward {s.reward_raw:+.3f} (length {s.length_term:+.3f}, accuracy "
-            f"{s.accuracy_term:+.3f})")
-        used = {"chosen": f" · **trained on** (reward used: {s.reward:+.3f})",
-                "rejected": " · **rejected** of a DPO pair"}.get(s.training, " · not trained on")
-        return [f"sample {s.sample_idx} of {pid}: {s.num_tokens} tokens, {s.finish_reason}, "
-                f"{'right' if s.correct else 'wrong'} (extracted `{s.extracted}`){reward}{used}",
-                s.completion]
+        return [sample_markdown(str(pid), s), s.completion]
 
     filters = [run, min_acc, max_acc, spread]
     outputs = [summary, count, problems, chosen, problem_md, samples, sample_md, sample_text]
@@ -188,13 +213,13 @@ def samples_tab(workspace: Workspace, tab: gr.Tab | None = None) -> None:
 # ---------------------------------------------------------------------- evaluation
 def _answer_md(label: str, a: explore.Answer | None) -> str:
     if a is None:
-        return f"**{label}**: no answer yet"
+        return f"**{as_text(label)}**: no answer yet"
     split = "" if a.thinking_tokens is None or not a.thinking_tokens else \
         f" (thinking {a.thinking_tokens:.0f} · answer {a.answer_tokens or 0:.0f})"
     grade = ("right" if a.accuracy == 1 else "wrong") if len(a.texts) == 1 else \
         f"{100 * a.accuracy:.0f} % of {len(a.texts)} samples right"
-    return (f"**{label}**: {a.tokens:.0f} tokens{split} · {a.finish_reason} · answer "
-            f"`{a.extracted}` · **{grade}**")
+    return (f"**{as_text(label)}**: {a.tokens:.0f} tokens{split} · {as_text(a.finish_reason)} "
+            f"· answer {inline(a.extracted)} · **{grade}**")
 
 
 def _answer_text(a: explore.Answer | None) -> str:
@@ -264,7 +289,7 @@ def eval_explorer_tab(workspace: Workspace, tab: gr.Tab | None = None) -> None:
         try:
             pairs = pairs_of(run_id, b, lm, rm)
         except (UserError, SpecError) as err:
-            return [gr.update(), _table([]), f"Error: {err}", "", "", "", ""]
+            return [gr.update(), _table([]), f"Error: {as_text(err)}", "", "", "", ""]
         counts = explore.filter_counts(pairs)
         kept = explore.filter_pairs(pairs, w or "all")
         radio = gr.update(choices=[(f"{f} ({counts[f]})", f) for f in explore.EVAL_FILTERS])
@@ -274,11 +299,7 @@ def eval_explorer_tab(workspace: Workspace, tab: gr.Tab | None = None) -> None:
     def pair_outputs(p: explore.AnswerPair | None, lm: str, rm: str) -> list[Any]:
         if p is None:
             return ["_no problem matches this filter_", "", "", "", ""]
-        cut = "" if p.cut is None or not p.left or not p.left.tokens else \
-            f" · {rm} is {abs(p.cut):.0f} tokens ({abs(100 * p.cut / p.left.tokens):.0f} %) " \
-            + ("shorter" if p.cut >= 0 else "longer")
-        return [f"**{p.problem_id}** · gold `{p.gold}` · {p.outcome}{cut}\n\n{p.problem}",
-                _answer_md(lm, p.left), _answer_text(p.left),
+        return [pair_markdown(p, rm), _answer_md(lm, p.left), _answer_text(p.left),
                 _answer_md(rm, p.right), _answer_text(p.right)]
 
     def pick(run_id: str, b: str, lm: str, rm: str, evt: gr.SelectData) -> list[Any]:
@@ -294,7 +315,7 @@ def eval_explorer_tab(workspace: Workspace, tab: gr.Tab | None = None) -> None:
         try:
             picks = choose_run(run_id)
         except UserError as err:
-            return [gr.skip()] * 3 + [gr.update(), _table([]), f"Error: {err}", "", "", "", "",
+            return [gr.skip()] * 3 + [gr.update(), _table([]), f"Error: {as_text(err)}", "", "", "", "",
                                       run_id]
         values = [p["value"] for p in picks]
         return [*picks, *show(run_id, *values, w), run_id]

@@ -24,6 +24,7 @@ from o1pruner.spec import RunSpec
 from o1pruner.specio import SpecError, dump_yaml, load_spec, load_spec_text
 from webui import form
 from webui.presets import Preset
+from webui.text import no_markup
 from webui.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -50,14 +51,14 @@ class Validation:
 
     def section_markdown(self, section: str) -> str:
         lines = self.by_section.get(section, [])
-        return "\n".join(f"- `{p.split(':', 1)[0]}`:{p.split(':', 1)[1]}" if ":" in p
-                         else f"- {p}" for p in lines)
+        return "\n".join(f"- {no_markup(p)}" for p in lines)
 
     def summary(self) -> str:
+        """Markdown; a value quoted from a file shows as text (webui.text.no_markup)."""
         if self.spec is not None:
             return "OK: spec is valid"
         return (f"Error: {len(self.problems)} problem(s); each is also shown under its field:"
-                "\n" + "\n".join(f"- {p}" for p in self.problems))
+                "\n" + "\n".join(f"- {no_markup(p)}" for p in self.problems))
 
 
 def validate(values: Sequence[Any], workspace: Workspace | None = None) -> Validation:
@@ -102,8 +103,8 @@ def import_yaml_text(text: str, source: str) -> tuple[list[Any] | None, str]:
     try:
         spec = load_spec_text(text, source=source)
     except SpecError as err:
-        return None, f"Error: {source}: not imported, the form is unchanged:\n" + "\n".join(
-            f"- {p}" for p in err.problems)
+        return None, f"Error: {no_markup(source)}: not imported, the form is unchanged:\n" + (
+            "\n".join(f"- {no_markup(p)}" for p in err.problems))
     return form.spec_to_values(spec), f"OK: imported {source}"
 
 

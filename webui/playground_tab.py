@@ -27,6 +27,7 @@ from o1pruner.spec import RunSpec
 from o1pruner.specio import SpecError, load_spec
 from webui import handlers
 from webui.explore_tab import refresh_choice, run_spec, runs_with
+from webui.text import as_text, inline
 from webui.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -91,9 +92,9 @@ def generation_refs(workspace: Workspace, run_id: str, names: tuple[str, ...]
 def _stats(side: str, a: Answer | None, used: bool = True) -> str:
     if a is None:
         return f"**model {side}**" + ("" if used else ": not used")
-    head = f"**model {side}** `{a.model}` · {a.state}"
+    head = f"**model {side}** {inline(a.model)} · {a.state}"
     if a.error:
-        return f"{head}\n\nError: {a.error}"
+        return f"{head}\n\nError: {as_text(a.error)}"
     if a.state in ("waiting", "loading"):
         return head
     if a.state == "stopped" and a.finish_reason is None:
@@ -101,11 +102,11 @@ def _stats(side: str, a: Answer | None, used: bool = True) -> str:
     split = f" (thinking {a.thinking_tokens} · answer {a.answer_tokens})" \
         if a.thinks and a.thinking_tokens is not None else ""
     line = (f"**{a.tokens} tokens**{split} · {a.seconds:.1f} s · {a.tokens_per_s:.1f} tok/s"
-            + (f" · finish: {a.finish_reason}" if a.finish_reason else ""))
+            + (f" · finish: {as_text(a.finish_reason)}" if a.finish_reason else ""))
     if a.state not in ("done", "stopped"):
         return f"{head}\n\n{line}"
     grade = "" if a.correct is None else (" · **right**" if a.correct else " · **wrong**")
-    answer = f"answer `{a.extracted}`" if a.extracted is not None else "no final answer"
+    answer = f"answer {inline(a.extracted)}" if a.extracted is not None else "no final answer"
     return f"{head}\n\n{line}\n\n{answer}{grade}"
 
 
@@ -157,7 +158,7 @@ def playground_tab(workspace: Workspace, tab: gr.Tab | None = None) -> None:
             _, spec = run_spec(workspace, run_id)
             found = source_problems(spec, label)[:MAX_PICKS]
         except Exception as err:  # noqa: BLE001 - a data set that cannot be loaded is shown
-            return [gr.update(choices=[], value=None), f"Error: {label}: {err}"]
+            return [gr.update(choices=[], value=None), f"Error: {as_text(label)}: {as_text(err)}"]
         problems_of[run_id] = {f"{p.id}: {' '.join(p.problem.split())[:90]}": (p.problem, p.gold)
                                for p in found}
         return [gr.update(choices=list(problems_of[run_id]), value=None), ""]
@@ -171,7 +172,7 @@ def playground_tab(workspace: Workspace, tab: gr.Tab | None = None) -> None:
                 _, spec = run_spec(workspace, run_id)
                 labels, limit = list(problem_sources(spec)), default_max_new_tokens(spec)
             except (UserError, SpecError) as err:
-                return [*[gr.skip()] * 4, gr.skip(), f"Error: {err}", run_id]
+                return [*[gr.skip()] * 4, gr.skip(), f"Error: {as_text(err)}", run_id]
         first = labels[0] if labels else None
         pick_update, note = choose_source(run_id, first)
         return [gr.update(choices=choices, value=base), gr.update(choices=choices, value=trained),
@@ -211,7 +212,7 @@ def playground_tab(workspace: Workspace, tab: gr.Tab | None = None) -> None:
                 stopped = any(a.state == "stopped" for a in snapshot)
                 yield ["stopped" if stopped else "", *outputs_of(by_side(snapshot, names))]
         except (UserError, SpecError) as err:
-            yield [f"Error: {err}", *[gr.skip()] * (2 * len(SIDES))]
+            yield [f"Error: {as_text(err)}", *[gr.skip()] * (2 * len(SIDES))]
 
     def stop_generation(a: str, b: str) -> list[Any]:
         playground.stop()
