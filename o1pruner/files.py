@@ -101,6 +101,8 @@ def load_json(path: Path) -> Any:
     except json.JSONDecodeError as err:
         raise CorruptFileError(f"{path}: not valid JSON (line {err.lineno}, column "
                                f"{err.colno}: {err.msg})") from None
+    except (ValueError, RecursionError) as err:  # a 5,000-digit number, nesting too deep
+        raise CorruptFileError(f"{path}: not usable JSON ({_short_reason(err)})") from None
 
 
 @contextmanager
@@ -195,11 +197,19 @@ def drop_torn_tail(path: Path) -> None:
     logger.warning("%s: dropped a torn last line (%d bytes)", path, size - cut)
 
 
+def _short_reason(err: BaseException) -> str:
+    """Why json.loads refused a text that parses: a number too long, nesting too deep."""
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    return str(err).split(";")[0]
+
+
 def _decode_line(path: Path, number: int, line: bytes) -> dict[str, Any]:
     try:
         value = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        reason = err.reason if isinstance(err, UnicodeDecodeError) else err.msg
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError, JSONDecodeError too
+        reason = err.reason if isinstance(err, UnicodeDecodeError) else \
+            err.msg if isinstance(err, json.JSONDecodeError) else _short_reason(err)
         raise CorruptFileError(
             f"{path}, line {number}: not a valid JSON record ({reason}). The line was "
             "damaged after it was written; delete that line (or the whole file, to compute "

@@ -142,7 +142,9 @@ def list_runs(roots: Iterable[Path | str] | Path | str) -> list[dict[str, Any]]:
     for run, kind in find_runs(roots):
         try:
             rows.append(run_summary(run, kind))
-        except OSError as err:  # a folder that vanished or cannot be read: a row that says so
+        except Exception as err:  # noqa: BLE001 - a folder that vanished, cannot be read or
+            # holds anything at all: a row that says so, never a listing (or a studio) down
+            logger.warning("%s: %s", run.root, err, exc_info=not isinstance(err, OSError))
             rows.append({"name": run.root.name, "path": str(run.root), "kind": kind,
                          "model": "", "state": "unreadable", "stage": "", "created": None,
                          "parameters": {}, "results": "", "message": str(err)})

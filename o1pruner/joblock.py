@@ -145,6 +145,6 @@ def open_lock_file(path: Path) -> int:
 def read_holder(path: Path) -> dict[str, Any]:
     try:
         info = json.loads(path.read_text(encoding="utf-8") or "{}")
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     return info if isinstance(info, dict) else {}

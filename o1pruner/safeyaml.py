@@ -5,11 +5,14 @@ copies or walks the data expands them: a few hundred bytes of nested aliases (a 
 laughs") become billions of nodes, and a self-referencing alias recurses forever. Here the
 composed node graph is checked before anything is built: the size it expands to, its
 nesting depth and the text's length are bounded, and a cycle is refused, each with a clear
-error naming the line, in well under a second.
+error naming the line, in well under a second. Building the data (SpecLoader) keeps dates
+as text, refuses tags that build other types and keys given twice, and turns whatever a
+constructor raises into the same kind of error at its line.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,87 @@ from o1pruner.errors import UserError
 MAX_BYTES = 1 << 20  # 1 MiB of YAML text
 MAX_NODES = 100_000  # scalars + collections after alias expansion
 MAX_DEPTH = 64
+MAX_INT_DIGITS = 100  # a whole number longer than this is a mistake, not a setting
+TIMESTAMP = "tag:yaml.org,2002:timestamp"
+REFUSED_TAGS = (TIMESTAMP, "tag:yaml.org,2002:binary", "tag:yaml.org,2002:set",
+                "tag:yaml.org,2002:omap", "tag:yaml.org,2002:pairs")
+
+
+class _TooDeep(yaml.YAMLError):
+    def __init__(self, mark: yaml.Mark | None):
+        self.mark = mark
+
+
+class SpecLoader(yaml.SafeLoader):
+    """SafeLoader for data from outside: a date stays text (no timestamp resolver),
+    timestamp/binary/set/ordered-pair tags are refused, a key given twice in a mapping is
+    refused, nesting is bounded while composing, and any error a constructor raises
+    (ValueError, KeyError, a 5,000-digit number...) becomes a YAML error at its node's
+    line."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != TIMESTAMP]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooDeep(self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except Exception as err:  # noqa: BLE001 - every constructor failure is the file's
+            value = node.value if isinstance(node, yaml.ScalarNode) else node.tag
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {_describe_value(value)} as "
+                f"{node.tag.rsplit(':', 1)[-1]}: {err}", node.start_mark) from None
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        digits = re.sub(r"[^0-9a-fA-F]", "", str(node.value))
+        if len(digits) > MAX_INT_DIGITS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a whole number of {len(digits):,} digits; at most "
+                f"{MAX_INT_DIGITS} are read", node.start_mark)
+        return super().construct_yaml_int(node)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Any:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == \
+                    "tag:yaml.org,2002:merge":
+                continue
+            line = key_node.start_mark.line + 1
+            if key_node.value in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key_node.value!r} (first on line "
+                    f"{seen[key_node.value]}); give each key once", key_node.start_mark)
+            seen[key_node.value] = line
+        return super().construct_mapping(node, deep)
+
+
+def _refuse_tag(loader: SpecLoader, node: yaml.Node) -> Any:
+    raise yaml.constructor.ConstructorError(
+        None, None, f"the tag !!{node.tag.rsplit(':', 1)[-1]} is not read here; write the "
+        "value as plain text, a number, a list or a mapping", node.start_mark)
+
+
+SpecLoader.add_constructor("tag:yaml.org,2002:int", SpecLoader.construct_yaml_int)
+for _tag in REFUSED_TAGS:
+    SpecLoader.add_constructor(_tag, _refuse_tag)
+
+
+def _describe_value(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class YamlError(UserError):
@@ -92,7 +176,11 @@ def compose(text: str, source: str | None = None) -> yaml.Node | None:
         raise YamlError(f"{len(text):,} characters is more than the {MAX_BYTES:,} allowed",
                         source)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=SpecLoader)
+    except _TooDeep as err:
+        raise YamlError(f"nested more than {MAX_DEPTH} levels deep", source,
+                        *((err.mark.line + 1, err.mark.column + 1) if err.mark else
+                          (None, None))) from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         raise YamlError(err.problem or err.context or "syntax error", source,
@@ -110,14 +198,15 @@ def construct(node: yaml.Node | None, source: str | None = None) -> Any:
     """Python data of a checked node graph (plain dicts, lists and scalars)."""
     if node is None:
         return None
-    loader = yaml.SafeLoader("")
+    loader = SpecLoader("")
     try:
         return loader.construct_document(node)
-    except yaml.YAMLError as err:
+    except RecursionError:
+        raise YamlError(f"nested more than {MAX_DEPTH} levels deep", source) from None
+    except yaml.YAMLError as err:  # well-formed YAML whose value cannot be built
         mark = getattr(err, "problem_mark", None)
         raise YamlError(str(getattr(err, "problem", None) or err), source,
-                        *((mark.line + 1, mark.column + 1) if mark else (None, None)),
-                        malformed=True) from None
+                        *((mark.line + 1, mark.column + 1) if mark else (None, None))) from None
     finally:
         loader.dispose()
 

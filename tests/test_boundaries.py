@@ -12,6 +12,7 @@ import yaml
 from o1pruner.cli import build_parser
 from o1pruner.errors import UserError
 from o1pruner.spec import RunSpec
+from tests.test_webui_browser import browser  # noqa: F401 (a fixture)
 from webui import form, handlers
 from webui.export_tab import export_argv
 from webui.sweep_tab import start_sweep, sweep_ids
@@ -374,3 +375,163 @@ def test_a_value_quoted_from_an_imported_file_shows_as_text(ws: Workspace) -> No
     values, message = handlers.import_yaml_text(f"model: {{dtype: '{GOLD}'}}\n", "x.yaml")
     assert values is None
     _assert_text(message, GOLD, "model.dtype (line 1)")
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_poisoned_data_set_in_the_explorers_makes_no_outside_request(
+        tmp_path: Path, browser) -> None:  # noqa: ANN001, F811
+    """Chromium on the Samples and Eval explorer tabs of a run whose problems, gold answers
+    and extracted answers carry an image, a markdown image and a form aimed at a listener
+    on 127.0.0.1: the text shows as written and the listener receives nothing."""
+    import http.server
+    import json
+    import threading
+
+    from o1pruner.training.distributed import free_port
+    from tests.test_explore import prepare_run
+    from tests.test_webui_browser import Server
+
+    heard: list[str] = []
+
+    class Listener(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            heard.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        do_POST = do_GET  # noqa: N815
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    listener = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Listener)
+    threading.Thread(target=listener.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.server_address[1]}"
+    bait = (f'<img src="{url}/img"> ![m]({url}/md) <form action="{url}/form" method="post">'
+            f'<input type="password" name="pw"></form> `tick`')
+    ws = tmp_path / "workspace"
+    run = prepare_run(ws)
+
+    def poison(path: Path, fields: dict[str, str]) -> None:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        for row in rows:
+            row.update({k: v for k, v in fields.items() if k in row})
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    poison(run / "presample" / "problems.jsonl", {"problem": "P " + bait, "gold": "g`" + bait})
+    poison(ws / "bench.jsonl", {"question": "Q " + bait})
+    for gen in (run / "eval").rglob("generations.jsonl"):
+        poison(gen, {"gold": "g`" + bait, "extracted": "x`" + bait})
+    server = Server(ws)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(server.url)
+        page.get_by_role("tab", name="Samples").click()
+        page.locator("#samples-problem").filter(has_text="P <img src=").wait_for(
+            timeout=60_000)
+        page.get_by_role("tab", name="Eval explorer").click()
+        page.locator("#evx-problem").filter(has_text="Q <img src=").wait_for(timeout=60_000)
+        page.locator("#evx-left-stats").filter(has_text="x`<img").wait_for(timeout=30_000)
+        assert page.locator("#evx-problem").inner_text().count("`") >= 2  # gold kept whole
+        page.wait_for_timeout(2000)
+        assert page.locator("img[src^='http://127.0.0.1'], form[action^='http']").count() == 0
+    finally:
+        page.close()
+        server.kill()
+        listener.shutdown()
+    assert heard == [], heard
+
+
+# ------------------------------------------ 8. any YAML a constructor chokes on: one line
+ODD_YAML = {
+    "bad date": "run: {name: x, seed: 1}\nreward: {lambda: !!timestamp 2024-02-30}\n",
+    "float": "run: {name: x}\nreward: {lambda: !!float abc}\n",
+    "huge int": "run: {name: x}\nrun2: " + "9" * 5000 + "\n",
+    "hex int": "run: {name: x}\nreward: {lambda: !!int 0x}\n",
+    "bool": "run: {name: x}\nreward: {lambda: !!bool maybe}\n",
+    "set": "run: {name: x}\nreward: !!set {lambda}\n",
+    "binary": "run: {name: x}\nreward: {lambda: !!binary aGk=}\n",
+    "deep": "run: {name: x}\nreward: " + "[" * 3000 + "]" * 3000 + "\n",
+}
+
+
+@pytest.mark.parametrize("case", list(ODD_YAML))
+def test_any_constructor_error_is_one_message_with_its_line(
+        case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from o1pruner import history
+    from o1pruner.cli import main as cli_main
+
+    text = ODD_YAML[case]
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    assert cli_main(["validate", str(path)]) == 2  # the CLI
+    err = capsys.readouterr().err
+    assert "line 2" in err and "Traceback" not in err, err
+    values, message = handlers.import_yaml_text(text, "odd.yaml")  # Import
+    assert values is None and "line 2" in message, message
+    value = text.splitlines()[1].split(": ", 1)[1]
+    good = tmp_path / "good.yaml"
+    good.write_text("run: {name: x}\n")
+    if case != "deep":
+        with pytest.raises(Exception, match="line 1") as raised:  # --set
+            load_spec_file(good, [f"reward={value}"])
+        assert type(raised.value).__name__ == "SpecError"
+    run = tmp_path / "runs" / "odd"  # the history
+    run.mkdir(parents=True)
+    (run / "spec.yaml").write_text(text)
+    (row,) = history.list_runs(tmp_path / "runs")
+    assert row["state"] == "unreadable" and "line 2" in row["message"], row
+
+
+def load_spec_file(path: Path, overrides: list[str]) -> object:
+    from o1pruner.specio import load_spec
+
+    return load_spec(path, overrides)
+
+
+def test_dates_stay_text_and_duplicate_keys_are_refused() -> None:
+    from o1pruner.specio import SpecError, load_spec_text
+
+    assert load_spec_text("run: {name: 2024-02-30}\n").run.name == "2024-02-30"
+    assert load_spec_text("run: {name: 2024-01-02}\n").run.name == "2024-01-02"
+    with pytest.raises(SpecError, match="duplicate key 'name'.*line 3"):
+        load_spec_text("run:\n  name: a\n  name: b\n")
+
+
+def _odd_runs(root: Path) -> None:
+    """Run folders holding every kind of odd file the studio reads at start-up."""
+    deep_json = "[" * 100_000 + "]" * 100_000
+    big = "9" * 5000
+    files = {
+        "date": {"spec.yaml": "run: {name: 2024-02-30}\n"},
+        "float": {"spec.yaml": "reward: {lambda: !!float abc}\n"},
+        "int": {"spec.yaml": f"run: {{seed: {big}}}\n"},
+        "deep": {"spec.yaml": "a: " + "[" * 3000 + "]" * 3000 + "\n"},
+        "binary": {"spec.yaml": b"\xff\xfe\x00bad", "job.json": b"\xff"},
+        "job-int": {"spec.yaml": "run: {name: job-int}\n", "job.json": f'{{"pid": {big}}}'},
+        "job-deep": {"spec.yaml": "run: {name: job-deep}\n", "job.json": deep_json},
+        "job-list": {"job.json": "[1, 2]"},
+        "results": {"spec.yaml": "run: {name: results}\n",
+                    "eval/results.json": f'{{"methods": {deep_json}}}'},
+        "events": {"spec.yaml": "run: {name: events}\n", "events.jsonl": deep_json + "\n"},
+    }
+    for name, content in files.items():
+        for rel, data in content.items():
+            path = root / name / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            (path.write_bytes if isinstance(data, bytes) else path.write_text)(data)
+    (root / "folder-spec" / "spec.yaml").mkdir(parents=True)
+
+
+def test_the_studio_starts_with_any_run_folder_content(ws: Workspace) -> None:
+    from webui.app import build_app
+
+    _odd_runs(ws.runs_root)
+    demo = build_app(ws.root)
+    assert demo is not None
+    rows = {r["id"]: r for r in handlers.runs(ws)}
+    assert rows["runs/date"]["state"] != "unreadable"  # a date is a name like any other
+    for name in ("float", "int", "deep", "binary", "job-int", "job-deep"):
+        assert rows[f"runs/{name}"]["state"] == "unreadable", rows[f"runs/{name}"]
+    assert len(handlers.history_table(ws)) == len(rows)
