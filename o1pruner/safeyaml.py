@@ -170,13 +170,44 @@ def check_node(root: yaml.Node | None, source: str | None = None,
     return size(root, 0)
 
 
+_CParser: Any = yaml.cyaml.CParser if yaml.__with_libyaml__ else object
+
+
+class _FastComposer(_CParser, yaml.resolver.Resolver):
+    """libyaml's parser and composer (C, some ten times faster) with SpecLoader's
+    resolvers; only used once the nesting is known to be bounded (its composer recurses
+    in C, where a deep document would overflow the stack)."""
+
+    yaml_implicit_resolvers = SpecLoader.yaml_implicit_resolvers
+
+    def __init__(self, stream: str):
+        _CParser.__init__(self, stream)
+        yaml.resolver.Resolver.__init__(self)
+
+
+def _compose(text: str) -> yaml.Node | None:
+    """Compose `text`: with libyaml after a pass over its events has bounded the nesting
+    (_TooDeep at the first event deeper than MAX_DEPTH), else with SpecLoader."""
+    if not yaml.__with_libyaml__:
+        return yaml.compose(text, Loader=SpecLoader)
+    depth = 0
+    for event in yaml.parse(text, Loader=_FastComposer):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _TooDeep(event.start_mark)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return yaml.compose(text, Loader=_FastComposer)
+
+
 def compose(text: str, source: str | None = None) -> yaml.Node | None:
     """The checked node graph of `text` (None for an empty document)."""
     if len(text) > MAX_BYTES:
         raise YamlError(f"{len(text):,} characters is more than the {MAX_BYTES:,} allowed",
                         source)
     try:
-        node = yaml.compose(text, Loader=SpecLoader)
+        node = _compose(text)
     except _TooDeep as err:
         raise YamlError(f"nested more than {MAX_DEPTH} levels deep", source,
                         *((err.mark.line + 1, err.mark.column + 1) if err.mark else
@@ -222,13 +253,24 @@ def safe_load(text: str, source: str | None = None) -> Any:
     return load_yaml(text, source)[0]
 
 
-def load_yaml_file(path: Path, source: str | None = None) -> Any:
-    """The checked YAML data of a file (OSError / UnicodeDecodeError pass through)."""
+def read_text(path: Path, source: str | None = None) -> str:
+    """A YAML file's text, its size checked before it is read (never more than MAX_BYTES
+    are read, even from a file that grows meanwhile); OSError / UnicodeDecodeError pass
+    through."""
     size = path.stat().st_size
     if size > MAX_BYTES:
         raise YamlError(f"{size:,} bytes is more than the {MAX_BYTES:,} allowed",
                         source or str(path))
-    return safe_load(path.read_text(encoding="utf-8"), source or str(path))
+    with path.open("rb") as file:
+        data = file.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise YamlError(f"more than the {MAX_BYTES:,} bytes allowed", source or str(path))
+    return data.decode("utf-8")
+
+
+def load_yaml_file(path: Path, source: str | None = None) -> Any:
+    """The checked YAML data of a file (OSError / UnicodeDecodeError pass through)."""
+    return safe_load(read_text(path, source), source or str(path))
 
 
 def read_yaml_file(path: Path, what: str, error: type[UserError] = UserError) -> Any:

@@ -21,6 +21,8 @@ from o1pruner.spec import RunSpec
 
 logger = logging.getLogger(__name__)
 
+MAX_PROBLEMS = 50  # problem lines listed for one spec
+
 # Keys that were renamed: old dotted path -> new dotted path. Accepted with a warning.
 RENAMED_KEYS: dict[str, str] = {
     "presample.num_samples": "presample.k",
@@ -137,10 +139,18 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def format_validation_error(err: ValidationError, node: yaml.Node | None = None) -> list[str]:
-    """One line per problem: dotted field path, line in the YAML, message, bad value."""
-    lines = []
-    for item in err.errors():
+def format_validation_error(err: ValidationError, node: yaml.Node | None = None,
+                            limit: int = MAX_PROBLEMS) -> list[str]:
+    """One line per problem: dotted field path, line in the YAML, message, bad value; at
+    most `limit` lines, then one that counts the rest (each line looks its field up in
+    the YAML, so the work stays proportional to what is shown)."""
+    lines: list[str] = []
+    items = err.errors()
+    for count, item in enumerate(items):
+        if len(lines) >= limit:
+            lines.append(f"... and {len(items) - count} more problem(s) not listed; fix "
+                         "these first")
+            break
         loc = [p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
         # pydantic puts union/literal branch names in loc; keep only real keys.
         loc = [p for p in loc if p not in ("str", "tagged-union")]

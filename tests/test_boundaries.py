@@ -535,3 +535,42 @@ def test_the_studio_starts_with_any_run_folder_content(ws: Workspace) -> None:
     for name in ("float", "int", "deep", "binary", "job-int", "job-deep"):
         assert rows[f"runs/{name}"]["state"] == "unreadable", rows[f"runs/{name}"]
     assert len(handlers.history_table(ws)) == len(rows)
+
+
+# ------------------------------------------------ 9. sizes: linear, capped, checked first
+def test_validation_is_linear_and_capped_in_unknown_keys() -> None:
+    import time
+
+    from o1pruner.specio import SpecError, load_spec_text
+
+    def seconds(n: int) -> tuple[float, list[str]]:
+        text = "run:\n" + "".join(f"  k{i}: {i}\n" for i in range(n))
+        started = time.perf_counter()
+        with pytest.raises(SpecError) as raised:
+            load_spec_text(text)
+        return time.perf_counter() - started, raised.value.problems
+
+    small, _ = seconds(2_000)
+    large, problems = seconds(16_000)
+    assert large < 12 * small + 0.5, (small, large)  # 8x the keys: about 8x the time
+    assert len(problems) == 51 and problems[-1].startswith("... and 15950 more")
+
+
+def test_load_and_import_check_the_size_before_reading(ws: Workspace) -> None:
+    import tracemalloc
+
+    from o1pruner.safeyaml import MAX_BYTES
+    from webui.app import launch_options
+
+    big = ws.root / "big.yaml"
+    with big.open("wb") as out:
+        out.truncate(64 * 1024 * 1024)  # sparse: 64 MiB that cost no disk
+    tracemalloc.start()
+    try:
+        for path, workspace in ((str(big), None), ("big.yaml", ws)):
+            values, message = handlers.import_yaml_file(path, workspace)
+            assert values is None and "is more than the" in message, message
+        assert tracemalloc.get_traced_memory()[1] < 4 * 1024 * 1024
+    finally:
+        tracemalloc.stop()
+    assert launch_options(ws, "127.0.0.1", 1, None)["max_file_size"] == MAX_BYTES

@@ -16,6 +16,7 @@ from typing import Any
 import gradio as gr
 
 from o1pruner.errors import UserError
+from o1pruner.safeyaml import MAX_BYTES
 from webui import handlers
 from webui.build_tab import build_tab
 from webui.explore_tab import eval_explorer_tab, samples_tab
@@ -147,9 +148,9 @@ def launch(host: str = "127.0.0.1", port: int = 7860, auth_file: str | Path | No
 def launch_options(ws: Workspace, host: str, port: int,
                    credentials: tuple[str, str] | None) -> dict[str, Any]:
     """Blocks.launch's arguments: only the files the UI hands out are served (never an
-    output root or a run folder as such), and never a public share link, whatever
-    $GRADIO_SHARE says."""
+    output root or a run folder as such), never a public share link, whatever
+    $GRADIO_SHARE says, and no upload (an imported spec) over the YAML size limit."""
     ws.served_root.mkdir(parents=True, exist_ok=True)
     return {"server_name": host, "server_port": port, "auth": credentials, "share": False,
             "allowed_paths": [str(ws.served_root)], "show_error": True, "css": CSS,
-            "ssr_mode": False, "footer_links": []}
+            "ssr_mode": False, "footer_links": [], "max_file_size": MAX_BYTES}

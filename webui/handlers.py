@@ -20,6 +20,7 @@ from o1pruner.errors import UserError
 from o1pruner.files import atomic_write_text
 from o1pruner.rounds import ROUNDS_DIR
 from o1pruner.rundir import RunDir
+from o1pruner.safeyaml import read_text
 from o1pruner.spec import RunSpec
 from o1pruner.specio import SpecError, dump_yaml, load_spec, load_spec_text
 from webui import form
@@ -115,9 +116,9 @@ def import_yaml_file(path: str | None, workspace: Workspace | None = None) -> tu
         return None, "no file given"
     try:
         real = workspace.resolve(path, "import") if workspace is not None else Path(path)
-        text = real.read_text(encoding="utf-8")
+        text = read_text(real, Path(path).name)  # the size is checked before reading
     except UserError as err:
-        return None, f"Error: {err}"
+        return None, f"Error: {no_markup(err)}"
     except (OSError, UnicodeDecodeError) as err:
         return None, f"Error: cannot read {Path(path).name}: {err}"
     return import_yaml_text(text, Path(path).name)
