@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -55,6 +56,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                                {"train.method": "lh"}]},
 }
 POLL_S = 1.0
+MAX_POINTS = 100  # runs of one sweep (each a full run); more is a mistake or a split
+MAX_PARALLEL = 8  # runs of one sweep at a time
 
 
 @dataclass
@@ -151,14 +154,20 @@ def plan_sweep(spec_path: str | Path, grid_items: list[str], seeds_text: str | N
     the point."""
     overrides = list(overrides or [])
     grid = parse_grid(grid_items)
+    if preset is not None and preset not in PRESETS:
+        raise UserError(f"--preset {preset!r}: expected one of {', '.join(PRESETS)}")
+    if preset is None and not grid and not seeds_text:
+        raise UserError("a sweep needs at least one --grid FIELD=V1,V2 or --seeds 0,1,2")
+    count = math.prod(len(values) for _, values in grid) * max(1, len(
+        parse_seeds(seeds_text))) * (len(PRESETS[preset]["points"]) if preset else 1)
+    if count > MAX_POINTS:  # counted before any point is built
+        raise UserError(f"this sweep has {count:,} runs; at most {MAX_POINTS} are allowed in "
+                        "one sweep (each is a whole run): use fewer values or seeds, or "
+                        "split it into several sweeps")
     combos = _points(grid)
     if preset is not None:
-        if preset not in PRESETS:
-            raise UserError(f"--preset {preset!r}: expected one of {', '.join(PRESETS)}")
         overrides = [*PRESETS[preset]["overrides"], *overrides]
         combos = [{**p, **c} for p in PRESETS[preset]["points"] for c in combos]
-    elif not grid and not seeds_text:
-        raise UserError("a sweep needs at least one --grid FIELD=V1,V2 or --seeds 0,1,2")
     seed_fields = seed_fields or ["run.seed"]
     base = load_spec(spec_path, overrides)
     seeds = parse_seeds(seeds_text) or [_get(base, seed_fields[0])]
@@ -226,8 +235,7 @@ def run_sweep(sweep: Sweep, parallel: int = 1) -> dict[str, Any]:
     then write the report; returns the report's data."""
     from o1pruner.sweep_report import write_sweep_report
 
-    if parallel < 1:
-        raise UserError(f"--parallel {parallel}: expected 1 or more")
+    check_parallel(parallel)
     job = sweep.job
     with job_process(job, STAGE):
         save_definition(sweep)
@@ -247,6 +255,12 @@ def run_sweep(sweep: Sweep, parallel: int = 1) -> dict[str, Any]:
                             "folders. Start the sweep again to retry them (the report has "
                             "the others)")
     return report
+
+
+def check_parallel(parallel: int) -> None:
+    """The number of runs of a sweep at a time: 1 to MAX_PARALLEL."""
+    if not 1 <= parallel <= MAX_PARALLEL:
+        raise UserError(f"--parallel {parallel}: runs at a time must be 1 to {MAX_PARALLEL}")
 
 
 def save_definition(sweep: Sweep) -> None:

@@ -574,3 +574,26 @@ def test_load_and_import_check_the_size_before_reading(ws: Workspace) -> None:
     finally:
         tracemalloc.stop()
     assert launch_options(ws, "127.0.0.1", 1, None)["max_file_size"] == MAX_BYTES
+
+
+# ------------------------------------------------------------ 10. sweeps have bounds
+def test_a_sweep_is_bounded_in_points_and_runs_at_a_time(ws: Workspace,
+                                                         no_launch: None) -> None:
+    import time
+
+    from o1pruner.sweep import MAX_PARALLEL, MAX_POINTS, plan_sweep
+
+    values = ",".join(str(v) for v in range(1, 11))
+    grid = f"reward.lambda={values}\npresample.k={values}\ntrain.epochs={values}"
+    started = time.perf_counter()
+    with pytest.raises(UserError, match=f"2,000 runs.*at most {MAX_POINTS}"):
+        start_sweep(ws, "base.yaml", grid, "0,1", "none", 1, "")
+    huge = [f"reward.lambda={values}", f"presample.k={values}", f"train.epochs={values}",
+            f"run.seed={values}", f"train.learning_rate={values}"]
+    with pytest.raises(UserError, match="100,000 runs"):
+        plan_sweep(ws.root / "base.yaml", huge)  # refused before any point is built
+    assert time.perf_counter() - started < 2.0
+    for parallel in (0, MAX_PARALLEL + 1):
+        with pytest.raises(UserError, match="runs at a time"):
+            start_sweep(ws, "base.yaml", "reward.lambda=1,2", "", "none", parallel, "")
+    assert sweep_ids(ws) == []

@@ -18,7 +18,9 @@ from o1pruner.errors import UserError
 from o1pruner.rundir import RunDir
 from o1pruner.specio import SpecError, load_spec
 from o1pruner.sweep import (
+    MAX_PARALLEL,
     PRESETS,
+    check_parallel,
     list_sweeps,
     load_sweep,
     plan_sweep,
@@ -55,7 +57,8 @@ def start_sweep(ws: Workspace, spec_text: str, grid_text: str, seeds: str, prese
     ws.confine(base)
     grid = [line.strip() for line in (grid_text or "").splitlines() if line.strip()]
     preset_name = None if preset in (None, "", NO_PRESET) else preset
-    count = int(parallel or 1)
+    count = 1 if parallel is None else int(parallel)
+    check_parallel(count)
     # every point is confined exactly as a Build-tab spec is
     sweep = plan_sweep(spec_path, grid, seeds.strip() or None, name=name.strip() or None,
                        preset=preset_name, check_point=ws.confine)
@@ -120,7 +123,8 @@ def sweep_tab(ws: Workspace) -> None:
                           elem_id="sweep-grid")
         with gr.Column(scale=1):
             seeds = gr.Textbox(label="seeds", placeholder="0,1,2", elem_id="sweep-seeds")
-            parallel = gr.Number(1, label="runs at a time", precision=0, minimum=1)
+            parallel = gr.Number(1, label="runs at a time", precision=0, minimum=1,
+                                 maximum=MAX_PARALLEL)
             name = gr.Textbox(label="name (optional)", elem_id="sweep-name")
     with gr.Row():
         start = gr.Button("Start sweep", variant="primary", scale=0, elem_id="sweep-start")
