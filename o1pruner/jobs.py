@@ -167,7 +167,13 @@ def _status(run: RunDir) -> dict[str, Any]:
                 "exit_code": None, "message": None}
     state = job.get("state", "unknown")
     stop = job.get("stop") if isinstance(job.get("stop"), dict) else None
-    alive = _alive(run, job)
+    # a job whose end was recorded (a final state with its finished_at: the leader's
+    # record, or one settled here) is not looked for among the processes: a scan per
+    # finished run made each history listing cost seconds. A final state without
+    # finished_at (a stage writing "done" mid-pipeline) is still checked; the run's lock
+    # guards a rank that outlives its leader.
+    ended = state in FINAL_STATES and bool(job.get("finished_at"))
+    alive = not ended and _alive(run, job)
     code = _exit_code(job.get("pid"))
     if alive:
         if stop and time.time() >= stop.get("deadline", float("inf")) \

@@ -597,3 +597,34 @@ def test_a_sweep_is_bounded_in_points_and_runs_at_a_time(ws: Workspace,
         with pytest.raises(UserError, match="runs at a time"):
             start_sweep(ws, "base.yaml", "reward.lambda=1,2", "", "none", parallel, "")
     assert sweep_ids(ws) == []
+
+
+# ------------------------------------------- 11. history polling: only running runs checked
+def test_the_history_checks_processes_only_of_runs_whose_state_says_running(
+        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from o1pruner import jobs
+
+    for i in range(30):
+        state = ("done", "failed", "stopped")[i % 3]
+        root = ws.runs_root / f"old{i}"
+        root.mkdir(parents=True)
+        (root / "job.json").write_text(json.dumps({
+            "state": state, "pid": 2**22 + i, "pgid": 2**22 + i, "start": 1,
+            "started_at": 1.0, "finished_at": 2.0, "exit_code": 0}))
+    (ws.runs_root / "live").mkdir()
+    (ws.runs_root / "live" / "job.json").write_text(json.dumps({
+        "state": "running", "pid": 2**22 + 99, "pgid": 2**22 + 99, "start": 1}))
+    checked: list[str] = []
+    alive = jobs._alive
+
+    def counting(run: object, job: dict[str, object]) -> bool:
+        checked.append(run.root.name)  # type: ignore[attr-defined]
+        return alive(run, job)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jobs, "_alive", counting)
+    rows = {r["id"]: r["state"] for r in handlers.runs(ws)}
+    assert checked == ["live"]
+    assert rows["runs/old0"] == "done" and rows["runs/old1"] == "failed"
+    assert rows["runs/live"] == "failed"  # its process is gone: settled as before
