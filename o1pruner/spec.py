@@ -616,7 +616,7 @@ class RunSection(Section):
         "last).",
     )
     stop_timeout: float = Field(
-        600.0, gt=0, le=86400,
+        600.0, ge=1, le=86400,
         description="Seconds a Stop waits for the running stage to finish its step and save "
         "(a checkpoint of a large model's optimizer state takes minutes) before what is left "
         "is killed (SIGKILL). Used by the web UI's Stop and `o1pruner stop`.",

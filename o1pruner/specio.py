@@ -8,7 +8,7 @@ a traceback for a bad spec.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +216,11 @@ def spec_from_dict(
 ) -> RunSpec:
     """Validate a plain mapping (plus overrides) into a RunSpec, or raise SpecError."""
     data = apply_overrides(_deep_copy(dict(data)), overrides)
+    nul = list(_nul_paths(data))[:MAX_PROBLEMS]
+    if nul:
+        raise SpecError([f"{'.'.join(map(str, path))}{_where(node, path)}: contains a NUL "
+                         "character (\\0), which no name, path or text may" for path in nul],
+                        source)
     warnings: list[str] = []
     _apply_renames(data, warnings)
     for w in warnings:
@@ -258,6 +263,25 @@ def load_spec_text(text: str, source: str = "(text)", overrides: Iterable[str] =
 
 def save_spec(spec: RunSpec, path: str | Path) -> None:
     atomic_write_text(Path(path), dump_yaml(spec))
+
+
+def _nul_paths(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Paths of the strings (values or keys) that hold a NUL: no path, name or text may."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _nul_paths(key, (*path, key)) if isinstance(key, str) else iter(())
+            yield from _nul_paths(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _nul_paths(item, (*path, i))
+
+
+def _where(node: yaml.Node | None, path: tuple[Any, ...]) -> str:
+    line = _line_of(node, path) if node is not None else None
+    return f" (line {line})" if line else ""
 
 
 def _deep_copy(value: Any) -> Any:

@@ -628,3 +628,22 @@ def test_the_history_checks_processes_only_of_runs_whose_state_says_running(
     assert checked == ["live"]
     assert rows["runs/old0"] == "done" and rows["runs/old1"] == "failed"
     assert rows["runs/live"] == "failed"  # its process is gone: settled as before
+
+
+# ------------------------------------------------------------------------ 12. smaller
+def test_a_nul_character_in_a_spec_is_refused_with_its_field(ws: Workspace) -> None:
+    from o1pruner.specio import SpecError, load_spec_text
+
+    with pytest.raises(SpecError, match=r"model.name_or_path \(line 2\): contains a NUL"):
+        load_spec_text('run: {name: x}\nmodel: {name_or_path: "models/a\\0b"}\n')
+    check = handlers.validate(_values(**{"model.name_or_path": "models/a\x00b"}), ws)
+    assert check.spec is None and "NUL" in check.by_field["model.name_or_path"][0]
+    with pytest.raises(UserError, match="model"):  # the Evaluate panel's model box
+        ws.check_model("a\x00b", "model")
+
+
+def test_a_stop_timeout_under_a_second_is_refused() -> None:
+    from o1pruner.specio import SpecError, load_spec_text
+
+    with pytest.raises(SpecError, match="run.stop_timeout"):
+        load_spec_text("run: {name: x, stop_timeout: 1e-300}\n")

@@ -188,6 +188,9 @@ class Workspace:
         ref = (ref or "").strip()
         if not ref:
             raise UserError(f"{what}: empty")
+        if "\x00" in ref:
+            raise UserError(f"{what}: contains a NUL character (\\0), which no name or path "
+                            "may")
         if ref.startswith(PYPI_PREFIX):
             return
         local = Path(ref).expanduser()
@@ -222,6 +225,9 @@ class Workspace:
         """A data set must be a registry name, a hub id or a file inside the workspace."""
         from o1pruner.data import registry
 
+        if "\x00" in name:
+            raise UserError(f"{what}: contains a NUL character (\\0), which no name or path "
+                            "may")
         if name in registry():
             return
         local = Path(name).expanduser()
