@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 SKIP_DIRS = {"node_modules", "__pycache__", "checkpoints", "site-packages"}
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+MAX_PROBLEM_CHARS = 20_000  # a problem typed or pasted in the browser
+MAX_GOLD_CHARS = 1_000
 
 
 class Busy(UserError):
@@ -227,6 +229,10 @@ class Playground:
             raise UserError("choose a model")
         if not (problem or "").strip():
             raise UserError("type a problem or pick one from a data set")
+        if len(problem) > MAX_PROBLEM_CHARS or len(gold or "") > MAX_GOLD_CHARS:
+            raise UserError(f"a problem has at most {MAX_PROBLEM_CHARS:,} characters and a "
+                            f"gold answer {MAX_GOLD_CHARS:,}; this one has {len(problem):,} "
+                            f"and {len(gold or ''):,}")
         if not self._lock.acquire(blocking=False):
             raise Busy("a generation is running; wait for it or press Stop")
         try:

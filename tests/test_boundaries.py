@@ -647,3 +647,12 @@ def test_a_stop_timeout_under_a_second_is_refused() -> None:
 
     with pytest.raises(SpecError, match="run.stop_timeout"):
         load_spec_text("run: {name: x, stop_timeout: 1e-300}\n")
+
+
+def test_a_playground_problem_has_a_length_cap() -> None:
+    from o1pruner.playground import MAX_PROBLEM_CHARS, Playground
+
+    playground = Playground()
+    with pytest.raises(UserError, match="at most 20,000 characters"):
+        playground.start(RunSpec(), ["pypi:none"], "x" * (MAX_PROBLEM_CHARS + 1))
+    assert playground._lock.acquire(blocking=False)  # nothing was started

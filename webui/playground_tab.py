@@ -14,6 +14,7 @@ import gradio as gr
 from o1pruner.errors import UserError
 from o1pruner.models import PYPI_PREFIX
 from o1pruner.playground import (
+    MAX_PROBLEM_CHARS,
     Answer,
     Playground,
     Settings,
@@ -128,7 +129,8 @@ def playground_tab(workspace: Workspace, tab: gr.Tab | None = None) -> None:
                              "problems", elem_id="pg-source")
         pick = gr.Dropdown([], label="problem", scale=3, elem_id="pg-pick")
     with gr.Row():
-        problem = gr.Textbox(label="problem", lines=5, scale=3, elem_id="pg-problem")
+        problem = gr.Textbox(label="problem", lines=5, scale=3, elem_id="pg-problem",
+                             max_length=MAX_PROBLEM_CHARS)
         with gr.Column(scale=2):
             gold = gr.Textbox(label="gold answer", info="empty: not graded", elem_id="pg-gold")
             with gr.Row():
