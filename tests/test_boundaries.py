@@ -124,6 +124,7 @@ def test_evaluate_export_and_playground_confine_the_runs_spec(
         no_launch: None) -> None:
     """A spec.yaml written outside the UI (the CLI, an editor) is confined when a button
     uses it, as a Build-tab spec is."""
+    from webui.explore_tab import run_spec
     from webui.playground_tab import generation_refs
 
     sections = yaml.safe_load(yaml.safe_dump(sections).replace("OUTSIDE", str(outside)))
@@ -135,6 +136,9 @@ def test_evaluate_export_and_playground_confine_the_runs_spec(
         export_argv(ws, run_id, "final", False, None, "exports/r", False)
     with pytest.raises(UserError, match=field):
         generation_refs(ws, run_id, ("models/base", ""))
+    if field != "model.trust_remote_code":  # the explorers load no model
+        with pytest.raises(UserError, match=field):
+            run_spec(ws, run_id)
     assert _listing(outside) == before
     assert not (ws.runs_root / "r" / "exports").exists()
     assert not (ws.runs_root / "r" / "eval").exists()

@@ -31,12 +31,15 @@ SAMPLE_FILES = ("problems.jsonl", "samples.jsonl", "problem_stats.jsonl")
 def run_spec(workspace: Workspace, run_id: str) -> tuple[RunDir, RunSpec]:
     """The run (confined to the workspace) and its spec with local paths made absolute
     against the workspace (the folder its workers ran in), never the studio's working
-    directory. An ad-hoc evaluation without a spec of its own uses its run's."""
+    directory; a spec whose paths lead outside the workspace is refused (Workspace.confine).
+    An ad-hoc evaluation without a spec of its own uses its run's."""
     run = workspace.run_dir(run_id)
     path = run.spec_path if run.spec_path.exists() else run.root.parents[2] / "spec.yaml"
     if not path.exists():
         raise UserError(f"run {run_id}: has no spec.yaml")
-    spec = explore.localize_spec(load_spec(path), workspace.root)
+    written = load_spec(path)
+    workspace.confine(written, must_exist=False, loads_model=False)  # nothing read outside
+    spec = explore.localize_spec(written, workspace.root)
     for i, ref in enumerate([spec.data.train, *spec.eval.benchmarks]):  # loaded here
         workspace.check_hub_ref(ref.name, "data.train" if i == 0 else f"eval.benchmarks.{i - 1}")
     return run, spec

@@ -235,21 +235,24 @@ class Workspace:
         if local.exists() or looks_like_path(name, self.root) or Path(name).suffix:
             self.resolve(name, what)
 
-    def confine(self, spec: RunSpec, must_exist: bool = True) -> None:
-        """Refuse a spec a UI action would run (Build, Evaluate, a sweep point, Export, the
-        Playground) whose local paths (model, data, templates, configs, output root) point
-        outside the workspace, that asks for trust_remote_code without --allow-remote-code,
-        or (`must_exist`) whose local model folder does not exist."""
-        problems = self.spec_path_problems(spec, must_exist)
+    def confine(self, spec: RunSpec, must_exist: bool = True, loads_model: bool = True
+                ) -> None:
+        """Refuse a spec a UI action would run or read (Build, Evaluate, a sweep point,
+        Export, the Playground, the explorers) whose local paths (model, data, templates,
+        configs, output root) point outside the workspace, that asks for trust_remote_code
+        without --allow-remote-code (when the action `loads_model`), or (`must_exist`)
+        whose local model folder does not exist."""
+        problems = self.spec_path_problems(spec, must_exist, loads_model)
         if problems:
             raise UserError("; ".join(problems))
 
-    def spec_path_problems(self, spec: RunSpec, must_exist: bool = True) -> list[str]:
+    def spec_path_problems(self, spec: RunSpec, must_exist: bool = True,
+                           loads_model: bool = True) -> list[str]:
         """The one rule for every spec a UI action produces: one line per local path of
         the spec that is outside the workspace (or a missing model folder), and for remote
         code the studio was not started to allow, each starting with its field path."""
         problems: list[str] = []
-        if spec.model.trust_remote_code and not self.allow_remote_code:
+        if spec.model.trust_remote_code and loads_model and not self.allow_remote_code:
             problems.append("model.trust_remote_code: refused from the web UI: it lets the "
                             "model's repository run its own Python code on this machine; "
                             "start the studio with `o1pruner webui --allow-remote-code` if "
