@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check: the tests marked `gpu` (tests/test_gpu.py), on a machine with a CUDA GPU,
-# PyTorch and transformers, and possibly nothing else of ours and no network.
+# PyTorch and transformers, and possibly nothing else of ours and no network: training on
+# CUDA, generation, replicas, and `o1pruner run` of a tiny spec end to end (pre-sample,
+# train, evaluate, report) with the resolved precision and engine printed.
+# Before installing the GPU stack itself: scripts/check_gpu_install.sh.
 #
 #   scripts/gpu_check.sh --fetch-wheels [PYTHON_VERSION]
 #       on a machine with package-index access: download the few pure or binary wheels a
@@ -60,5 +63,6 @@ for extra in vllm deepspeed; do
     || echo "$extra: not installed here; its tests are skipped"
 done
 
-timeout "${GPU_CHECK_TIMEOUT:-480}" "$py" -m pytest -m gpu tests/test_gpu.py -v -rs \
+# -rP: the end-to-end test prints `o1pruner status`, with the precision and engine auto chose
+timeout "${GPU_CHECK_TIMEOUT:-600}" "$py" -m pytest -m gpu tests/test_gpu.py -v -rsP \
   -p no:cacheprovider

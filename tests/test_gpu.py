@@ -157,3 +157,40 @@ def test_two_vllm_replicas_presample_the_same_as_one(tmp_path: Path) -> None:
             (one.root / "presample" / name).read_text()
     replicas = [e for e in two.events() if e["kind"] == "replica"]
     assert sorted(e["gpus"] for e in replicas) == ["0", "1"]
+
+
+def test_o1pruner_run_end_to_end_on_cuda_records_auto(tmp_path: Path) -> None:
+    """`o1pruner run` of a tiny spec on the GPU with model.dtype and train.precision `auto`
+    and engine `auto`: pre-sample, train, evaluate, report; prints what auto chose."""
+    pytest.importorskip("matplotlib", reason="the report's plots need matplotlib")
+    import subprocess
+    import sys
+
+    import yaml
+
+    from o1pruner.files import read_json
+    from o1pruner.rundir import RunDir
+    from tests.test_pipeline import write_spec
+    from tests.tiny_model import build_stopping_model
+
+    path = write_spec(tmp_path, build_stopping_model(tmp_path / "model"))
+    spec = yaml.safe_load(path.read_text())
+    spec["model"]["dtype"] = "auto"
+    spec["train"]["precision"] = "auto"
+    spec["presample"]["engine"] = spec["eval"]["engine"] = "auto"
+    path.write_text(yaml.safe_dump(spec))
+    result = subprocess.run([sys.executable, "-m", "o1pruner.cli", "run", str(path)],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = RunDir(tmp_path / "runs" / "e2e")
+    status = subprocess.run([sys.executable, "-m", "o1pruner.cli", "status", str(run.root)],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120).stdout
+    print(status)  # the resolved precision and engine, for the check's output
+    expected = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    precision = [e for e in run.events() if e["kind"] == "precision"]
+    assert {e["stage"] for e in precision} >= {"presample", "train", "eval"}
+    assert all(e["dtype"] == expected for e in precision if e["stage"] != "train")
+    assert "precision (" in status and "engine (" in status
+    results = read_json(run.root / "eval" / "results.json")
+    assert expected in results["settings"]["precision"]
+    assert (run.root / "report" / "report.md").exists()
