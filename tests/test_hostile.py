@@ -225,7 +225,10 @@ def test_runs_under_another_output_root_are_listed_and_controllable(ws: Workspac
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert handlers.stop("experiments/elsewhere", ws).endswith("failed")
-    assert handlers.delete("experiments/elsewhere", True, ws) == "deleted experiments/elsewhere"
+    asked = handlers.delete("experiments/elsewhere", False, None, ws)
+    assert asked.pending == "experiments/elsewhere"
+    assert handlers.delete("experiments/elsewhere", True, asked.pending,
+                           ws).message == "deleted experiments/elsewhere"
     assert not run.root.exists()
 
 
