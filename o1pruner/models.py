@@ -6,6 +6,7 @@ packages (a GGUF file inside a wheel, converted once into a cached Hugging Face 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -177,20 +178,44 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+#: Small files that change the tokens a model reads, writes or stops at: the config, the
+#: generation config (stop ids), the tokenizer and its chat template. Hashed by content.
+TOKEN_FILE_NAMES = ("config.json", "generation_config.json", "special_tokens_map.json",
+                    "added_tokens.json", "merges.txt", "spiece.model")
+TOKEN_FILE_PREFIXES = ("tokenizer", "chat_template", "vocab")
+CHAT_TEMPLATES_DIR = "additional_chat_templates"
+
+
+def _is_token_file(path: Path) -> bool:
+    return (path.name in TOKEN_FILE_NAMES or path.name.startswith(TOKEN_FILE_PREFIXES)
+            or path.suffix == ".tiktoken")
+
+
+def _content_sha(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def model_fingerprint(ref: str, path: str, revision: str | None = None) -> dict[str, Any]:
-    """What identifies a model's weights: a pypi:/hub id with its revision as given, or for
-    a local directory its resolved path plus the size and mtime of its weight files (so a
-    retrained model in the same place gets a new fingerprint)."""
+    """What identifies a model: a pypi:/hub id with its revision as given, or for a local
+    directory its resolved path, the size and mtime of its weight files (so a retrained
+    model in the same place gets a new fingerprint) and the content hash of its config,
+    generation config and tokenizer files (an edited chat template or stop id too)."""
     local = Path(path).expanduser()
     if ref.startswith(PYPI_PREFIX) or not local.is_dir():
         return {"id": ref, "revision": revision}
-    files = sorted(p for p in local.iterdir()
-                   if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.name == "config.json"))
+    files = sorted(p for p in local.iterdir() if p.is_file())
+    templates = local / CHAT_TEMPLATES_DIR
+    extra = sorted(templates.iterdir()) if templates.is_dir() else []
     return {
         "path": str(local.resolve()),
-        "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files],
+        "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files
+                  if p.suffix in WEIGHT_SUFFIXES],
+        "contents": [[p.name, _content_sha(p)] for p in files if _is_token_file(p)]
+        + [[f"{CHAT_TEMPLATES_DIR}/{p.name}", _content_sha(p)] for p in extra if p.is_file()],
     }
 
 

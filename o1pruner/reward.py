@@ -21,6 +21,12 @@ logger = logging.getLogger(__name__)
 
 PRESAMPLE_FILES = ("problems.jsonl", "samples.jsonl", "problem_stats.jsonl")
 
+#: The clip of `reward.length: thinking` when reward.reward_clip is null: the published
+#: code's [-2, 4]. A thinking part can be one token long (just `</think>`), and L_ref/L - 1
+#: then reaches L_ref - 1 (799 against a mean of 800): it would dominate the loss or,
+#: standardised, flatten every other reward. Total lengths keep the paper's unclipped reward.
+THINKING_REWARD_CLIP = (-2.0, 4.0)
+
 
 def length_harmonizing_reward(
     L_ref: float, L: float, lam: float, A: float, A_ref: float  # noqa: N803 (paper names)
@@ -30,6 +36,14 @@ def length_harmonizing_reward(
     length_term = L_ref / max(L, 1) - 1.0
     accuracy_term = lam * (A - A_ref)
     return length_term + accuracy_term, length_term, accuracy_term
+
+
+def effective_reward_clip(reward: Any) -> tuple[float, float] | None:
+    """The clip applied to the rewards: reward.reward_clip, else with `length: thinking`
+    THINKING_REWARD_CLIP (a near-empty thinking must not get a reward of L_ref - 1)."""
+    if reward.reward_clip is not None:
+        return reward.reward_clip
+    return THINKING_REWARD_CLIP if reward.length == "thinking" else None
 
 
 # ---------------------------------------------------------------------------- reading
@@ -76,7 +90,8 @@ def build_training_set(spec: Any, presample_dir: Path) -> list[dict[str, Any]]:
     """The training rows for spec.train.method, with each sample's reward and its terms.
 
     - `lh`: m = reward.samples_per_problem samples per problem drawn at random (run.seed),
-      rewards clipped (reward_clip) and then standardised over the chosen set
+      rewards clipped (reward_clip; with length thinking [-2, 4] when it is null, see
+      THINKING_REWARD_CLIP) and then standardised over the chosen set
       (reward_normalize); with reward.skip_unsolved, problems with no correct pre-sample
       are left out (after the draw, so the other problems' draws stay the same);
     - `sft`: the m shortest correct samples per problem;
@@ -127,7 +142,11 @@ def build_training_set(spec: Any, presample_dir: Path) -> list[dict[str, Any]]:
                 "problems" if unsolved else "")
         raise UserError(f"no training samples selected from {presample_dir} for method "
                         f"{method} (m={m}); check the pre-samples (are any correct?){hint}")
-    _postprocess_rewards(rows, spec.reward.reward_clip, spec.reward.reward_normalize)
+    clip = effective_reward_clip(spec.reward)
+    if clip is not None and spec.reward.reward_clip is None:
+        logger.info("reward.length thinking: rewards clipped to [%g, %g] (reward_clip is null; "
+                    "a near-empty thinking would get L_ref/L - 1, up to L_ref - 1)", *clip)
+    _postprocess_rewards(rows, clip, spec.reward.reward_normalize)
     if method == "lh" and all(r["reward"] == 0 for r in rows):
         logger.warning("every training sample has reward 0 (within each problem all samples "
                        "have the same length and grade, e.g. all cut at max_new_tokens and "

@@ -286,7 +286,8 @@ class RewardSpec(Section):
     reward_clip: tuple[float, float] | None = Field(
         None,
         description="Clip each reward to [low, high] before normalising (published code: "
-        "[-2, 4]; null: no clipping, as in the paper).",
+        "[-2, 4]; null: no clipping, as in the paper, except with length: thinking, where "
+        "null means [-2, 4]: a 1-token thinking against a mean of 800 would get 799).",
     )
     reward_normalize: bool = Field(
         False,
@@ -305,7 +306,8 @@ class RewardSpec(Section):
     length: Literal["total", "thinking"] = Field(
         "total",
         description="The length L(y) in the reward: `total` tokens (the paper's) or only the "
-        "`thinking` tokens (reasoning models; the answer's length is then not rewarded).",
+        "`thinking` tokens (reasoning models; the answer's length is then not rewarded; "
+        "rewards are clipped, to [-2, 4] unless reward_clip says otherwise).",
     )
     skip_unsolved: bool = Field(
         False,
@@ -359,7 +361,14 @@ class TrainSpec(Section):
     )
     lora_rank: int = Field(8, ge=1, le=1024, description="lora only: adapter rank r.")
     lora_alpha: float = Field(16.0, gt=0, description="lora only: scaling alpha.")
-    lora_dropout: float = Field(0.0, ge=0, lt=1, description="lora only: adapter dropout.")
+    lora_dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="lora only: adapter dropout, for method sft only: lh and dpo train with "
+        "every dropout off (the model's too), so that the ratio to the reference pass is 1 "
+        "at step 0 and measures only the training's change.",
+    )
     lora_target: list[str] = Field(
         ["all-linear"],
         min_length=1,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from o1pruner.cli import main as cli_main
 from o1pruner.data import load_problems
@@ -112,6 +113,32 @@ def test_truncated_solutions_are_counted_and_wrong_without_an_answer(first) -> N
         m = results["metrics"]["base"][bench]
         assert m["n_truncated"] == len(truncated)
         assert m["truncation_rate"] == pytest.approx(len(truncated) / LIMIT)
+
+
+def test_wall_time_and_replica_time_are_reported_apart(first) -> None:
+    run, results = first
+    for label in results["methods"]:
+        for bench in BENCHES:
+            records = generations(run, label, bench)
+            m = results["metrics"][label][bench]
+            assert m["wall_s"] == round(sum(r["wall_s"] for r in records), 3)
+            assert m["replica_s"] == round(sum(r["gen_s"] for r in records), 3)
+            # one replica: the elapsed time holds its generation seconds, and the grading
+            assert m["wall_s"] >= m["replica_s"] - 1e-3
+    report = (Path(results["report_dir"]) / "report.md").read_text()
+    assert "| wall s | replica s |" in report
+
+
+def test_replicas_working_at_once_report_the_elapsed_time_not_the_sum() -> None:
+    # 4 one-problem batches of 1 s each on 2 replicas, two at a time: 2 s elapsed
+    records = [{"problem_id": f"p{i}", "num_tokens": 10, "finish_reason": "stop",
+                "correct": True, "extracted": "1", "gen_s": 1.0, "wall_s": 0.5}
+               for i in range(4)]
+    m = benchmark_metrics(records)
+    assert (m["wall_s"], m["replica_s"], m["tokens_per_s"]) == (2.0, 4.0, 20.0)
+    # records written before wall_s existed: their replica time stands in for it
+    old = benchmark_metrics([{k: v for k, v in r.items() if k != "wall_s"} for r in records])
+    assert (old["wall_s"], old["replica_s"]) == (4.0, 4.0)
 
 
 def test_base_accuracy_zero_gives_null_aes_with_a_reason(first) -> None:
@@ -238,6 +265,73 @@ def test_retrained_model_is_not_mixed_with_old_generations(
     assert len(generations(job, "trained", "arithmetic_test")) == LIMIT
 
 
+def _edit_chat_template(model: Path) -> None:
+    """Put a line before every conversation of a saved tokenizer's chat template (stored
+    in chat_template.jinja or in tokenizer_config.json, by transformers version)."""
+    jinja = model / "chat_template.jinja"
+    if jinja.exists():
+        jinja.write_text("Solve it.\n" + jinja.read_text())
+        return
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config["chat_template"] = "Solve it.\n" + config["chat_template"]
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+
+
+def _add_stop_id(model: Path, token_id: int) -> None:
+    gen = json.loads((model / "generation_config.json").read_text())
+    ids = gen["eos_token_id"]
+    gen["eos_token_id"] = [*(ids if isinstance(ids, list) else [ids]), token_id]
+    (model / "generation_config.json").write_text(json.dumps(gen))
+
+
+def test_a_local_models_keys_see_its_chat_template_and_stop_ids(tiny_model_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    """The model fingerprint hashes the tokenizer files and generation_config.json; the
+    prompt part of the evaluation key holds the rendered chat template and the stop ids
+    (also for a hub model, whose fingerprint is its id)."""
+    from o1pruner.evaluation.cache import prompt_fingerprint
+    from o1pruner.models import load_tokenizer, model_fingerprint
+    from o1pruner.prompts import PromptTemplate
+    from o1pruner.spec import ModelSpec
+
+    model = shutil.copytree(tiny_model_dir, tmp_path / "m")
+    template = PromptTemplate(name="t", system=None, user="{problem}")
+
+    def keys() -> tuple[dict, dict]:
+        tok = load_tokenizer(ModelSpec(name_or_path=str(model)), str(model))
+        return (model_fingerprint(str(model), str(model)),
+                prompt_fingerprint(tok, template, "", "auto", str(model)))
+
+    fp0, prompt0 = keys()
+    assert keys() == (fp0, prompt0)
+    _edit_chat_template(model)
+    fp1, prompt1 = keys()
+    assert fp1 != fp0 and prompt1["rendered_sha256"] != prompt0["rendered_sha256"]
+    _add_stop_id(model, 3)
+    fp2, prompt2 = keys()
+    assert fp2 != fp1 and 3 in prompt2["stop_ids"] and 3 not in prompt1["stop_ids"]
+
+
+def test_an_edited_chat_template_or_stop_id_is_another_cached_baseline(
+        root: Path, tiny_model_dir: Path, tmp_path: Path, data_dir: Path) -> None:
+    model = shutil.copytree(tiny_model_dir, tmp_path / "local")
+
+    def base_entry(name: str) -> dict[str, Any]:
+        spec = make_spec(root, model, data_dir, name)
+        return run_eval(spec, benchmarks=["arithmetic_test"])["cache"]["base/arithmetic_test"]
+
+    first = base_entry("local-1")
+    assert base_entry("local-1b") == {**first, "reused": True}
+    _edit_chat_template(model)
+    second = base_entry("local-2")
+    assert not second["reused"] and second["path"] != first["path"]
+    prompts = [r["prompt"] for r in read_jsonl(Path(second["path"]) / "generations.jsonl")]
+    assert prompts and all(p.startswith("Solve it.") for p in prompts)
+    _add_stop_id(model, 3)
+    third = base_entry("local-3")
+    assert not third["reused"] and third["path"] not in (first["path"], second["path"])
+
+
 def test_without_a_trained_model_only_the_base_is_evaluated(
         root: Path, tiny_model_dir: Path, trained_dir: Path, data_dir: Path) -> None:
     spec = make_spec(root, tiny_model_dir, data_dir, "baseonly")
@@ -289,7 +383,8 @@ def test_sampled_evaluation_keeps_n_samples_per_problem_and_resumes(
     assert set(m["pass_at_k"]) == {"1", "2", "4"}
     assert results["settings"]["samples_per_problem"] == 4
     key = read_json(path.parent / "key.json")
-    assert key["grading"] == {"version": 2, "mode": "strict"} and key["engine"] == "hf"
+    assert key["grading"] == {"version": 3, "mode": "strict"} and key["engine"] == "hf"
+    assert key["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     # a crash in the middle of a problem's samples: the problem is sampled again, whole
     path.write_text("".join(json.dumps(r) + "\n" for r in records[:6]))
     results = run_eval(spec, model=str(trained_dir), benchmarks=["arithmetic_test"])

@@ -36,8 +36,23 @@ def test_fbox_counts_as_boxed():
     assert extract_answer(r"\fbox{7}") == "7"
 
 
-def test_unclosed_last_boxed_falls_back_to_the_previous_one():
-    assert extract_answer(r"\boxed{4} and then \boxed{5") == "4"
+@pytest.mark.parametrize("mode", ["strict", "standard"])
+def test_a_finished_generation_whose_last_box_is_unclosed_has_no_answer(mode: str):
+    # the model moved on from \boxed{3}; its last answer was never finished
+    text = r"So \boxed{3}. Hmm, no: recounting the pens, \boxed{4"
+    assert extract_answer(text) is None
+    assert grade(text, "3", mode) == GradeResult(None, False)
+    # an empty box (an echoed instruction) is passed over, a later #### still counts
+    assert extract_answer(r"\boxed{3}, as asked: put it in \boxed{}") == "3"
+    assert extract_answer("\\boxed{4 was wrong\n#### 5") == "5"
+
+
+def test_a_markdown_heading_after_hashes_is_not_an_answer():
+    text = "#### Step 1: count\n3 + 2 = 5 pens.\n#### Step 2: add 5\n5 + 5 = 10"
+    assert extract_answer(text) is None
+    assert not is_correct(text, "Step 2: add 5")
+    assert extract_answer(text + "\n#### 10") == "10"
+    assert extract_answer("##### Step 3\nSo 10.") is None  # a deeper heading
 
 
 def test_gsm8k_hashes_answer():
@@ -135,6 +150,31 @@ def test_equivalent_answers_are_correct(completion: str, gold: str):
 def test_different_answers_are_wrong(completion: str, gold: str):
     assert not is_correct(completion, gold)
     assert not is_correct(completion, gold, "standard")
+
+
+@pytest.mark.parametrize(("answer", "gold"), [("5 or more", "5"), ("2 pi", "2"),
+                                            ("3 million", "3")])
+def test_words_that_change_a_number_are_not_stripped_as_units(answer: str, gold: str):
+    assert not is_correct(rf"\boxed{{{answer}}}", gold)
+    assert not is_correct(rf"\boxed{{{answer}}}", gold, "standard")
+    assert not is_correct(f"#### {answer}", gold)
+    assert is_correct(r"\boxed{18 dollars}", "18")  # a unit still is one
+
+
+@pytest.mark.parametrize("completion", [
+    r"\cos(x)=\frac{42}{59}",
+    r"Answer: so \cos(x) = \frac{42}{59}",
+    "cos(x) = 42/59",
+])
+def test_an_equation_answer_is_compared_whole_not_by_its_right_hand_side(completion: str):
+    """Standard mode: math-verify's extraction keeps only the value after the `=` of an
+    undelimited equation, and compares a value with a gold equation's right-hand side."""
+    gold = r"\sin(x)=\frac{42}{59}"
+    result = grade(completion, gold, "standard")
+    assert not result.correct and "cos(x) = " in result.extracted
+    if "\\" in completion:  # the same equation is right
+        assert grade(completion.replace(r"\cos", r"\sin"), gold, "standard").correct
+    assert grade(r"\frac{42}{59}", gold, "standard").correct  # a bare value: its rhs
 
 
 def test_grade_reports_the_extracted_answer():

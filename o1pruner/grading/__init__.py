@@ -11,7 +11,8 @@ Two modes (`presample.grading`, `eval.grading`, `o1pruner grade --mode`):
   instruct models without a boxing instruction), and comparisons with published numbers.
 
 In both, a generation that hit the token limit has an answer only if its last box was
-closed before the limit (a truncated "so the answer is 12. But wait" is wrong), and a
+closed before the limit (a truncated "so the answer is 12. But wait" is wrong), a finished
+generation whose last box is never closed has no answer (not the box before it), and a
 generation cut off inside its thinking has no answer at all (the caller passes only the
 text after the closing think tag; see `o1pruner.thinking`).
 
@@ -35,7 +36,9 @@ from o1pruner.spec import Grading
 
 logger = logging.getLogger(__name__)
 
-GRADER_VERSION = 2
+# 3: an unclosed last box is no answer (was: the box before it); `#### Word...` is a heading,
+#    not an answer; "5 or more", "2 pi", "3 million" are not stripped to their number
+GRADER_VERSION = 3
 GradingMode = Grading  # the spec's field type: the modes are defined there, once
 GRADING_MODES: tuple[str, ...] = get_args(Grading)
 SMALL_BATCH = 16  # fewer items than this are verified by a single worker process

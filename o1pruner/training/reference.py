@@ -1,9 +1,10 @@
 """The reference pass: log pi_ref(y|x) of every training sample, computed once by the
 training code itself and stored, so no second model copy is held while training.
 
-It runs the prepared (wrapped) model before the first optimizer step, in train mode, over
-exactly the micro-batches of the first training pass (same rows, same padding, same
-precision), so the first step sees r = 1 exactly. Results are appended per micro-batch to
+It runs the prepared (wrapped) model before the first optimizer step, in train mode with
+every dropout off (as the policy trains: `finetuning.disable_dropout`), over exactly the
+micro-batches of the first training pass (same rows, same padding, same precision), so the
+first step sees r = 1 exactly. Results are appended per micro-batch to
 `train/reference_logprobs.jsonl` (by the main process, on machine 0); an interrupted pass
 resumes at the first missing batch.
 """
@@ -89,7 +90,7 @@ def _compute(acc: Any, model: Any, plan: BatchPlan, items: list, rows: list[dict
     writer = JsonlWriter(path) if acc.is_main_process else None
     progress = Progress(run if acc.is_main_process else None, "train", total=len(todo),
                         unit="batch", desc="reference pass")
-    model.train()  # the training code path (dropout-free models: deterministic)
+    model.train()  # the training code path; dropout is off (trainer: disable_dropout)
     try:
         with torch.no_grad():
             for i in todo:

@@ -31,7 +31,7 @@ from o1pruner.rundir import RunDir
 from o1pruner.training.cpu_speed import CpuSpeedups
 from o1pruner.training.dataset import BatchPlan, make_batch
 from o1pruner.training.distributed import main_process_value
-from o1pruner.training.finetuning import count_parameters, load_training_model
+from o1pruner.training.finetuning import count_parameters, disable_dropout, load_training_model
 from o1pruner.training.loss import completion_logprobs, dpo_loss, length_harmonizing_loss, sft_loss
 from o1pruner.training.metrics import MetricsWindow
 from o1pruner.training.prefix import FrozenPrefix
@@ -101,6 +101,11 @@ def train_model(spec: Any, run: RunDir, acc: Any, rows: list[dict], items: list,
     train, method = spec.train, spec.train.method
     set_seed(spec.run.seed)
     model = load_training_model(spec, model_path)
+    if method != "sft":  # the ratio to the reference pass must be 1 at step 0
+        dropped = disable_dropout(model)
+        if dropped:
+            logger.info("%s: %d dropout(s) turned off for the reference pass and training "
+                        "(the ratio to pi_ref must not carry dropout noise)", method, dropped)
     trainable, total = count_parameters(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=train.learning_rate, weight_decay=train.weight_decay)
