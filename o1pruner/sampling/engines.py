@@ -375,6 +375,7 @@ class VLLMEngine:
 VLLM_CPU_SPEEDUP: dict[tuple[bool, str], tuple[float, str]] = {
     (True, "bfloat16"): (3.91, "Xeon with AMX, SmolLM2-135M, K=8, 2026-11-23"),
     (False, "float32"): (4.8, "EPYC with AVX2, Qwen2.5-0.5B, 8 problems x K=8, 2026-12-07"),
+    (False, "bfloat16"): (1.14, "EPYC with AVX2, SmolLM2-135M, 2 problems x K=2, 2026-12-07"),
 }
 _RESOLVED: dict[tuple[str, str, str], tuple[str, str]] = {}
 
