@@ -116,7 +116,7 @@ def estimate_run(spec: RunSpec, gflops: float | None = None) -> Estimate | None:
     model whose size is unknown, no limit on the training problems)."""
     import torch
 
-    from o1pruner.hardware import cpu_facts, matmul_gflops, resolve_dtype
+    from o1pruner.hardware import SMALL_SHAPE, cpu_facts, matmul_gflops, resolve_dtype
 
     if torch.cuda.is_available():
         return None
@@ -127,7 +127,11 @@ def estimate_run(spec: RunSpec, gflops: float | None = None) -> Estimate | None:
     layer_params, head, layers = size
     params = layer_params + head
     dtype = resolve_dtype(spec.model.dtype)
-    speed = gflops or matmul_gflops(dtype)
+    # an emulated dtype (bf16 without native support, fp16 on CPU) is measured on a small
+    # product: the probe's shape would take seconds there
+    emulated = dtype != "float32" and not (dtype == "bfloat16" and cpu_facts().native_bf16)
+    speed = gflops or (matmul_gflops(dtype, SMALL_SHAPE, repeats=2) if emulated
+                       else matmul_gflops(dtype))
     def seconds(tokens: float, phase: str, weights: float = params) -> float:
         return tokens * 2 * weights / 1e9 / (speed * EFFICIENCY[phase])
 

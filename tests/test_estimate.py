@@ -36,3 +36,13 @@ def test_no_estimate_for_a_hub_model_not_on_disk():
     spec = load_spec(QUICKSTART, ["model.name_or_path=someorg/somemodel",
                                   "model.prompt_template=generic"])
     assert estimate_run(spec, gflops=150.0) is None
+
+
+def test_an_emulated_dtype_is_estimated_slower():
+    from o1pruner.hardware import cpu_facts
+
+    if cpu_facts().native_bf16:
+        pytest.skip("bf16 is native on this CPU")
+    slow = estimate_run(load_spec(QUICKSTART, ["model.dtype=bfloat16"]))
+    fast = estimate_run(load_spec(QUICKSTART, ["model.dtype=float32"]))
+    assert slow.total_s > 5 * fast.total_s
