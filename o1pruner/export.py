@@ -34,11 +34,12 @@ from typing import Any
 
 from o1pruner.errors import UserError
 from o1pruner.files import atomic_write_json, read_json
+from o1pruner.hardware import DTYPE_OF_PRECISION
 from o1pruner.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+DTYPES = DTYPE_OF_PRECISION  # --dtype bf16|fp16|fp32 -> the saved dtype
 EXPORTS_DIR = "exports"
 RESULT_FILE = "export.json"
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")

