@@ -224,6 +224,7 @@ def render_report(results: dict[str, Any], images: list[tuple[str, str]]) -> str
         rows.append([label, *cells])
     lines += [markdown_table(["model, method", *benches, "AVG"], rows), ""]
     lines += _interval_section(results)
+    lines += _difficulty_section(results)
     lines += ["## Details", "",
               "wall s: elapsed seconds of generation and grading; replica s: the replicas' "
               "generation seconds added up (with eval.data_parallel_size N, up to N times "
@@ -287,6 +288,33 @@ def _interval_section(results: dict[str, Any]) -> list[str]:
     if flat:
         out += [*[f"- {line}" for line in flat], ""]
     return out
+
+
+def _difficulty_section(results: dict[str, Any]) -> list[str]:
+    """The length and accuracy changes by difficulty quartile (o1pruner.evaluation.difficulty):
+    did a method cut easy problems or break hard ones?"""
+    out, basis = [], None
+    for label, comps in results["comparison"].items():
+        for bench, c in comps.items():
+            split = c.get("difficulty")
+            if not split:
+                continue
+            basis = split["basis"]
+            rows = [[q["quartile"], str(q["problems"]),
+                     f"{fmt_num(q['base_accuracy'], 1)} -> {fmt_num(q['accuracy'], 1)}",
+                     _ci_text(q, "accuracy_points") or "n/a",
+                     f"{fmt_num(q['base_tokens'])} -> {fmt_num(q['tokens'])}",
+                     _ci_text(q, "length_pct") or "n/a"] for q in split["quartiles"]]
+            out += [f"**{label} on {bench}**", "",
+                    markdown_table(["difficulty", "problems", "accuracy % (base -> model)",
+                                    "accuracy (points) [95% CI]", "mean tokens (base -> model)",
+                                    "length (%) [95% CI]"], rows), ""]
+    if not out:
+        return []
+    return ["## By difficulty", "",
+            f"The held-out problems in four quartiles of difficulty, Q1 the easiest, by {basis}; "
+            "each row's intervals are a paired bootstrap over its problems. A cut that "
+            "comes from Q1 with Q4's accuracy kept is the harmless kind.", "", *out]
 
 
 def write_report(eval_dir: Path, out: Path, results: dict[str, Any]) -> Path:

@@ -29,6 +29,7 @@ from typing import Any
 
 from o1pruner.errors import UserError
 from o1pruner.evaluation import cache
+from o1pruner.evaluation.difficulty import by_difficulty
 from o1pruner.evaluation.intervals import paired_bootstrap
 from o1pruner.evaluation.metrics import average_row, benchmark_metrics, compare
 from o1pruner.files import JsonlWriter, atomic_write_json, folder_lock, read_json, read_jsonl
@@ -440,6 +441,11 @@ def build_results(spec: RunSpec, run: RunDir, methods: list[Method], benches: li
         bootstrap = paired_bootstrap(records[BASE], records[m.label], seed=spec.run.seed)
         for bench, summary in bootstrap.items():
             comparison[m.label][bench]["interval"] = summary
+        for b in benches:
+            split = by_difficulty(records[BASE][b.name], records[m.label][b.name],
+                                  seed=spec.run.seed)
+            if split is not None:
+                comparison[m.label][b.name]["difficulty"] = split
     averages = {m.label: average_row(metrics[m.label]) for m in methods}
     return {
         "run": str(run.root),
