@@ -122,6 +122,56 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 1)
 
 
+# ----------------------------------------------------------------------- learning signal
+def learning_warning(samples: dict[str, list[dict[str, Any]]], rewards: list[float],
+                     method: str, max_new_tokens: int) -> dict[str, str] | None:
+    """Why training on these pre-samples cannot change the model, or cannot make it more
+    accurate, as {code, message, fix}; None when it can learn. `samples`: the pre-samples by
+    problem; `rewards`: the rewards training uses (after clip and normalize).
+
+    - every reward 0 (method lh): within each problem the K samples share one length and
+      one grade, so L_ref/L - 1 and A - A_ref vanish and the loss has no gradient. The
+      cause named is the first that holds: every sample hit max_new_tokens (all cut at one
+      length), no sample is correct, or no problem has both right and wrong samples;
+    - no correct sample at all: the length term alone trains, shortening wrong answers.
+    """
+    flat = [s for group in samples.values() for s in group]
+    if not flat:
+        return None
+    n = len(flat)
+    correct = sum(bool(s["correct"]) for s in flat)
+    cut = sum(s.get("finish_reason") == "length" for s in flat)
+    limit = f"max_new_tokens {max_new_tokens}"
+    if method == "lh" and rewards and all(r == 0 for r in rewards):
+        if cut == n:
+            cause, fix = (f"every pre-sample ({n}) hit {limit}",
+                          f"raise presample.max_new_tokens (now {max_new_tokens})")
+        elif correct == 0:
+            cause, fix = (f"no pre-sample is correct (0 of {n}) and within each problem all "
+                          "have one length", "use easier problems or a stronger model")
+        else:
+            cause, fix = ("within each problem all samples have one length and one grade (no "
+                          "problem has both right and wrong samples)",
+                          "raise presample.k or presample.temperature, or use other problems")
+        return {"code": "no_learning_signal",
+                "message": f"training cannot change the model: every reward is 0, {cause}",
+                "fix": fix}
+    if correct == 0:
+        most_cut = cut * 2 > n
+        return {"code": "no_correct_sample",
+                "message": f"training can only shorten answers, not make them right: no "
+                           f"pre-sample is correct (0 of {n}"
+                           + (f"; {cut} hit {limit})" if cut else ")"),
+                "fix": (f"raise presample.max_new_tokens (now {max_new_tokens})" if most_cut
+                        else "use easier problems or a stronger model")}
+    return None
+
+
+def warning_text(warning: dict[str, Any]) -> str:
+    """A warning of `learning_warning` as one line: what, then what to do."""
+    return f"{warning.get('message', '')}: {warning.get('fix', '')}".strip(": ")
+
+
 # -------------------------------------------------------------------------------- plots
 def _plots(groups: dict[str, list[dict[str, Any]]], result: dict[str, Any],
            report: Path) -> list[str]:

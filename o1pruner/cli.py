@@ -163,7 +163,9 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from o1pruner import jobs
+    from o1pruner.analysis import warning_text
     from o1pruner.hardware import choice_lines
+    from o1pruner.progress import current_warnings
     from o1pruner.rundir import RunDir
 
     run = RunDir(Path(args.run_dir))
@@ -176,7 +178,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if job.get("message"):
         parts.append(str(job["message"]))
     print(" · ".join(parts))
-    for line in choice_lines(run.events()):
+    events = run.events()
+    for warning in current_warnings(events):
+        print(f"  warning: {warning_text(warning)}")
+    for line in choice_lines(events):
         print(f"  {line}")
     return 0
 

@@ -125,6 +125,9 @@ class PresampleView:
     length: str  # reward.length: total or thinking
     lambda_: float
     notes: list[str] = field(default_factory=list)  # where the selection comes from, issues
+    #: why training on these samples cannot change the model, with the fix (or None):
+    #: o1pruner.analysis.learning_warning, what the training stage warns about
+    warning: str | None = None
 
     def summary(self) -> str:
         n = sum(len(p.samples) for p in self.problems)
@@ -167,6 +170,7 @@ def _selection(spec: RunSpec, run: RunDir) -> tuple[dict[tuple[str, int], tuple[
 def load_presample_view(spec: RunSpec, run_root: str | Path) -> PresampleView:
     """The run's pre-samples per problem with each sample's reward and whether training
     uses it. `spec` is the run's spec (its reward, train and seed settings)."""
+    from o1pruner.analysis import learning_warning, warning_text
     from o1pruner.reward import LENGTH_FIELDS, length_harmonizing_reward, read_presample
 
     run = RunDir(Path(run_root))
@@ -197,8 +201,12 @@ def load_presample_view(spec: RunSpec, run_root: str | Path) -> PresampleView:
             problem["prompt"],
             float(stat["mean_accuracy"]) if stat else sum(x.correct for x in infos) / n,
             sum(x.num_tokens for x in infos) / n, infos))
+    rewards = [r for kind, r in picked.values() if kind == "chosen"]
+    warning = learning_warning(samples, rewards, spec.train.method,
+                               spec.presample.max_new_tokens) if picked else None
     return PresampleView(out, spec.train.method, spec.reward.samples_per_problem,
-                         spec.reward.length, spec.reward.lambda_, notes)
+                         spec.reward.length, spec.reward.lambda_, notes,
+                         warning_text(warning) if warning else None)
 
 
 def filter_problems(problems: list[ProblemSamples], min_accuracy: float = 0.0,

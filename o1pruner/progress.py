@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,25 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+WARNINGS = "warnings"
+
+
+def emit_warnings(run: RunDir, stage: str, warnings: list[dict[str, Any]]) -> None:
+    """Record what the user must know about the stage's input (e.g. a training set whose
+    rewards are all 0), as one `warnings` event: the stage's current list, empty when all is
+    well, so a later run of the stage replaces what an earlier one said."""
+    run.emit(WARNINGS, stage, items=list(warnings))
+
+
+def current_warnings(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The warnings that hold: the last `warnings` event of each stage."""
+    latest: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        if event.get("kind") == WARNINGS and isinstance(event.get("items"), list):
+            latest[str(event.get("stage"))] = [w for w in event["items"] if isinstance(w, dict)]
+    return [w for items in latest.values() for w in items]
 
 
 @contextmanager

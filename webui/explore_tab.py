@@ -19,7 +19,7 @@ from o1pruner.rundir import RunDir
 from o1pruner.spec import RunSpec
 from o1pruner.specio import SpecError, load_spec
 from webui import handlers
-from webui.text import as_text, inline
+from webui.text import as_text, inline, no_markup
 from webui.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -165,7 +165,8 @@ def samples_tab(workspace: Workspace, tab: gr.Tab | None = None) -> None:
                                        min_spread or 1.0)
         notes = "\n".join(f"- {n}" for n in view.notes)
         first = kept[0] if kept else None
-        return [f"{view.summary()}\n\n{notes}",
+        warned = f"**warning: {no_markup(view.warning)}**\n\n" if view.warning else ""
+        return [f"{warned}{view.summary()}\n\n{notes}",
                 f"showing **{len(kept)}** of {len(view.problems)} problems",
                 _table(explore.problem_rows(kept)), *problem_outputs(first), "", ""]
 

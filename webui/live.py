@@ -18,8 +18,10 @@ from typing import Any
 import pandas as pd
 
 from o1pruner import jobs
+from o1pruner.analysis import warning_text
 from o1pruner.files import JsonlTail, read_json
 from o1pruner.hardware import choice_lines
+from o1pruner.progress import WARNINGS, current_warnings
 from o1pruner.rundir import RunDir
 from webui.text import no_markup
 
@@ -119,7 +121,8 @@ class LiveView:
         self.sent: list[str | None] | None = None  # what the page shows (see runs_tab)
         self.state: str | None = None  # the job state last shown
         self.metrics_seen = 0  # metrics events read so far: the curves' version
-        self.choices: list[dict[str, Any]] = []  # precision and engine events (status line)
+        # the status line's events: precision and engine choices, stages' warnings
+        self.choices: list[dict[str, Any]] = []
 
     def poll(self) -> None:
         """Read what the worker appended since the last poll."""
@@ -145,6 +148,12 @@ class LiveView:
         elif event.get("kind") in ("precision", "engine"):
             self.choices = [e for e in self.choices if e.get("kind") != event["kind"]]
             self.choices.append(event)
+        elif event.get("kind") == WARNINGS:  # a stage's current list replaces its last one
+            event = {**event, "round": prefix.strip()}
+            self.choices = [e for e in self.choices if not (
+                e.get("kind") == WARNINGS and e.get("stage") == event.get("stage")
+                and e.get("round") == event["round"])]
+            self.choices.append(event)
         elif event.get("kind") == "metrics":
             self.metrics_seen += 1
             rows = self.metrics.setdefault(prefix + str(event.get("stage", "?")), [])
@@ -154,6 +163,10 @@ class LiveView:
     # ------------------------------------------------------------------ renderings
     def job(self) -> dict[str, Any]:
         return jobs.status(self.run)
+
+    def warnings(self) -> list[str]:
+        """The warnings that hold (`o1pruner.progress.current_warnings`), one line each."""
+        return warning_lines(self.choices)
 
     def trained_steps(self) -> int:
         """The last optimizer step with metrics (progress events are rate-limited, so a
@@ -247,7 +260,12 @@ class LiveView:
         return fig
 
     def presample_markdown(self) -> str:
-        """Running pre-sample statistics from problem_stats.jsonl (and metrics events)."""
+        """Running pre-sample statistics from problem_stats.jsonl (and metrics events),
+        then the warnings that hold (right above the results they explain)."""
+        warned = "".join(f"  \n**warning: {no_markup(line)}**" for line in self.warnings())
+        return self._presample_stats() + warned
+
+    def _presample_stats(self) -> str:
         n = self.stats["problems"]
         if not n:
             last = (self.metrics.get("presample") or [None])[-1]
@@ -337,4 +355,13 @@ def job_markdown(run: RunDir, job: dict[str, Any],
     if job.get("message"):
         parts.append(no_markup(job["message"]))
     lines = choice_lines(choices or [])
-    return " · ".join(parts) + "".join(f"  \n{no_markup(line)}" for line in lines)
+    warned = "".join(f"  \n**warning: {no_markup(line)}**" for line in warning_lines(choices or []))
+    return (" · ".join(parts) + warned
+            + "".join(f"  \n{no_markup(line)}" for line in lines))
+
+
+def warning_lines(events: list[dict[str, Any]]) -> list[str]:
+    """The warnings of the last `warnings` event of each stage (and round), one line each:
+    what, and what to do."""
+    return [warning_text(w) for w in current_warnings(
+        e for e in events if e.get("kind") == WARNINGS)]

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from o1pruner.analysis import warning_text
 from o1pruner.errors import UserError
 from o1pruner.evaluation.intervals import describe
 from o1pruner.files import atomic_write_text, read_json, read_jsonl
@@ -106,8 +107,9 @@ def headline_lines(results: dict[str, Any]) -> list[str]:
     and for the others their length change, accuracy change (points) and AES vs base."""
     benches = ", ".join(results["benchmarks"])
     base = results["averages"]["base"]
-    lines = [f"base: accuracy {fmt_pct(base['accuracy'])}%, {fmt_num(base['mean_tokens'])} "
-             f"tokens (mean over {benches})"]
+    warned = [f"warning: {warning_text(w)}" for w in results.get("warnings") or []]
+    lines = [*warned, f"base: accuracy {fmt_pct(base['accuracy'])}%, "
+             f"{fmt_num(base['mean_tokens'])} tokens (mean over {benches})"]
     for label in results["methods"]:
         if label == "base":
             continue
@@ -212,6 +214,7 @@ def render_report(results: dict[str, Any], images: list[tuple[str, str]]) -> str
         if label == "trained" and results.get("rounds", 1) > 1:
             extra += f" (round {results['rounds']}, the last)"
         lines.append(f"- **{label}**: `{m['ref']}`{extra}")
+    lines += [f"\n**Warning: {warning_text(w)}**" for w in results.get("warnings") or []]
     lines += ["", "## Results (accuracy % / mean tokens / AES)", "",
               "As in the paper's Table 2; AES is against the base model, AVG is the mean of "
               "the per-benchmark values.", ""]

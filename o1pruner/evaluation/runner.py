@@ -37,7 +37,7 @@ from o1pruner.hardware import precision_record
 from o1pruner.hardware import summary as precision_summary
 from o1pruner.job import job_process
 from o1pruner.models import model_fingerprint
-from o1pruner.progress import Progress
+from o1pruner.progress import Progress, current_warnings
 from o1pruner.rounds import final_model, round_label
 from o1pruner.rundir import RunDir, run_dir_for
 from o1pruner.spec import DatasetRef, RunSpec
@@ -374,7 +374,8 @@ def run_eval(spec: RunSpec, model: str | None = None,
         results = build_results(spec, job, methods, benches, tasks,
                                 _command(run.spec_path, model, benchmarks))
         results.update(elapsed_s=round(time.time() - started, 1), eval_dir=str(eval_dir),
-                       report_dir=str(report_dir))
+                       report_dir=str(report_dir),
+                       warnings=[] if adhoc else current_warnings(run.events()))
         atomic_write_json(eval_dir / "results.json", results)
         report = write_report(eval_dir, report_dir, results)
         job.emit("metrics", "eval", table=results_rows(results), report=str(report))

@@ -24,6 +24,7 @@ from o1pruner.files import atomic_write_json, atomic_write_text, read_json
 from o1pruner.job import job_process, register_process
 from o1pruner.progress import stage_logging
 from o1pruner.rundir import RunDir, run_dir_for
+from o1pruner.spec import GRPO_METHODS
 from o1pruner.training.distributed import (
     is_launched_worker,
     launch_workers,
@@ -50,7 +51,8 @@ LATER_FIELDS = {"train": {"num_machines": 1}, "reward": {"skip_unsolved": False}
 
 
 def run_train(spec: Any) -> RunDir:
-    """Train the spec's model on its run's pre-samples (train.method: lh, sft or dpo)."""
+    """Train the spec's model: on its run's pre-samples (train.method: lh, sft or dpo), or
+    on-policy on TRL's GRPOTrainer (grpo_length, thinkprune: training/grpo.py)."""
     run = run_dir_for(spec)
     if is_launched_worker():  # one rank of several processes: the launcher records the job
         register_process(run, f"train rank {os.environ.get('RANK', '?')}")
@@ -114,6 +116,10 @@ def _train(spec: Any, run: RunDir) -> dict[str, Any]:
     from o1pruner.training.trackers import make_trackers
     from o1pruner.training.trainer import train_model
 
+    if spec.train.method in GRPO_METHODS:  # on-policy: no pre-samples, TRL's trainer
+        from o1pruner.training.grpo import train_grpo
+
+        return train_grpo(spec, run)
     started = time.time()
     train_dir = run.root / "train"
     check_trackers(spec.train.report_to)  # a launched rank checks too (before any work)
@@ -148,6 +154,7 @@ def _train(spec: Any, run: RunDir) -> dict[str, Any]:
                     len(rows), problems, spec.train.method, truncated, spec.train.max_length)
         run.emit("dataset", "train", samples=len(rows), problems=problems,
                  truncated=truncated, max_length=spec.train.max_length)
+        _warn_about_learning(spec, run, rows)
         run.emit("precision", "train", **precision_record("float32", spec.train.precision))
 
     model_path = resolve_model(spec.model)
@@ -177,6 +184,22 @@ def _train(spec: Any, run: RunDir) -> dict[str, Any]:
         if acc.is_local_main_process:  # every machine, in its own run directory
             _drop_checkpoints(train_dir)
     return summary
+
+
+def _warn_about_learning(spec: Any, run: RunDir, rows: list[dict[str, Any]]) -> None:
+    """Emit the `warnings` event that the status line, the Samples explorer and the results
+    read: a training set that cannot change the model (every reward 0) or cannot make it
+    more accurate (no correct pre-sample), with the cause and the fix; else an empty one."""
+    from o1pruner.analysis import learning_warning, warning_text
+    from o1pruner.progress import emit_warnings
+    from o1pruner.reward import read_presample
+
+    _, samples, _ = read_presample(run.root / "presample")
+    warning = learning_warning(samples, [r["reward"] for r in rows], spec.train.method,
+                               spec.presample.max_new_tokens)
+    if warning:
+        logger.warning("%s", warning_text(warning))
+    emit_warnings(run, "train", [warning] if warning else [])
 
 
 def _drop_checkpoints(train_dir: Path) -> None:
