@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -103,7 +104,58 @@ def resolve_model(model: ModelSpec | str) -> str:
             f"model.name_or_path: {ref!r} is not a model directory, a hub id (org/name) or "
             f"a packaged model ({', '.join(PYPI_PREFIX + n for n in PACKAGED_MODELS)})"
         )
+    check_hub_model(ref, spec.revision)
     return ref
+
+
+#: Seconds the hub connection check waits: a missing model is reported within seconds,
+#: not after a minute of download retries.
+HUB_CHECK_TIMEOUT = 3.0
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+_hub_checked: dict[str, str | None] = {}
+
+
+def hub_unreachable() -> str | None:
+    """Why the model hub cannot be reached from here (HF_HUB_OFFLINE set, or no connection
+    to its host within HUB_CHECK_TIMEOUT seconds), or None. Behind a proxy the hub is
+    assumed reachable (the proxy decides). Checked once per process."""
+    for name in OFFLINE_VARIABLES:
+        if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{name} is set"
+    if any(os.environ.get(name) for name in PROXY_VARIABLES):
+        return None
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    if endpoint not in _hub_checked:
+        from urllib.parse import urlsplit
+
+        url = urlsplit(endpoint)
+        host = url.hostname or "huggingface.co"
+        port = url.port or (80 if url.scheme == "http" else 443)
+        try:
+            socket.create_connection((host, port), timeout=HUB_CHECK_TIMEOUT).close()
+            _hub_checked[endpoint] = None
+        except OSError as err:
+            _hub_checked[endpoint] = f"{host}:{port} cannot be reached ({err})"
+    return _hub_checked[endpoint]
+
+
+def check_hub_model(ref: str, revision: str | None = None) -> None:
+    """A hub id that can be loaded: in the local Hugging Face cache, or the hub reachable.
+    Else one line at once, instead of a minute of download retries: no folder of that name
+    here, not in the cache, and why the hub cannot be reached."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        if isinstance(try_to_load_from_cache(ref, "config.json", revision=revision), str):
+            return
+    except ValueError:  # not a valid repo id for the hub
+        pass
+    why = hub_unreachable()
+    if why is not None:
+        raise UserError(f"model.name_or_path: {ref} is not a folder here ({Path.cwd()}) nor "
+                        f"in the local Hugging Face cache, and the hub cannot be reached "
+                        f"({why}); check the path, or download the model first")
 
 
 def _load_error(ref: str, what: str, err: OSError) -> UserError:

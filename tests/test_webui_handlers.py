@@ -97,7 +97,7 @@ def test_a_spec_pointing_outside_the_workspace_is_not_started(ws: Workspace) -> 
 
 
 def test_start_launches_the_stage_and_a_failure_shows_its_message_first(ws: Workspace) -> None:
-    # org/name with no local folder of that name: tried as a hub id, which fails offline
+    # org/name with no local folder of that name and not in the cache: offline, refused
     values = _values(**{"model.name_or_path": "no-such-org/no-such-model", "run.name": "fails",
                         "presample.k": 2, "data.train_limit": 2})
     check, run, message = handlers.start(values, ws, "presample")
@@ -111,8 +111,8 @@ def test_start_launches_the_stage_and_a_failure_shows_its_message_first(ws: Work
     assert job["state"] == "failed" and job["exit_code"] == 2
     report = jobs.failure_report(run)
     first = report.splitlines()[0]
-    assert first.startswith("model.name_or_path: cannot load the tokenizer of "
-                            "'no-such-org/no-such-model'") and "huggingface.co" in first
+    assert first.startswith("model.name_or_path: no-such-org/no-such-model is not a folder "
+                            "here") and "HF_HUB_OFFLINE is set" in first
     assert "(stage presample, exit code 2)" in report and "Traceback" not in report
     table = handlers.history_table(ws)
     assert table.loc[0, "run"] == "runs/fails" and table.loc[0, "state"] == "failed"
