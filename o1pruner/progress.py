@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -14,9 +14,17 @@ from tqdm.auto import tqdm
 
 from o1pruner.rundir import RunDir
 
+#: Seconds between the `progress` events that report tokens within an item.
+TOKEN_INTERVAL = 5.0
+
 
 class Progress:
-    """A tqdm bar in the terminal plus `progress` events in events.jsonl (rate-limited)."""
+    """A tqdm bar in the terminal plus `progress` events in events.jsonl (rate-limited).
+
+    The ETA counts from the first item finished by this process, at the rate since then:
+    a resumed stage is timed by its own steps, and the warm-up before the first item (the
+    model loading, the first step) does not stretch it. `tokens(n)` reports generation
+    within an item (an engine's decoding steps), as `tokens` in the events."""
 
     def __init__(
         self,
@@ -27,12 +35,17 @@ class Progress:
         unit: str = "it",
         desc: str | None = None,
         min_interval: float = 1.0,
+        clock: Callable[[], float] = time.time,
     ):
         self.run, self.stage, self.total, self.done = run, stage, total, initial
         self.unit = unit
         self.phase = desc if desc and desc != stage else None  # e.g. "reference pass"
-        self.started = time.time()
+        self._clock = clock
+        self.started = clock()
         self._initial = initial
+        self._first: tuple[float, int] | None = None  # (time, done) at the first update
+        self.batch_tokens = 0  # tokens generated since the last finished item
+        self._tokens_shown = False  # the last event reported tokens
         self._last_emit = 0.0
         self._min_interval = min_interval
         self._bar = tqdm(total=total, initial=initial, unit=unit, desc=desc or stage,
@@ -41,23 +54,44 @@ class Progress:
 
     def update(self, n: int = 1, **metrics: Any) -> None:
         self.done += n
+        self.batch_tokens = 0
+        if self._first is None:
+            self._first = (self._clock(), self.done)
         self._bar.update(n)
         if metrics:
             self._bar.set_postfix({k: v for k, v in metrics.items()
                                    if isinstance(v, (int, float))}, refresh=False)
-        self._emit(force=self.done >= self.total, **metrics)
+        # after a tokens event, the item's end is reported at once (else the bar would
+        # keep the item in flight)
+        self._emit(force=self.done >= self.total or self._tokens_shown, **metrics)
+
+    def tokens(self, n: int) -> None:
+        """`n` more tokens generated for the items in flight (an event every
+        TOKEN_INTERVAL seconds at most)."""
+        self.batch_tokens += n
+        if self._clock() - self._last_emit >= TOKEN_INTERVAL:
+            self._emit(tokens=self.batch_tokens)
+            self._tokens_shown = True
+
+    def eta(self, now: float) -> float | None:
+        """Seconds left at the rate since the first item this process finished (before
+        the second, the rate since the start)."""
+        if self._first is not None and self.done > self._first[1] and now > self._first[0]:
+            rate = (self.done - self._first[1]) / (now - self._first[0])
+        else:
+            elapsed = now - self.started
+            rate = (self.done - self._initial) / elapsed if elapsed > 0 else 0.0
+        return (self.total - self.done) / rate if rate > 0 else None
 
     def _emit(self, force: bool = False, **metrics: Any) -> None:
-        now = time.time()
+        now = self._clock()
         if self.run is None or (not force and now - self._last_emit < self._min_interval):
             return
-        self._last_emit = now
-        elapsed = now - self.started
-        rate = (self.done - self._initial) / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.done) / rate if rate > 0 else None
+        self._last_emit, self._tokens_shown = now, False
+        eta = self.eta(now)
         phase = {"phase": self.phase} if self.phase else {}
         self.run.emit("progress", self.stage, done=self.done, total=self.total,
-                      unit=self.unit, elapsed_s=round(elapsed, 1),
+                      unit=self.unit, elapsed_s=round(now - self.started, 1),
                       eta_s=None if eta is None else round(eta, 1), **phase, **metrics)
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,7 @@ class LiveView:
         self._stats = JsonlTail(run.root / "presample" / "problem_stats.jsonl")
         self.log = TextTail(run.root / "logs" / jobs.WORKER_LOG)
         self.progress: dict[str, dict[str, Any]] = {}
+        self.active: str | None = None  # the phase of the latest progress event
         self.metrics: dict[str, list[dict[str, Any]]] = {}
         self.stats = {"problems": 0, "length_sum": 0.0, "thinking_sum": 0.0,
                       "accuracy_sum": 0.0, "k": 0}
@@ -144,7 +146,8 @@ class LiveView:
         """A progress event (its phase's bar) or a metrics event (its stage's curves); a
         later round's are kept under "round-r <phase or stage>"."""
         if event.get("kind") == "progress":
-            self.progress[prefix + phase_of(event)] = event
+            self.active = prefix + phase_of(event)
+            self.progress[self.active] = event
         elif event.get("kind") in ("precision", "engine"):
             self.choices = [e for e in self.choices if e.get("kind") != event["kind"]]
             self.choices.append(event)
@@ -174,23 +177,37 @@ class LiveView:
         steps = [ev.get("step") for ev in self.metrics.get("train", [])]
         return max((s for s in steps if isinstance(s, int)), default=0)
 
-    def progress_html(self, running: bool = True) -> str:
+    def progress_html(self, running: bool = True, now: float | None = None) -> str:
         """A bar per phase (pre-sample, reference pass, train, eval): done/total, percent,
-        elapsed and ETA (while `running`) from its last progress event."""
+        elapsed and ETA (while `running`) from its last progress event. While running, the
+        active phase (the latest event's) ticks on between events: its elapsed time grows
+        and its ETA counts down from the event's time, and the tokens generated for the
+        items in flight are shown."""
         if not self.progress:
             return "<div class='o1p-progress'>no progress reported yet</div>"
+        now = time.time() if now is None else now
         parts = []
         for phase, ev in self.progress.items():
             done, total = ev.get("done", 0), ev.get("total") or 0
             unit = str(ev.get("unit", ""))
             if phase == "train" and unit == "step":
                 done = min(max(done, self.trained_steps()), total or done)
-            eta = ev.get("eta_s")
+            elapsed, eta = ev.get("elapsed_s"), ev.get("eta_s")
+            live = running and phase == self.active and done < total
+            since = max(0.0, now - ev["time"]) if live and isinstance(
+                ev.get("time"), (int, float)) else 0.0
+            if isinstance(elapsed, (int, float)):
+                elapsed += since
+            if isinstance(eta, (int, float)):
+                eta = max(0.0, eta - since)
+            tokens = ev.get("tokens")
             if total:
                 pct = 100.0 * done / total
                 text = (f"{done}/{total} {html.escape(unit)} ({pct:.0f}%) · elapsed "
-                        f"{format_seconds(ev.get('elapsed_s'))} · ETA "
+                        f"{format_seconds(elapsed)} · ETA "
                         f"{format_seconds(eta) if running and eta is not None and done < total else '-'}")
+                if live and isinstance(tokens, int) and tokens > 0:
+                    text += f" · generating: {tokens:,} tokens so far"
             else:  # e.g. an evaluation whose generations were all in the cache
                 pct, text = 100.0, "nothing to do: every result was already there (cached)"
             parts.append(

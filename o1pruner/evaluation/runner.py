@@ -388,7 +388,7 @@ def _evaluate_method(spec: RunSpec, job: RunDir, method: Method, todo: list[Task
     """Generate the method's unfinished tasks on eval.data_parallel_size replicas of its
     model (started once for all its benchmarks)."""
     from o1pruner.models import load_tokenizer
-    from o1pruner.sampling.engines import resolve_engine
+    from o1pruner.sampling.engines import counting_tokens, resolve_engine
     from o1pruner.sampling.replicas import engine_args, open_pool
 
     ev = spec.eval
@@ -401,7 +401,8 @@ def _evaluate_method(spec: RunSpec, job: RunDir, method: Method, todo: list[Task
     tokenizer = load_tokenizer(spec.model, method.path)
     with open_pool(args, ev.data_parallel_size, ev.ray_address,
                    on_event=lambda kind, **f: job.emit(kind, "eval", method=method.label,
-                                                       **f)) as pool:
+                                                       **f)) as pool, \
+            counting_tokens(progress.tokens):
         job.emit("engine", "eval", method=method.label, engine=engine, reason=why,
                  replicas=pool.size, backend=pool.kind)
         job.emit("precision", "eval", method=method.label, **precision_record(spec.model.dtype))

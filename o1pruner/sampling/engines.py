@@ -13,6 +13,8 @@ import gc
 import json
 import logging
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -187,6 +189,43 @@ class _RowSampler:
         return out
 
 
+# A stage's progress within a batch: callbacks told how many tokens each decoding step of
+# an engine in this process added. Replicas in other processes report per batch only, and
+# vLLM's offline batches per finished batch.
+_token_listeners: list[Callable[[int], None]] = []
+
+
+@contextmanager
+def counting_tokens(callback: Callable[[int], None]) -> Iterator[None]:
+    """While inside, `callback(n)` after each decoding step of a transformers engine in
+    this process, with the n tokens it generated (rows not yet stopped)."""
+    _token_listeners.append(callback)
+    try:
+        yield
+    finally:
+        _token_listeners.remove(callback)
+
+
+class _TokenCounter:
+    """A stopping criterion that never stops: after each decoding step it tells the token
+    listeners how many rows were still generating (their new token counts)."""
+
+    def __init__(self, stops: set[int]):
+        self.stops, self.finished = list(stops), None
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        last = input_ids[:, -1]
+        if self.finished is None:
+            self.finished = torch.zeros_like(last, dtype=torch.bool)
+        count = int((~self.finished).sum())
+        self.finished |= torch.isin(last, torch.tensor(self.stops, device=last.device))
+        for listener in list(_token_listeners):
+            listener(count)
+        return torch.zeros_like(last, dtype=torch.bool)
+
+
 # --------------------------------------------------------------------------------- HF
 class HFEngine:
     """transformers `generate`: batched (left padding), KV cache, stops at the stop ids."""
@@ -211,7 +250,7 @@ class HFEngine:
                  seeds: list[int] | None = None) -> list[list[Completion]]:
         """Sampling draws each row's tokens from its own generator (sample j of prompt i:
         seeds[i] + j; without seeds, from the engine's seed and the row's place)."""
-        from transformers import GenerationConfig, LogitsProcessorList
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
         _check_sampling(n, temperature)
         torch = self._torch
@@ -236,11 +275,13 @@ class HFEngine:
             if temperature > 0:
                 processors.append(_RowSampler([s for *_, s in chunk], temperature, top_p,
                                               top_k, self.model.device))
+            counter = [_TokenCounter(stops)] if _token_listeners else []
             with torch.inference_mode():
                 out = self.model.generate(input_ids=input_ids.to(self.model.device),
                                           attention_mask=mask.to(self.model.device),
                                           generation_config=config,
-                                          logits_processor=processors)
+                                          logits_processor=processors,
+                                          stopping_criteria=StoppingCriteriaList(counter))
             for (i, _, _), row in zip(chunk, out[:, width:].tolist(), strict=True):
                 tokens, reason = _split_at_stop(row, stops)
                 text = self.tokenizer.decode(tokens, skip_special_tokens=True)

@@ -270,7 +270,7 @@ def _generate(spec: RunSpec, run: RunDir, out: Path, folder: Path,
     presample.seed and its id, o1pruner.sampling.seeds), so its samples do not depend on the
     batch or replica it lands in, nor on its place in the list."""
     from o1pruner.hardware import precision_record
-    from o1pruner.sampling.engines import resolve_engine
+    from o1pruner.sampling.engines import counting_tokens, resolve_engine
     from o1pruner.sampling.replicas import Request, engine_args, open_pool
     from o1pruner.sampling.seeds import problem_seed
 
@@ -296,7 +296,7 @@ def _generate(spec: RunSpec, run: RunDir, out: Path, folder: Path,
                 JsonlWriter(out / SAMPLES_FILE) as samples_out, \
                 JsonlWriter(out / STATS_FILE) as stats_out, \
                 Progress(run, STAGE, total=len(problems), initial=len(problems) - len(todo),
-                         unit="problem") as progress:
+                         unit="problem") as progress, counting_tokens(progress.tokens):
             run.emit("engine", STAGE, engine=engine_name, reason=why, replicas=pool.size,
                      backend=pool.kind)
             run.emit("precision", STAGE, **precision_record(spec.model.dtype))
