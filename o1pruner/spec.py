@@ -328,15 +328,22 @@ class RewardSpec(Section):
 # ---------------------------------------------------------------------------- train
 FREEZE_FIELDS = ("freeze_trainable_layers", "freeze_trainable_modules", "freeze_extra_modules")
 LORA_FIELDS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target", "lora_merge_on_save")
+# on-policy methods trained on TRL's GRPOTrainer (o1pruner/training/grpo.py), and their fields
+GRPO_METHODS = ("grpo_length", "thinkprune")
+GRPO_FIELDS = ("grpo_num_generations", "grpo_max_completion_length", "grpo_temperature",
+               "grpo_overlong_buffer")
 Tracker = Literal["tensorboard", "wandb", "mlflow", "trackio"]
 
 
 class TrainSpec(Section):
-    method: Literal["lh", "sft", "dpo"] = Field(
+    method: Literal["lh", "sft", "dpo", "grpo_length", "thinkprune"] = Field(
         "lh",
         description="`lh`: length-harmonizing PPO-clip (O1-Pruner); `sft`: fine-tune on the "
         "m shortest correct pre-samples; `dpo`: chosen = m shortest correct, rejected = "
-        "the longest.",
+        "the longest. On-policy, on TRL's GRPOTrainer (no pre-samples needed; see "
+        "docs/method.md): `grpo_length`: accuracy plus a group-relative length reward for "
+        "correct answers (Kimi 1.5, Arora & Zanette); `thinkprune`: accuracy under a hard "
+        "token cap lowered over run.rounds (ThinkPrune).",
     )
     finetuning: Literal["full", "freeze", "lora"] = Field(
         "full",
@@ -409,6 +416,55 @@ class TrainSpec(Section):
         0.2, gt=0, lt=1, title="ε: PPO clip range", description="PPO clip range: ratios are clipped to [1-eps, 1+eps]."
     )
     dpo_beta: float = Field(0.1, gt=0, description="dpo only: DPO temperature beta (paper: 0.1).")
+    grpo_num_generations: int = Field(
+        8,
+        ge=2,
+        le=1024,
+        description="grpo_length and thinkprune: G, completions sampled per problem at each "
+        "step (a group; TRL's num_generations). batch_size then counts completions: "
+        "batch_size x gradient_accumulation_steps x devices x num_machines must be a "
+        "multiple of G (the default 4 x 8 = 32 is 4 problems of 8).",
+    )
+    grpo_max_completion_length: int = Field(
+        4096,
+        ge=8,
+        le=131072,
+        description="grpo_length and thinkprune: token limit of each completion sampled in "
+        "training; thinkprune: the cap of round 1, which thinkprune_cap_schedule lowers in "
+        "later rounds (ThinkPrune: 4096).",
+    )
+    grpo_temperature: float = Field(
+        1.0,
+        gt=0,
+        le=2.0,
+        description="grpo_length and thinkprune: sampling temperature of the training "
+        "completions (TRL's default 1.0; top-p 1).",
+    )
+    grpo_overlong_buffer: int = Field(
+        0,
+        ge=0,
+        description="grpo_length and thinkprune: DAPO's soft overlong punishment (TRL's "
+        "get_soft_overlong_punishment) over the last N tokens before the token limit: a "
+        "completion of length L in (limit - N, limit] adds (limit - N - L) / N to its "
+        "reward, down to -1 (DAPO: 4096 of 20480). 0: off.",
+    )
+    grpo_length_weight: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        description="grpo_length only: w in r = accuracy + w x length reward, the length "
+        "reward being Kimi 1.5's 0.5 - (L - min L) / (max L - min L) over the group for a "
+        "correct answer, min(0, that) for a wrong one (L as reward.length says: total or "
+        "thinking tokens).",
+    )
+    thinkprune_cap_schedule: list[float] = Field(
+        [1.0, 0.75, 0.5],
+        min_length=1,
+        max_length=10,
+        description="thinkprune only: the token cap of round r (run.rounds) as a fraction "
+        "of grpo_max_completion_length, one per round, non-increasing; rounds past the list "
+        "keep its last value. Default: ThinkPrune's 4k -> 3k -> 2k.",
+    )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto",
         description="Compute precision: bf16/fp16 autocast over fp32 master weights, or "
@@ -507,6 +563,7 @@ class TrainSpec(Section):
         if self.method != "dpo":
             problems += [f"dpo_beta: only applies with method: dpo (method is {self.method})"
                          for _ in _changed(self, ["dpo_beta"])]
+        problems += self._grpo_problems()
         if self.freeze_trainable_layers == 0:
             problems.append("freeze_trainable_layers: must not be 0 (positive N: the last N "
                             "layers, negative N: the first N)")
@@ -526,6 +583,45 @@ class TrainSpec(Section):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def grpo_token_limit(self, round_number: int = 1) -> int:
+        """The token limit of the training completions in round `round_number` (run.rounds):
+        grpo_max_completion_length, times thinkprune_cap_schedule's fraction for that round
+        with thinkprune."""
+        limit = self.grpo_max_completion_length
+        if self.method != "thinkprune":
+            return limit
+        schedule = self.thinkprune_cap_schedule
+        return max(1, round(limit * schedule[min(round_number, len(schedule)) - 1]))
+
+    def _grpo_problems(self) -> list[str]:
+        """The on-policy methods' fields: only with those methods, and consistent."""
+        m, problems = self.method, []
+        for fields, allowed in ((GRPO_FIELDS, GRPO_METHODS),
+                                (["grpo_length_weight"], ("grpo_length",)),
+                                (["thinkprune_cap_schedule"], ("thinkprune",))):
+            if m not in allowed:
+                problems += [f"{f}: only applies with method: {' or '.join(allowed)} (method "
+                             f"is {m}); remove it or change method" for f in _changed(self, fields)]
+        if m not in GRPO_METHODS:
+            return problems
+        g = self.grpo_num_generations
+        batch = self.batch_size * self.gradient_accumulation_steps * self.devices * self.num_machines
+        if batch % g:
+            problems.append(f"grpo_num_generations: {g} must divide the completions of a step, "
+                            "batch_size x gradient_accumulation_steps x devices x num_machines "
+                            f"= {batch} (e.g. batch_size {g} with gradient_accumulation_steps "
+                            f"{self.gradient_accumulation_steps})")
+        schedule = self.thinkprune_cap_schedule
+        if any(not 0 < f <= 1 for f in schedule) or schedule != sorted(schedule, reverse=True):
+            problems.append(f"thinkprune_cap_schedule: {schedule}: expected fractions in (0, 1], "
+                            "non-increasing, e.g. [1.0, 0.75, 0.5]")
+        limit = self.grpo_token_limit(len(schedule))
+        where = " in the last round" if m == "thinkprune" else ""
+        if self.grpo_overlong_buffer >= limit:
+            problems.append(f"grpo_overlong_buffer: {self.grpo_overlong_buffer} must be below the "
+                            f"token limit ({limit} tokens{where})")
+        return problems
 
 
 def _changed(section: BaseModel, fields: Any) -> list[str]:

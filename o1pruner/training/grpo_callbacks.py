@@ -1,0 +1,114 @@
+"""What ties TRL's GRPOTrainer to a run directory: progress and metrics events, the stop
+signal (finish the step, save, stop), and checkpoints renamed into our layout."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from o1pruner.files import atomic_write_json
+from o1pruner.progress import Progress
+from o1pruner.rundir import RunDir
+
+logger = logging.getLogger(__name__)
+
+
+class StopFlag:
+    """A SIGTERM/SIGINT handler: remember the signal; the callback stops after the step."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.stopped_at: int | None = None  # the step whose checkpoint the stop saved
+
+    def __call__(self, signum: int, _frame: Any) -> None:
+        if self.signum is None:
+            logger.warning("signal %d: finishing this step, then saving a checkpoint", signum)
+        self.signum = signum
+
+
+class Timer:
+    """Training seconds, carried over a resume."""
+
+    def __init__(self, before: float = 0.0):
+        self.before, self.started = before, time.time()
+
+    def elapsed(self) -> float:
+        return self.before + time.time() - self.started
+
+
+class RunCallback(TrainerCallback):
+    """Progress and `metrics` events in the run directory (metric names as training/metrics.py
+    has them), a checkpoint and a stop after the step in which a signal came, a checkpoint
+    at the last step, and each checkpoint moved to train/checkpoints/step-N with our record."""
+
+    def __init__(self, run: RunDir, stop: StopFlag, timer: Timer, fingerprint: str):
+        self.run, self.stop, self.timer, self.fingerprint = run, stop, timer, fingerprint
+        self.progress: Progress | None = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.progress = Progress(self.run if state.is_world_process_zero else None, "train",
+                                 total=state.max_steps, initial=state.global_step, unit="step")
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.progress is not None:
+            self.progress.update(1)
+        if _any_process(self.stop.signum is not None):
+            control.should_save = control.should_training_stop = True
+            self.stop.stopped_at = state.global_step
+        elif state.global_step >= state.max_steps:
+            control.should_save = True
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None,
+               **kwargs: Any) -> None:
+        if not logs or not state.is_world_process_zero or "loss" not in logs:
+            return
+        from o1pruner.training.grpo import METRIC_NAMES
+
+        metrics = {METRIC_NAMES.get(k, k): v for k, v in logs.items()
+                   if isinstance(v, (int, float))}
+        self.run.emit("metrics", "train", step=state.global_step, **metrics)
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        from accelerate import PartialState
+
+        from o1pruner.training.grpo import STATE_FILE, remove_older_checkpoints
+
+        PartialState().wait_for_everyone()  # every process has written its part
+        root = Path(args.output_dir)
+        made, target = root / f"checkpoint-{state.global_step}", root / f"step-{state.global_step}"
+        if state.is_local_process_zero and made.is_dir():
+            atomic_write_json(made / STATE_FILE, {
+                "step": state.global_step, "total_steps": state.max_steps,
+                "fingerprint": self.fingerprint, "train_s": round(self.timer.elapsed(), 2)})
+            if target.exists():
+                import shutil
+
+                shutil.rmtree(target)
+            os.replace(made, target)
+            remove_older_checkpoints(root, target)
+            logger.info("checkpoint saved: %s", target)
+        PartialState().wait_for_everyone()
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
+
+
+def _any_process(flag: bool) -> bool:
+    """Whether `flag` is set on any process (a stop must reach every rank at the same step)."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.num_processes == 1:
+        return flag
+    import torch
+    import torch.distributed as dist
+
+    value = torch.tensor([1.0 if flag else 0.0], device=state.device)
+    dist.all_reduce(value)
+    return bool(value.item() > 0)
