@@ -17,6 +17,10 @@ METHODS = {
            "of O1-Pruner)",
     "dpo": "DPO with the shortest correct pre-sample as chosen and the longest as rejected "
            "(a baseline of O1-Pruner)",
+    "grpo_length": "on-policy GRPO (TRL) on accuracy plus a group-relative length reward for "
+                   "correct answers (Kimi k1.5's length penalty)",
+    "thinkprune": "on-policy GRPO (TRL) on accuracy under a token cap lowered over rounds "
+                  "(ThinkPrune)",
 }
 # Spec fields left out of the card: local paths of the machine that trained it.
 PRIVATE = {"model": {"cache_dir"}, "data": {"local_dir"}, "run": {"output_root"}}
@@ -83,6 +87,9 @@ def _training_table(spec: Any, summary: dict[str, Any]) -> list[str]:
                  ("length measured", reward.length), ("PPO clip epsilon", train.epsilon)]
     if train.method == "dpo":
         rows.append(("DPO beta", train.dpo_beta))
+    if train.method in ("grpo_length", "thinkprune"):
+        rows += [("completions per problem (G)", train.grpo_num_generations),
+                 ("token limit", summary.get("token_limit", train.grpo_max_completion_length))]
     if train.finetuning == "lora":
         rows.append(("LoRA rank / alpha / target", f"{train.lora_rank} / {train.lora_alpha} "
                      f"/ {', '.join(train.lora_target)}"))

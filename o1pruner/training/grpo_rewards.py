@@ -6,8 +6,8 @@ into group-relative advantages itself.
 
 - `accuracy`: 1 when the completion's final answer equals the gold answer (our grader,
   `presample.grading`; the answer is what follows the thinking, `o1pruner.thinking`), else 0.
-- `length` (grpo_length; Kimi 1.5 section 2.3.3, the form Arora & Zanette's group-relative
-  length reward takes): for the G completions of one problem with lengths L_i,
+- `length` (grpo_length; the "length penalty" of Kimi k1.5, arXiv 2501.12599, a
+  group-relative length reward as Arora & Zanette's, arXiv 2502.04463): for the G completions of one problem with lengths L_i,
 
       lambda_i = 0.5 - (L_i - min_j L_j) / (max_j L_j - min_j L_j)     (0 when max = min)
       r_i      = lambda_i            if completion i is correct
@@ -15,9 +15,9 @@ into group-relative advantages itself.
 
   so a correct completion gains up to +0.5 for being the group's shortest and loses up to
   -0.5 for being its longest, and a wrong one is never rewarded for brevity.
-- `capped_accuracy` (thinkprune; ThinkPrune section 3): the accuracy reward, but 0 for a
-  completion that is longer than the round's token cap or did not finish (no end-of-turn
-  token: cut at the cap), whatever its answer.
+- `capped_accuracy` (thinkprune; ThinkPrune, arXiv 2504.01296): the accuracy reward, but 0
+  for a completion that is longer than the round's token cap or did not finish (no
+  end-of-turn token: cut at the cap), whatever its answer.
 - DAPO's soft overlong punishment is TRL's own `get_soft_overlong_punishment`.
 
 A completion's length is its token count including the token that ended it, as the
