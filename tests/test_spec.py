@@ -119,7 +119,7 @@ BROKEN = [
      "train.freeze_trainable_layers"),
     ("train: {finetuning: freeze, freeze_trainable_layers: 0}", "must not be 0",
      "train.freeze_trainable_layers"),
-    ("train: {method: ppo}", "'lh', 'sft' or 'dpo'", "train.method"),
+    ("train: {method: ppo}", "'lh', 'sft', 'dpo', 'grpo_length' or 'thinkprune'", "train.method"),
     ("train: {dpo_beta: 0.5}", "only applies with method: dpo", "train.dpo_beta"),
     ("train: {deepspeed_stage: 4}", "0, 1, 2 or 3", "train.deepspeed_stage"),
     ("train: {deepspeed_offload: true}", "needs deepspeed_stage 2 or 3",
