@@ -2,7 +2,8 @@
 # The GPU check: the tests marked `gpu` (tests/test_gpu.py), on a machine with a CUDA GPU,
 # PyTorch and transformers, and possibly nothing else of ours and no network: training on
 # CUDA, generation, replicas, and `o1pruner run` of a tiny spec end to end (pre-sample,
-# train, evaluate, report) with the resolved precision and engine printed.
+# train, evaluate, report) with the resolved precision and engine printed, and GRPO
+# (train.method grpo_length) with transformers and with TRL's colocated vLLM generating.
 # Before installing the GPU stack itself: scripts/check_gpu_install.sh.
 #
 #   scripts/gpu_check.sh --fetch-wheels [PYTHON_VERSION]
@@ -64,5 +65,5 @@ for extra in vllm deepspeed; do
 done
 
 # -rP: the end-to-end test prints `o1pruner status`, with the precision and engine auto chose
-timeout "${GPU_CHECK_TIMEOUT:-600}" "$py" -m pytest -m gpu tests/test_gpu.py -v -rsP \
+timeout "${GPU_CHECK_TIMEOUT:-600}" "$py" -m pytest -m gpu tests/test_gpu.py tests/test_grpo.py -v -rsP \
   -p no:cacheprovider

@@ -279,3 +279,29 @@ def test_the_spec_reference_lists_the_new_fields() -> None:
                   "grpo_overlong_buffer", "grpo_length_weight", "thinkprune_cap_schedule"):
         assert f"`{field}`" in text
     assert RunSpec.model_validate({"train": {"method": "thinkprune"}}).train.method == "thinkprune"
+
+
+# ------------------------------------------------------------------ CUDA (gpu_check.sh)
+@pytest.mark.gpu
+@pytest.mark.parametrize("engine", ["hf", "vllm"])
+def test_grpo_on_cuda_generates_with_the_engine_the_spec_names(tmp_path: Path,
+                                                               engine: str) -> None:
+    """On CUDA: transformers generate (engine hf), or TRL's colocated vLLM (engine vllm),
+    inside GRPO, in bf16; the model changes."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    pytest.importorskip("trl")
+    if engine == "vllm":
+        pytest.importorskip("vllm")
+    from o1pruner.specio import spec_from_dict
+    from o1pruner.training.stage import run_train
+
+    model = build_stopping_model(tmp_path / "m", p_stop=0.2)  # head size 64: vLLM's kernels
+    data = grpo_spec(tmp_path, model, "grpo_length", f"cuda-{engine}", precision="bf16")
+    data["presample"]["engine"] = engine
+    run = run_train(spec_from_dict(data))
+    summary = read_json(run.root / "train" / "summary.json")
+    assert summary["generation"] == ("vllm" if engine == "vllm" else "transformers")
+    assert summary["steps"] == 4 and summary["precision"] == "bf16"
+    assert changed(weights(model), weights(run.root / "train" / "final"))
