@@ -24,7 +24,7 @@ from o1pruner.files import atomic_write_json, atomic_write_text, read_json
 from o1pruner.job import job_process, register_process
 from o1pruner.progress import stage_logging
 from o1pruner.rundir import RunDir, run_dir_for
-from o1pruner.spec import GRPO_METHODS
+from o1pruner.spec import GRPO_FIELDS, GRPO_METHODS, TrainSpec
 from o1pruner.training.distributed import (
     is_launched_worker,
     launch_workers,
@@ -47,7 +47,11 @@ UNTRAINED_FIELDS = ("machine_rank", "main_process_ip", "main_process_port", "sav
                     "save_model_steps", "keep_last_checkpoint", "report_to")
 # Fields added after runs were trained, with the value that trains as before they existed:
 # at that value they stay out of the fingerprint, so those runs are not trained again.
-LATER_FIELDS = {"train": {"num_machines": 1}, "reward": {"skip_unsolved": False}}
+# The on-policy methods' fields (issue #31) join at their defaults: lh/sft/dpo never read them.
+LATER_FIELDS = {"train": {"num_machines": 1, **{
+    f: TrainSpec.model_fields[f].get_default(call_default_factory=True)
+    for f in (*GRPO_FIELDS, "grpo_length_weight", "thinkprune_cap_schedule")}},
+    "reward": {"skip_unsolved": False}}
 
 
 def run_train(spec: Any) -> RunDir:
