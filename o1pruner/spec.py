@@ -605,6 +605,9 @@ class TrainSpec(Section):
                              f"is {m}); remove it or change method" for f in _changed(self, fields)]
         if m not in GRPO_METHODS:
             return problems
+        if self.save_model_steps:
+            problems.append(f"save_model_steps: not offered with method {m} yet (its "
+                            "resumable checkpoints are train.save_steps); set it to 0")
         g = self.grpo_num_generations
         batch = self.batch_size * self.gradient_accumulation_steps * self.devices * self.num_machines
         if batch % g:

@@ -132,6 +132,8 @@ def test_the_new_fields_apply_only_to_their_methods() -> None:
         TrainSpec(method="thinkprune", grpo_length_weight=2.0)
     with pytest.raises(ValidationError, match="thinkprune_cap_schedule: only applies"):
         TrainSpec(method="grpo_length", thinkprune_cap_schedule=[1.0, 0.5])
+    with pytest.raises(ValidationError, match="save_model_steps: not offered with method"):
+        TrainSpec(method="thinkprune", save_model_steps=10)
     TrainSpec(method="grpo_length", grpo_length_weight=0.5, grpo_overlong_buffer=512)
 
 

@@ -153,6 +153,8 @@ def grpo_config(spec: Any, train_dir: Path, limit: int, weights: list[float],
                  "generation_kwargs": {"stop_token_ids": list(stop_ids)}}  # end-of-turn too
     else:  # the training model's config has use_cache off (for training); generate with it
         extra = {"generation_kwargs": {"use_cache": True}}
+    if "tensorboard" in train.report_to:  # where lh writes it (transformers reads this)
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(train_dir / "tensorboard")
     if train.deepspeed_stage:
         extra["deepspeed"] = deepspeed_config(train, int(os.environ.get("WORLD_SIZE", "1")))
     return GRPOConfig(
