@@ -275,6 +275,25 @@ def test_a_stop_saves_a_checkpoint_and_a_rerun_resumes_from_it(tmp_path: Path,
     assert steps[-(16 - step):] == list(range(step + 1, 17))  # went on, not from step 0
 
 
+@pytest.mark.slow
+def test_two_processes_split_each_group_and_the_length_reward_sees_it_whole(
+        tmp_path: Path, stopping_model: Path) -> None:
+    """train.devices 2 with 2 completions a process and groups of 4: every group spans both
+    processes; the length reward gathers the lengths (a group mixing problems would fail)."""
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(grpo_spec(tmp_path, stopping_model, "grpo_length",
+                                                  "two", batch_size=2, devices=2)))
+    result = subprocess.run([sys.executable, "-m", "o1pruner.cli", "train", str(spec_path)],
+                            cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = RunDir(tmp_path / "runs" / "two")
+    summary = read_json(run.root / "train" / "summary.json")
+    assert (summary["world_size"], summary["steps"]) == (2, 4)
+    metrics = [e for e in run.events() if e["kind"] == "metrics"]
+    assert len(metrics) == 4 and all("rewards/length/mean" in e for e in metrics)
+
+
 def test_the_spec_reference_lists_the_new_fields() -> None:
     text = (REPO / "docs" / "spec.md").read_text(encoding="utf-8")
     for field in ("grpo_num_generations", "grpo_max_completion_length", "grpo_temperature",
