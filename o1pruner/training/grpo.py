@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import resource
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -32,17 +31,12 @@ from typing import Any
 from o1pruner.errors import UserError
 from o1pruner.files import atomic_write_json, read_json
 from o1pruner.rundir import RunDir
+from o1pruner.training.grpo_callbacks import STATE_FILE
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "o1pruner_state.json"  # our record in a checkpoint: fingerprint, step, time
 STEP_DIR = re.compile(r"^step-(\d+)$")
 VLLM_MEMORY = 0.3  # TRL's vllm_gpu_memory_utilization default: colocated vLLM's GPU share
-# TRL's metric names -> the names every method logs (training/metrics.py); others kept as is
-METRIC_NAMES = {"reward": "reward/mean", "reward_std": "reward/std",
-                "completions/mean_length": "completion_length",
-                "completions/clipped_ratio": "truncated_ratio",
-                "clip_ratio/region_mean": "clip_ratio"}
 
 
 def round_number(run: RunDir) -> int:
@@ -246,8 +240,9 @@ def train_grpo(spec: Any, run: RunDir) -> dict[str, Any]:
                  num_generations=train.grpo_num_generations, token_limit=limit, round=r)
         run.emit("precision", "train", **precision_record("float32", train.precision))
     ckpt, saved = latest_checkpoint(train_dir, fingerprint)
-    trainer, stop = _make_trainer(spec, run, config, model_path, tokenizer, rows, funcs,
-                                  stop_ids, fingerprint, saved.get("train_s", 0.0))
+    trainer, callback = _make_trainer(spec, run, config, model_path, tokenizer, rows, funcs,
+                                      stop_ids, fingerprint, saved.get("train_s", 0.0))
+    stop = callback.stop
     if ckpt is not None and main:
         logger.info("resuming from %s at step %d", ckpt, saved["step"])
         run.emit("resume", "train", step=saved["step"], checkpoint=str(ckpt))
@@ -257,7 +252,7 @@ def train_grpo(spec: Any, run: RunDir) -> dict[str, Any]:
     finally:
         for s, handler in handlers.items():
             signal.signal(s, handler)
-        trainer.o1pruner_progress.close()
+        callback.close()
     state = trainer.state
     if stop.stopped_at is not None:
         from o1pruner.training.trainer import TrainingInterrupted
@@ -274,7 +269,7 @@ def train_grpo(spec: Any, run: RunDir) -> dict[str, Any]:
 
     final = save_final_model(trainer.accelerator, trainer.model, tokenizer, spec, train_dir)
     trainable, total = count_parameters(trainer.model)
-    train_s = trainer.o1pruner_timer.elapsed()
+    train_s = callback.timer.elapsed()
     tokens = int(state.num_input_tokens_seen or 0)
     summary = {
         "method": train.method, "finetuning": train.finetuning, "steps": state.global_step,
@@ -302,8 +297,9 @@ def train_grpo(spec: Any, run: RunDir) -> dict[str, Any]:
 def _make_trainer(spec: Any, run: RunDir, config: Any, model_path: str, tokenizer: Any,
                   rows: list[dict], funcs: list[Any], stop_ids: list[int], fingerprint: str,
                   train_s: float) -> tuple[Any, Any]:
-    """The GRPOTrainer with our model (fine-tuning mode applied, fp32 master weights),
-    end-of-turn tokens and callbacks; and the stop flag its signal handlers set."""
+    """The GRPOTrainer with our model (fine-tuning mode applied, fp32 master weights) and
+    end-of-turn tokens; and its callback into the run directory, which holds the stop flag
+    the signal handlers set and the training time."""
     from datasets import Dataset
     from trl import GRPOTrainer
 
@@ -314,17 +310,8 @@ def _make_trainer(spec: Any, run: RunDir, config: Any, model_path: str, tokenize
     base = getattr(model, "get_base_model", lambda: model)()
     base.generation_config.eos_token_id = list(stop_ids)  # TRL stops at each of them
     tokenizer.padding_side = "left"
-    stop, timer = StopFlag(), Timer(train_s)
-    callback = RunCallback(run, stop, timer, fingerprint)
+    callback = RunCallback(run, StopFlag(), Timer(train_s), fingerprint)
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=config,
                           train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                           callbacks=[callback])
-    trainer.o1pruner_progress = callback  # closed by the caller
-    trainer.o1pruner_timer = timer
-    return trainer, stop
-
-
-def remove_older_checkpoints(root: Path, keep: Path) -> None:
-    for old in root.glob("step-*"):
-        if old != keep:
-            shutil.rmtree(old, ignore_errors=True)
+    return trainer, callback

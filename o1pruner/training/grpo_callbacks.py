@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,13 @@ from o1pruner.progress import Progress
 from o1pruner.rundir import RunDir
 
 logger = logging.getLogger(__name__)
+
+STATE_FILE = "o1pruner_state.json"  # our record in a checkpoint: fingerprint, step, time
+# TRL's metric names -> the names every method logs (training/metrics.py); others kept as is
+METRIC_NAMES = {"reward": "reward/mean", "reward_std": "reward/std",
+                "completions/mean_length": "completion_length",
+                "completions/clipped_ratio": "truncated_ratio",
+                "clip_ratio/region_mean": "clip_ratio"}
 
 
 class StopFlag:
@@ -67,16 +75,12 @@ class RunCallback(TrainerCallback):
                **kwargs: Any) -> None:
         if not logs or not state.is_world_process_zero or "loss" not in logs:
             return
-        from o1pruner.training.grpo import METRIC_NAMES
-
         metrics = {METRIC_NAMES.get(k, k): v for k, v in logs.items()
                    if isinstance(v, (int, float))}
         self.run.emit("metrics", "train", step=state.global_step, **metrics)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         from accelerate import PartialState
-
-        from o1pruner.training.grpo import STATE_FILE, remove_older_checkpoints
 
         PartialState().wait_for_everyone()  # every process has written its part
         root = Path(args.output_dir)
@@ -86,11 +90,11 @@ class RunCallback(TrainerCallback):
                 "step": state.global_step, "total_steps": state.max_steps,
                 "fingerprint": self.fingerprint, "train_s": round(self.timer.elapsed(), 2)})
             if target.exists():
-                import shutil
-
                 shutil.rmtree(target)
             os.replace(made, target)
-            remove_older_checkpoints(root, target)
+            for old in root.glob("step-*"):  # only the newest is kept
+                if old != target:
+                    shutil.rmtree(old, ignore_errors=True)
             logger.info("checkpoint saved: %s", target)
         PartialState().wait_for_everyone()
 
