@@ -16,6 +16,7 @@ from typing import Any
 
 from o1pruner.errors import DataError, UserError
 from o1pruner.files import iter_jsonl
+from o1pruner.spec import GRPO_METHODS
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,9 @@ def build_training_set(spec: Any, presample_dir: Path) -> list[dict[str, Any]]:
       of the problem (`rejected`).
     Problems without enough samples (correct ones, for sft/dpo) are skipped and counted.
     """
+    if spec.train.method in GRPO_METHODS:
+        raise UserError(f"train.method {spec.train.method} trains on-policy on completions it "
+                        "samples itself, not on a selection of the pre-samples")
     problems, samples, stats = read_presample(Path(presample_dir))
     if spec.reward.length == "thinking":
         _check_thinking(presample_dir, samples, stats)

@@ -153,6 +153,17 @@ def test_thinkprunes_cap_follows_the_rounds_and_keeps_the_last_fraction() -> Non
     assert TrainSpec(method="grpo_length").grpo_token_limit(3) == 4096
 
 
+def test_no_pre_sample_selection_is_claimed_for_an_on_policy_method(tmp_path: Path) -> None:
+    """The Samples explorer asks build_training_set what training uses: nothing of the
+    pre-samples, with grpo_length or thinkprune."""
+    from o1pruner.errors import UserError
+    from o1pruner.reward import build_training_set
+
+    spec = RunSpec.model_validate({"train": {"method": "grpo_length"}})
+    with pytest.raises(UserError, match="trains on-policy"):
+        build_training_set(spec, tmp_path / "presample")
+
+
 def test_a_rounds_run_directory_says_its_round(tmp_path: Path) -> None:
     from o1pruner.rounds import round_dir
 
