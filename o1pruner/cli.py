@@ -199,7 +199,7 @@ def cmd_webui(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from o1pruner.sweep import load_sweep, plan_sweep, run_sweep
+    from o1pruner.sweep import PointsFailed, load_sweep, plan_sweep, run_sweep
 
     target = Path(args.spec)
     if target.is_dir():
@@ -211,8 +211,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         sweep = plan_sweep(target, args.grid, args.seeds, overrides=args.overrides,
                            name=args.name, preset=args.preset, seed_fields=args.seed_field)
     print(f"sweep {sweep.name}: {len(sweep.points)} runs in {sweep.root}")
-    run_sweep(sweep, parallel=args.parallel)
-    print((sweep.root / "report" / "table.md").read_text(encoding="utf-8"))
+    table = sweep.root / "report" / "table.md"
+    try:
+        run_sweep(sweep, parallel=args.parallel)
+    except PointsFailed:  # the report says which points failed and why, then the error
+        print(table.read_text(encoding="utf-8"))
+        raise
+    print(table.read_text(encoding="utf-8"))
     return 0
 
 

@@ -58,6 +58,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 POLL_S = 1.0
 MAX_POINTS = 100  # runs of one sweep (each a full run); more is a mistake or a split
 MAX_PARALLEL = 8  # runs of one sweep at a time
+MAX_REASON = 1000  # characters of a failed point's reason in the table and the report
+
+
+class PointsFailed(UserError):
+    """Some points of a sweep did not finish (the report lists them with why)."""
 
 
 @dataclass
@@ -218,16 +223,32 @@ def point_spec(base_yaml: str, point: Point, seed_fields: list[str]) -> str:
 # ------------------------------------------------------------------------------ running
 def point_state(run: RunDir) -> str:
     """done (finished with results), running, failed, stopped or pending."""
+    return point_status(run)[0]
+
+
+def point_status(run: RunDir) -> tuple[str, str | None]:
+    """(point_state, why): for a failed or stopped point, what its run recorded (the
+    stage, then the job's message: the user's error, e.g. "no training samples selected
+    ... are any correct?", or how the process ended), at most MAX_REASON characters."""
     from o1pruner.jobs import status
 
     if not run.root.exists():
-        return "pending"
+        return "pending", None
     job = status(run)
     if job.get("alive"):
-        return "running"
+        return "running", None
     if job["state"] == "done" and run.results_path.exists():
-        return "done"
-    return job["state"] if job["state"] in ("failed", "stopped") else "pending"
+        return "done", None
+    if job["state"] not in ("failed", "stopped", "unreadable"):
+        return "pending", None
+    why = job.get("error") or job.get("message") or "no reason recorded; see its logs/"
+    stage = job.get("stage")
+    why = str(why)
+    if stage and job["state"] == "failed" and f"stage {stage}" not in why:
+        why = f"{stage}: {why}"
+    if len(why) > MAX_REASON:
+        why = why[:MAX_REASON] + "..."
+    return ("failed" if job["state"] == "unreadable" else job["state"]), why
 
 
 def run_sweep(sweep: Sweep, parallel: int = 1) -> dict[str, Any]:
@@ -247,13 +268,15 @@ def run_sweep(sweep: Sweep, parallel: int = 1) -> dict[str, Any]:
                 atomic_write_text(path, text)
         _run_points(sweep, parallel)
         report = write_sweep_report(sweep.root)
-        failed = [p.name for p in sweep.points if point_state(sweep.run_dir(p)) != "done"]
-        job.emit("metrics", STAGE, report=str(job.root / "report"), failed=failed)
+        failed = [p for p in report["points"] if p["state"] != "done"]
+        job.emit("metrics", STAGE, report=str(job.root / "report"),
+                 failed=[p["name"] for p in failed])
         if failed:
-            raise UserError(f"{len(failed)} of {len(sweep.points)} sweep points did not "
-                            f"finish: {', '.join(failed)}; their logs are in their run "
-                            "folders. Start the sweep again to retry them (the report has "
-                            "the others)")
+            lines = "".join(f"\n- {p['name']} ({p['state']}): {p.get('reason') or '-'}"
+                            for p in failed)
+            raise PointsFailed(f"{len(failed)} of {len(sweep.points)} sweep points did not "
+                            f"finish:{lines}\nTheir logs are in their run folders. Start "
+                            "the sweep again to retry them (the report has the others)")
     return report
 
 
@@ -301,14 +324,14 @@ def _run_points(sweep: Sweep, parallel: int) -> None:
                                 point.label(), point.seed)
                 time.sleep(POLL_S)
                 for name, point in list(running.items()):
-                    state = point_state(sweep.run_dir(point))
+                    state, why = point_status(sweep.run_dir(point))
                     if state == "running":
                         continue
                     del running[name]
                     job.emit("point", STAGE, name=name, state=state, values=point.values,
-                             seed=point.seed)
+                             seed=point.seed, **({"reason": why} if why else {}))
                     logger.log(logging.INFO if state == "done" else logging.WARNING,
-                               "sweep point %s: %s", name, state)
+                               "sweep point %s: %s%s", name, state, f" ({why})" if why else "")
                     progress.update(1, point=name, state=state)
                     write_sweep_report(sweep.root)  # the report grows run by run
         except KeyboardInterrupt:

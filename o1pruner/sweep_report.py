@@ -83,7 +83,7 @@ def _aggregate(samples: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
 def sweep_rows(root: Path) -> dict[str, Any]:
     """The report's data: points with their state, and rows (reference rows first)."""
     from o1pruner.rundir import RunDir
-    from o1pruner.sweep import load_sweep, point_state
+    from o1pruner.sweep import load_sweep, point_status
 
     sweep = load_sweep(root)
     paper = sweep.preset == "paper-table"
@@ -91,10 +91,10 @@ def sweep_rows(root: Path) -> dict[str, Any]:
     benchmarks: list[str] = []
     for p in sweep.points:
         run: RunDir = sweep.run_dir(p)
-        state = point_state(run)
+        state, why = point_status(run)
         results = read_json(run.results_path) if state == "done" else None
         points.append({"name": p.name, "label": p.label(), "seed": p.seed, "state": state,
-                       "values": p.values})
+                       "values": p.values, "reason": why})
         if not isinstance(results, dict) or "trained" not in results.get("methods", []):
             continue
         benchmarks = benchmarks or list(results["benchmarks"])
@@ -174,6 +174,23 @@ def table_markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def unfinished_markdown(points: list[dict[str, Any]]) -> str:
+    """The runs that failed or were stopped, each with why: what its run recorded (the
+    stage and its error). The reasons are text written by runs (they may quote a file), so
+    they stand in an indented code block, shown as they are wherever the table is rendered."""
+    ended = [p for p in points if p["state"] in ("failed", "stopped")]
+    if not ended:
+        return ""
+    lines = []
+    for p in ended:
+        text = f"{p['name']} ({p['label']}, seed {p['seed']}): {p['state']}: " \
+               f"{p.get('reason') or 'no reason recorded'}"
+        lines += ["    " + line for line in text.splitlines() or [""]]
+    return ("\n## Runs that did not finish\n\nWhy each ended, as its run recorded it "
+            "(its folder's logs/ has the rest); starting the sweep again retries them.\n\n"
+            + "\n".join(lines) + "\n")
+
+
 def plot_sweep(data: dict[str, Any], out: Path) -> None:
     """Accuracy vs mean tokens (AVG over benchmarks), error bars = 95 % intervals over
     seeds, the reference rows as stars, the Pareto front joined and ringed."""
@@ -228,7 +245,8 @@ def write_sweep_report(root: Path) -> dict[str, Any]:
               "the base are paired per problem; with one seed their interval is the run's "
               "own paired bootstrap (the variation of the problems, not of seeds).\n\n")
     atomic_write_text(out / "table.md", header + (table_markdown(data) if data["rows"]
-                                                  else "No finished runs yet.\n"))
+                                                  else "No finished runs yet.\n")
+                      + unfinished_markdown(data["points"]))
     if data["rows"]:
         plot_sweep(data, out / "accuracy_vs_tokens.png")
     return data

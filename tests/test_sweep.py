@@ -102,6 +102,71 @@ def test_a_cached_reference_counts_once_across_seeds(tmp_path):
         == {2}
 
 
+NO_CORRECT = ("no training samples selected from runs/x/presample for method sft (m=2); "
+              "check the pre-samples (are any correct?)")
+
+
+def failed_sweep(tmp_path: Path, reasons: dict[str, str]):
+    """A paper-table sweep whose points named in `reasons` (by method) failed in their train
+    stage with that error, recorded by the job layer as a real run records it."""
+    from o1pruner.job import job_process
+    from o1pruner.rundir import RunDir
+    from o1pruner.sweep import point_spec, save_definition
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("model: {name_or_path: m}\ndata: {train: arithmetic_train}\n"
+                    f"run: {{output_root: {tmp_path / 'runs'}}}\n")
+    sweep = plan_sweep(spec, [], preset="paper-table", name="t")
+    save_definition(sweep)
+    for point in sweep.points:
+        reason = reasons.get(point.values["train.method"])
+        if reason is None:
+            continue
+        run = RunDir(sweep.run_dir(point).root)
+        with pytest.raises(UserError), job_process(
+                run, "train", spec_text=point_spec(sweep.base_yaml, point, sweep.seed_fields)):
+            raise UserError(reason)
+    return sweep
+
+
+def test_a_failed_point_says_why_in_the_report(tmp_path):
+    from o1pruner.sweep_report import write_sweep_report
+
+    sweep = failed_sweep(tmp_path, {"sft": NO_CORRECT, "dpo": "line one\n<b>line two</b>"})
+    data = write_sweep_report(sweep.root)
+    by_method = {p["values"]["train.method"]: p for p in data["points"]}
+    assert by_method["sft"]["state"] == "failed"
+    assert by_method["sft"]["reason"] == f"train: {NO_CORRECT}"
+    assert by_method["lh"]["state"] == "pending" and by_method["lh"]["reason"] is None
+    table = (sweep.root / "report" / "table.md").read_text()
+    assert "## Runs that did not finish" in table
+    # each reason stands in an indented code block: shown as text wherever it is rendered
+    assert f"    {by_method['sft']['name']} (method=sft, samples_per_problem=2, seed 42): " \
+        f"failed: train: {NO_CORRECT}\n" in table
+    assert "\n    <b>line two</b>\n" in table
+    saved = json.loads((sweep.root / "report" / "sweep.json").read_text())
+    assert saved["points"][0]["reason"] == f"train: {NO_CORRECT}"
+
+
+@pytest.mark.slow
+def test_the_cli_reports_why_the_paper_tables_sft_and_dpo_points_failed(tmp_path,
+                                                                         tiny_model_dir):
+    # the random tiny model answers nothing right: SFT and DPO have no correct pre-sample to
+    # train on (the issue's paper-table sweep), and with skip_unsolved O1-Pruner neither
+    spec = write_spec(tmp_path, tiny_model_dir)
+    command = [sys.executable, "-m", "o1pruner.cli", "sweep", str(spec), "--preset",
+               "paper-table", "--set", "reward.skip_unsolved=true", "--name", "pt"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=1200)
+    assert result.returncode != 0
+    assert "## Runs that did not finish" in result.stdout, result.stdout[-3000:]
+    for method in ("sft", "dpo", "lh"):
+        line = next(x for x in result.stdout.splitlines() if f"(method={method}" in x)
+        assert "failed: stage train failed: no training samples selected" in line, line
+        assert "are any correct?" in line
+    assert "3 of 3 sweep points did not finish" in result.stderr
+    assert "(failed): stage train failed: no training samples selected" in result.stderr
+
+
 @pytest.mark.slow
 def test_a_lambda_sweep_samples_once_evaluates_the_base_once_and_reports(tmp_path,
                                                                         tiny_model_dir):

@@ -40,6 +40,26 @@ def test_a_sweep_outside_the_workspace_or_with_a_bad_grid_is_refused(tmp_path, t
     assert sweep_ids(ws) == [] and not (ws_root / "runs").exists()
 
 
+def test_a_failed_point_shows_why_in_the_tabs_table_as_text(tmp_path):
+    from tests.test_sweep import NO_CORRECT, failed_sweep
+
+    ws_root = tmp_path / "ws"
+    ws_root.mkdir()
+    hostile = "<img src=http://127.0.0.1:9/x> [link](http://127.0.0.1:9/y)"
+    sweep = failed_sweep(ws_root, {"sft": NO_CORRECT, "dpo": hostile})
+    from o1pruner.sweep_report import write_sweep_report
+
+    write_sweep_report(sweep.root)
+    ws = Workspace.open(ws_root)
+    line, points, report, _ = sweep_view(ws, "runs/sweeps/t")
+    assert list(points.columns) == ["run", "values", "seed", "state", "why"]
+    assert list(points["state"]) == ["failed", "failed", "pending"]
+    assert list(points["why"]) == [f"train: {NO_CORRECT}", f"train: {hostile}", ""]
+    assert "2 failed, 1 pending" in line
+    # the report's markdown quotes the reasons only inside an indented code block
+    assert all(x.startswith("    ") for x in report.splitlines() if "127.0.0.1" in x)
+
+
 @pytest.mark.slow
 def test_a_sweep_started_from_the_tab_runs_detached_and_reports(tmp_path, tiny_model_dir):
     ws_root = tmp_path / "ws"

@@ -24,15 +24,17 @@ from o1pruner.sweep import (
     list_sweeps,
     load_sweep,
     plan_sweep,
-    point_state,
+    point_status,
     save_definition,
 )
+from webui.text import as_text, no_markup
 from webui.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 2.0
 NO_PRESET = "none"
+POINT_COLUMNS = ["run", "values", "seed", "state", "why"]  # why: a failed point's reason
 
 
 def sweep_ids(ws: Workspace) -> list[str]:
@@ -85,19 +87,25 @@ def resume_sweep(ws: Workspace, ident: str) -> str:
 
 def sweep_view(ws: Workspace, ident: str | None) -> tuple[str, pd.DataFrame, str, str | None]:
     """(status line, points table, report table markdown, plot path) of a sweep."""
-    empty = pd.DataFrame(columns=["run", "values", "seed", "state"])
+    empty = pd.DataFrame(columns=POINT_COLUMNS)
     if not ident:
         return "_no sweep selected_", empty, "", None
     root = sweep_dir(ws, ident)
     sweep = load_sweep(root)
     job = jobs.status(RunDir(root))
-    states = [point_state(sweep.run_dir(p)) for p in sweep.points]
+    status = [point_status(sweep.run_dir(p)) for p in sweep.points]
+    states = [state for state, _ in status]
+    # a Dataframe cell shows its text as is: a reason quoting a file stays text
     table = pd.DataFrame([{"run": ws.relative(sweep.run_dir(p).root), "values": p.label(),
-                           "seed": p.seed, "state": s} for p, s in zip(sweep.points, states,
-                                                                       strict=True)])
+                           "seed": p.seed, "state": state, "why": why or ""}
+                          for p, (state, why) in zip(sweep.points, status, strict=True)],
+                         columns=POINT_COLUMNS)
     counts = {s: states.count(s) for s in dict.fromkeys(states)}
-    line = (f"**{sweep.name}**: sweep job {job['state']}"
-            + (f" ({job['message']})" if job.get("message") else "")
+    message = (job.get("message") or "").strip()
+    if message and any(s in ("failed", "stopped") for s in states):
+        message = message.splitlines()[0].rstrip(":") + "; why: in the table below"
+    line = (f"**{no_markup(sweep.name)}**: sweep job {job['state']}"
+            + (f" ({as_text(message, 500)})" if message else "")
             + " · runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     report = root / "report" / "table.md"
     plot = root / "report" / "accuracy_vs_tokens.png"
@@ -106,8 +114,9 @@ def sweep_view(ws: Workspace, ident: str | None) -> tuple[str, pd.DataFrame, str
     return line, table, text, ws.hand_out(plot)  # the sweep's folder is not served
 
 
-def sweep_tab(ws: Workspace) -> None:
-    """Build the tab's components and wire them."""
+def sweep_tab(ws: Workspace) -> gr.Dropdown:
+    """Build the tab's components and wire them; returns the sweep picker, which the app
+    fills on page load and when the tab opens."""
     gr.Markdown("Run a spec over a grid of values and seeds: one run per point, queued; "
                 "the report gives the mean and 95 % interval over seeds. The same as "
                 "`o1pruner sweep` (docs/sweeps.md).")
@@ -182,3 +191,4 @@ def sweep_tab(ws: Workspace) -> None:
     stop.click(guarded(on_stop), pick, message, show_progress="hidden")
     gr.Timer(POLL_SECONDS).tick(tick, [pick, shown], [status, points, report, plot, shown],
                                 show_progress="hidden")
+    return pick
