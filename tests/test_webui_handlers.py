@@ -20,6 +20,7 @@ from o1pruner.specio import load_spec
 from webui import form, handlers
 from webui.app import build_app, parse_auth
 from webui.live import CURVES, LiveView, TextTail
+from webui.text import inline
 from webui.workspace import Workspace
 
 
@@ -143,10 +144,29 @@ class _Page:
     def __init__(self, app: gr.Blocks) -> None:
         self.app = app
         self.values = {i: getattr(b, "value", None) for i, b in app.blocks.items()}
+        self.choices = {i: [c[1] if isinstance(c, tuple) else c for c in b.choices]
+                        for i, b in app.blocks.items() if isinstance(b, gr.Dropdown)}
         self.ids = {b.elem_id: i for i, b in app.blocks.items() if getattr(b, "elem_id", None)}
 
     def __getitem__(self, elem_id: str) -> object:
         return self.values[self.ids[elem_id]]
+
+    def options(self, elem_id: str) -> list[object]:
+        """What a picker offers now."""
+        return self.choices[self.ids[elem_id]]
+
+    def load(self) -> None:
+        """The page is opened (or reloaded)."""
+        self._fire(self.app._id, "load")
+
+    def open_tab(self, tab_id: str) -> None:
+        tab = next(i for i, b in self.app.blocks.items() if isinstance(b, gr.Tab)
+                   and b.id == tab_id)
+        self._fire(tab, "select")
+
+    def leave(self, elem_id: str) -> None:
+        """The user leaves a text box (its blur event)."""
+        self._fire(self.ids[elem_id], "blur")
 
     def set(self, elem_id: str, value: object) -> None:
         """The user changes a component (its change events follow)."""
@@ -169,6 +189,9 @@ class _Page:
         changed = []
         for component, value in zip(fn.outputs, outs, strict=True):
             if isinstance(value, dict) and value.get("__type__") == "update":
+                if "choices" in value:
+                    self.choices[component._id] = [c[1] if isinstance(c, tuple) else c
+                                                   for c in value["choices"]]
                 if "value" not in value:
                     continue  # gr.skip(), or new choices only
                 value = value["value"]
@@ -257,6 +280,44 @@ def test_a_run_is_not_deleted_while_it_or_an_export_of_it_runs(ws: Workspace) ->
     page.click("btn-delete")
     assert page["delete-message"].startswith("Error: ") and "export" in page["delete-message"]
     assert running.root.exists() and exported.root.exists()
+
+
+def _wait_done(run: RunDir, timeout_s: float = 180) -> dict[str, object]:
+    deadline = time.monotonic() + timeout_s
+    while jobs.status(run)["state"] in jobs.ACTIVE_STATES:
+        assert time.monotonic() < deadline, f"{run.root} still {jobs.status(run)['state']}"
+        time.sleep(0.2)
+    return jobs.status(run)
+
+
+def test_two_evaluations_in_a_row_belong_to_the_run_and_keep_it_in_the_picker(
+        ws: Workspace) -> None:
+    # issue #30: with the first evaluation shown, a second Evaluate nested a job under it,
+    # the picker was given a value not among its choices (a Gradio error, a blank picker)
+    # and the nested job.json stayed 'running'
+    run = _finished_run(ws, "tiny1", time.time() - 300)
+    page = _Page(build_app(ws.root))
+    page.set("run-pick", "runs/tiny1")
+    assert f"Evaluate acts on {inline('runs/tiny1')};" in page["eval-target"]
+    evaluations = []
+    for model in ("nobody/first", "nobody/second"):  # hub ids that fail offline, quickly
+        page.set("eval-model", model)
+        page.set("eval-bench", "arithmetic_test")
+        page.click("btn-evaluate")
+        assert "Error" not in page["runs-message"], page["runs-message"]
+        shown = page["run-pick"]
+        assert shown.startswith(f"runs/tiny1/eval/adhoc/{model.replace('/', '-')}-")
+        assert shown in page.options("run-pick")  # the view follows the job, a listed one
+        assert f"Evaluate acts on {inline('runs/tiny1')}, the run this evaluation belongs " \
+            "to" in page["eval-target"]
+        assert "o1pruner eval runs/tiny1/spec.yaml --model " + model in page["runs-message"]
+        evaluations.append(ws.run_dir(shown))
+        assert _wait_done(evaluations[-1])["state"] == "failed"  # its own job.json says so
+    first, second = evaluations
+    assert first.root.parent == second.root.parent == run.root / "eval" / "adhoc"
+    assert not (first.root / "eval").exists()  # nothing nested in the first evaluation
+    assert jobs.status(run)["state"] == "done"
+    assert {"runs/tiny1", ws.run_id(first), ws.run_id(second)} <= set(handlers.run_ids(ws))
 
 
 def test_dataset_preview_shows_rows_and_reports_broken_files(ws: Workspace) -> None:
@@ -403,6 +464,13 @@ def test_after_a_reload_the_form_comes_from_the_watched_runs_spec(ws: Workspace)
     adhoc.mkdir(parents=True)
     values, _ = handlers.restore_from_run("runs/small/eval/adhoc/other-model-1234", ws)
     assert form.form_to_spec(values) == spec
+    # issue #30: an evaluation's worker writes a spec.yaml of its own; the form never
+    # comes from it
+    other = RunSpec.model_validate({"presample": {"k": 5}, "run": {"name": "small"}})
+    RunDir(adhoc).spec_path.write_text(other.to_yaml())
+    values, message = handlers.restore_from_run("runs/small/eval/adhoc/other-model-1234", ws)
+    assert form.form_to_spec(values) == spec
+    assert "runs/small/spec.yaml" in message and "adhoc" not in message
 
 
 def test_the_load_picker_lists_the_workspaces_spec_files(ws: Workspace) -> None:

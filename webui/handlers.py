@@ -140,9 +140,7 @@ def restore_from_run(run_id: str | None, workspace: Workspace) -> tuple[list[Any
     if not run_id:
         return None, ""
     try:
-        run = workspace.run_dir(run_id)
-        if run.is_adhoc and not run.spec_path.exists():  # an evaluation: its run's spec
-            run = RunDir(run.root.parents[2])
+        run = owner_run(workspace.run_dir(run_id))  # an evaluation: its run's spec
         text = run.spec_path.read_text(encoding="utf-8")
     except (UserError, OSError, UnicodeDecodeError):
         return None, ""
@@ -182,6 +180,11 @@ def preview_dataset(name: str, workspace: Workspace, local_dir: str | None = Non
 
 
 # -------------------------------------------------------------------------- runs
+def owner_run(run: RunDir) -> RunDir:
+    """The run an ad-hoc evaluation (<run>/eval/adhoc/<name>) belongs to; a run itself."""
+    return RunDir(run.root.parents[2]) if run.is_adhoc else run
+
+
 def start(values: Sequence[Any], workspace: Workspace, stage: str = "run") -> tuple[
         Validation, RunDir | None, str]:
     """Validate, then (holding the run's lock) write spec.yaml and launch
@@ -209,8 +212,10 @@ def evaluate(run_id: str, model: str, benchmarks: str, workspace: Workspace
              ) -> tuple[str, str]:
     """Launch `o1pruner eval <run>/spec.yaml [--model MODEL]`: the run's own evaluation, or
     (another model) an ad-hoc evaluation, a job of its own that leaves the run untouched.
-    Returns (message, the id of the job to watch)."""
-    run = workspace.run_dir(run_id)
+    An ad-hoc evaluation's id stands for the run it belongs to: its evaluations sit side by
+    side in that run, never one inside another. Returns (message, the id of the job to
+    watch)."""
+    run = owner_run(workspace.run_dir(run_id))
     if not run.spec_path.exists():
         raise UserError(f"run {run_id}: has no spec.yaml")
     spec = load_spec(run.spec_path)  # a spec the worker would reject fails here, with its message

@@ -15,6 +15,7 @@ from o1pruner.errors import UserError
 from o1pruner.specio import SpecError
 from webui import handlers
 from webui.live import LiveView, job_markdown
+from webui.text import inline
 from webui.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -150,8 +151,9 @@ def runs_tab(workspace: Workspace) -> RunsTab:
                                      "a hub id or pypi: model (empty: the run's trained model)",
                                      elem_id="eval-model")
             eval_bench = gr.Textbox(label="benchmarks", info="comma separated (empty: the "
-                                    "spec's eval.benchmarks)")
+                                    "spec's eval.benchmarks)", elem_id="eval-bench")
             eval_btn = gr.Button("Evaluate", scale=0, elem_id="btn-evaluate")
+        eval_note = gr.Markdown(elem_id="eval-target")
     with gr.Accordion("History and comparison", open=True, elem_id="section-history"):
         history = gr.Dataframe(handlers.history_table(workspace), label="runs",
                                interactive=False, elem_id="runs-history", wrap=True)
@@ -233,15 +235,31 @@ def runs_tab(workspace: Workspace) -> RunsTab:
                            else "no run selected"), run, message, show_progress="hidden")
 
     def on_evaluate(name: str | None, model: str, bench: str) -> list[Any]:
+        """Evaluate the picked run (for an evaluation: the run it belongs to); the view
+        follows the new job, which is always among the picker's choices."""
         if not name:
             return ["choose a run first", gr.skip()]
         try:
             text, job_id = handlers.evaluate(name, model, bench, workspace)
         except (UserError, SpecError) as err:
             return [f"Error: {err}", gr.skip()]
-        return [text, gr.update(choices=handlers.run_ids(workspace), value=job_id)]
+        names = handlers.run_ids(workspace)
+        return [text, gr.update(choices=names, value=job_id if job_id in names else name)]
+
+    def eval_target(name: str | None) -> str:
+        """The line that says which run Evaluate acts on."""
+        if not name:
+            return "Evaluate acts on the run picked above; pick one first."
+        try:
+            owner = workspace.run_id(handlers.owner_run(workspace.run_dir(name)))
+        except UserError:
+            return ""
+        belongs = ", the run this evaluation belongs to" if owner != name else ""
+        return (f"Evaluate acts on {inline(owner)}{belongs}; another model's evaluation is "
+                f"a job of its own in {inline(owner + '/eval/adhoc/')}")
 
     eval_btn.click(on_evaluate, [run, eval_model, eval_bench], [message, run])
+    run.change(eval_target, run, eval_note, show_progress="hidden")
     compare_btn.click(on_compare, compare_pick, [compare_view, compare_plot])
 
     def on_delete(name: str | None, confirmed: bool, pending: str | None) -> list[Any]:
