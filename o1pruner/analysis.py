@@ -106,12 +106,19 @@ def disharmony_table(run_dir: Path) -> dict[str, Any]:
     """The accuracy-by-length-quartile table as data (for the web UI): `columns`, `rows`
     (one per quartile: name, accuracy %, mean tokens, samples) and the summary numbers."""
     result = analyze(load_presamples(Path(run_dir)))
-    t = result["table1"]
-    rows = [[name, _pct(acc), _round(length), n] for name, acc, length, n
-            in zip(t["quartiles"], t["accuracy"], t["mean_length"], t["n_samples"],
-                   strict=True)]
-    return {"columns": ["length quartile", "accuracy %", "mean tokens", "samples"],
-            "rows": rows, **result}
+    rows = [list(row.values()) for row in quartile_rows(result["table1"])]
+    return {"columns": list(QUARTILE_COLUMNS), "rows": rows, **result}
+
+
+QUARTILE_COLUMNS = ("length quartile", "accuracy %", "mean tokens", "samples")
+
+
+def quartile_rows(table1: dict[str, Any]) -> list[dict[str, Any]]:
+    """Table 1 (`analyze(...)["table1"]`) as one row per quartile, accuracy in %."""
+    return [dict(zip(QUARTILE_COLUMNS, (name, _pct(acc), _round(length), n), strict=True))
+            for name, acc, length, n in zip(table1["quartiles"], table1["accuracy"],
+                                            table1["mean_length"], table1["n_samples"],
+                                            strict=True)]
 
 
 def _pct(x: float | None) -> float | None:

@@ -222,9 +222,20 @@ def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
 
+#: What an answer the grader could not extract reads as (never a raw `None`).
+NO_ANSWER = "no answer"
+PROBLEM_COLUMNS = ("problem", "accuracy %", "mean tokens", "shortest", "longest", "spread",
+                   "trained on", "text")
+
+
+def answer_text(extracted: str | None) -> str:
+    """An extracted answer as shown: the answer, or NO_ANSWER when none was found."""
+    return NO_ANSWER if extracted is None or not str(extracted).strip() else str(extracted)
+
+
 def problem_rows(problems: list[ProblemSamples]) -> list[dict[str, Any]]:
-    """One row per problem, for a table."""
-    return [{"problem": p.problem_id, "accuracy": _round(p.accuracy, 3),
+    """One row per problem, for a table (columns PROBLEM_COLUMNS; accuracy in %)."""
+    return [{"problem": p.problem_id, "accuracy %": round(100 * p.accuracy, 1),
              "mean tokens": round(p.mean_length, 1), "shortest": p.min_length,
              "longest": p.max_length, "spread": round(p.spread, 2),
              "trained on": p.n_chosen, "text": " ".join(p.problem.split())[:120]}
@@ -237,7 +248,7 @@ def sample_rows(problem: ProblemSamples) -> list[dict[str, Any]]:
     thinks = any(s.thinking_tokens for s in problem.samples)
     return [{"sample": s.sample_idx, "tokens": s.num_tokens,
              **({"thinking": s.thinking_tokens, "answer": s.answer_tokens} if thinks else {}),
-             "finish": s.finish_reason, "extracted": s.extracted or "",
+             "finish": s.finish_reason, "extracted": answer_text(s.extracted),
              "grade": "right" if s.correct else "wrong", "reward": _round(s.reward_raw),
              "training": s.training, "train reward": _round(s.reward)}
             for s in problem.samples]
@@ -381,9 +392,15 @@ def _grade(a: Answer | None) -> str:
     return f"{100 * a.accuracy:.0f} %"
 
 
+def pair_columns(left: str = "base", right: str = "trained") -> list[str]:
+    """The columns of `pair_rows` (also those of an empty table)."""
+    return ["problem", "gold", left, f"{left} tokens", right, f"{right} tokens", "cut",
+            "cut %", "outcome"]
+
+
 def pair_rows(pairs: list[AnswerPair], left: str = "base", right: str = "trained"
               ) -> list[dict[str, Any]]:
-    """One row per problem, for a table."""
+    """One row per problem, for a table (columns `pair_columns`)."""
     rows = []
     for p in pairs:
         cut = p.cut

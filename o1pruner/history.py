@@ -80,8 +80,9 @@ def run_summary(run: RunDir, kind: str = "run") -> dict[str, Any]:
     params = {}
     for label, (section, key) in KEY_PARAMETERS.items():
         value = spec.get(section, {}).get(key) if isinstance(spec.get(section), dict) else None
-        if value is not None and kind == "run":
-            params[label] = value
+        if value is not None and kind == "run":  # a whole float as an integer (2, not 2.0)
+            params[label] = int(value) if isinstance(value, float) and value.is_integer() \
+                else value
     problems = [p for p in (job["message"] if job["state"] == "unreadable" else None,
                             spec_problem, results_problem) if p]
     state = "unreadable" if problems and not job.get("alive") else job["state"]

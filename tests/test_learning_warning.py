@@ -32,7 +32,7 @@ def _truncate_every_sample(presample: Path) -> None:
     samples = read_jsonl(presample / "samples.jsonl")
     stats = read_jsonl(presample / "problem_stats.jsonl")
     for s in samples:
-        s.update(num_tokens=MAX_NEW, correct=False, finish_reason="length")
+        s.update(num_tokens=MAX_NEW, correct=False, finish_reason="length", extracted=None)
     for st in stats:
         st.update(mean_length=float(MAX_NEW), mean_accuracy=0.0)
     for name, rows in (("samples.jsonl", samples), ("problem_stats.jsonl", stats)):

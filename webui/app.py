@@ -37,6 +37,11 @@ CSS = """
 .o1p-presets-label{flex-grow:0 !important;min-width:170px !important;align-self:center}
 #presets{flex-wrap:wrap;gap:6px}
 .o1p-field{gap:2px !important}
+#compare-table table{display:block;overflow-x:auto}
+#compare-table th{white-space:nowrap;word-break:normal;overflow-wrap:normal}
+#compare-table td{word-break:normal;overflow-wrap:normal;white-space:nowrap}
+#compare-table td:nth-last-child(2){white-space:normal;min-width:16em}
+#run-results th,#run-results th *{word-break:normal !important;overflow-wrap:normal !important}
 """
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +73,14 @@ def _signature(root: Path) -> tuple[Any, ...]:
     return tuple(os.stat(p).st_mtime_ns if p.exists() else 0 for p in paths)
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=columns or (list(rows[0]) if rows else None))
+#: The sample table's columns when it is empty (a problem's own table names its columns).
+SAMPLE_COLUMNS = ("sample", "tokens", "finish", "extracted", "grade", "reward", "training",
+                  "train reward")
+
+
+def _table(rows: list[dict[str, Any]], columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """A table with its headers also when it has no row (never Gradio's "1 2 3")."""
+    return pd.DataFrame(rows, columns=list(rows[0]) if rows else list(columns or [""]))
 
 
 def refresh_choice(choices: list[str], current: str | None) -> Any:
@@ -103,7 +110,7 @@ def sample_markdown(problem_id: str, s: explore.SampleInfo) -> str:
         used = " · **rejected** of a DPO pair"
     return (f"sample {s.sample_idx} of {as_text(problem_id)}: {s.num_tokens} tokens, "
             f"{as_text(s.finish_reason)}, {'right' if s.correct else 'wrong'} (extracted "
-            f"{inline(s.extracted)}){reward}{used}")
+            f"{inline(explore.answer_text(s.extracted))}){reward}{used}")
 
 
 def pair_markdown(p: explore.AnswerPair, right: str) -> str:
@@ -135,10 +142,10 @@ def samples_tab(workspace: Workspace, tab: gr.Tab | None = None) -> None:
         refresh = gr.Button("Refresh", scale=0, min_width=100)
     summary = gr.Markdown(elem_id="samples-summary")
     with gr.Row():
-        min_acc = gr.Slider(0, 1, value=0, step=0.05, label="accuracy at least",
+        min_acc = gr.Slider(0, 100, value=0, step=5, label="accuracy % at least",
                             info="share of a problem's K samples graded right (A_ref)",
                             elem_id="samples-min-acc")
-        max_acc = gr.Slider(0, 1, value=1, step=0.05, label="accuracy at most",
+        max_acc = gr.Slider(0, 100, value=100, step=5, label="accuracy % at most",
                             elem_id="samples-max-acc")
         spread = gr.Number(1.0, minimum=1.0, label="length spread at least",
                            info="longest sample / shortest sample", elem_id="samples-spread")
@@ -154,25 +161,28 @@ def samples_tab(workspace: Workspace, tab: gr.Tab | None = None) -> None:
                              elem_id="samples-text")
 
     def show(run_id: str | None, lo: float, hi: float, min_spread: float | None) -> list[Any]:
+        empty = [_table([], explore.PROBLEM_COLUMNS), None, "", _table([], SAMPLE_COLUMNS),
+                 "", ""]
         if not run_id:
-            return ["_no run with pre-samples in this workspace_", "", _table([]), None, "",
-                    _table([]), "", ""]
+            return ["_no run with pre-samples in this workspace_", "", *empty]
         try:
             view = view_of(run_id)
         except (UserError, SpecError) as err:
-            return [f"Error: {as_text(err)}", "", _table([]), None, "", _table([]), "", ""]
-        kept = explore.filter_problems(view.problems, lo or 0.0, 1.0 if hi is None else hi,
-                                       min_spread or 1.0)
+            return [f"Error: {as_text(err)}", "", *empty]
+        kept = explore.filter_problems(view.problems, (lo or 0.0) / 100,
+                                       1.0 if hi is None else hi / 100, min_spread or 1.0)
         notes = "\n".join(f"- {n}" for n in view.notes)
         first = kept[0] if kept else None
         warned = f"**warning: {no_markup(view.warning)}**\n\n" if view.warning else ""
         return [f"{warned}{view.summary()}\n\n{notes}",
-                f"showing **{len(kept)}** of {len(view.problems)} problems",
-                _table(explore.problem_rows(kept)), *problem_outputs(first), "", ""]
+                f"showing **{len(kept)}** of {len(view.problems)} problems"
+                + ("" if kept else ": no problem matches these filters"),
+                _table(explore.problem_rows(kept), explore.PROBLEM_COLUMNS),
+                *problem_outputs(first), "", ""]
 
     def problem_outputs(p: explore.ProblemSamples | None) -> list[Any]:
         if p is None:
-            return [None, "", _table([])]
+            return [None, "", _table([], SAMPLE_COLUMNS)]
         return [p.problem_id, problem_markdown(p), _table(explore.sample_rows(p))]
 
     def pick_problem(run_id: str, evt: gr.SelectData) -> list[Any]:
@@ -223,7 +233,7 @@ def _answer_md(label: str, a: explore.Answer | None) -> str:
     grade = ("right" if a.accuracy == 1 else "wrong") if len(a.texts) == 1 else \
         f"{100 * a.accuracy:.0f} % of {len(a.texts)} samples right"
     return (f"**{as_text(label)}**: {a.tokens:.0f} tokens{split} · {as_text(a.finish_reason)} "
-            f"· answer {inline(a.extracted)} · **{grade}**")
+            f"· answer {inline(explore.answer_text(a.extracted))} · **{grade}**")
 
 
 def _answer_text(a: explore.Answer | None) -> str:
@@ -287,18 +297,20 @@ def eval_explorer_tab(workspace: Workspace, tab: gr.Tab | None = None) -> None:
 
     def show(run_id: str | None, b: str | None, lm: str | None, rm: str | None,
              w: str) -> list[Any]:
-        empty = [gr.update(), _table([]), "", "", "", "", ""]
+        empty = [gr.update(), _table([], explore.pair_columns()), "", "", "", "", ""]
         if not (run_id and b and lm and rm):
             return empty
         try:
             pairs = pairs_of(run_id, b, lm, rm)
         except (UserError, SpecError) as err:
-            return [gr.update(), _table([]), f"Error: {as_text(err)}", "", "", "", ""]
+            return [gr.update(), _table([], explore.pair_columns()), f"Error: {as_text(err)}",
+                    "", "", "", ""]
         counts = explore.filter_counts(pairs)
         kept = explore.filter_pairs(pairs, w or "all")
         radio = gr.update(choices=[(f"{f} ({counts[f]})", f) for f in explore.EVAL_FILTERS])
         first = kept[0] if kept else None
-        return [radio, _table(explore.pair_rows(kept, lm, rm)), *pair_outputs(first, lm, rm)]
+        return [radio, _table(explore.pair_rows(kept, lm, rm), explore.pair_columns(lm, rm)),
+                *pair_outputs(first, lm, rm)]
 
     def pair_outputs(p: explore.AnswerPair | None, lm: str, rm: str) -> list[Any]:
         if p is None:
@@ -319,7 +331,7 @@ def eval_explorer_tab(workspace: Workspace, tab: gr.Tab | None = None) -> None:
         try:
             picks = choose_run(run_id)
         except UserError as err:
-            return [gr.skip()] * 3 + [gr.update(), _table([]), f"Error: {as_text(err)}", "", "", "", "",
+            return [gr.skip()] * 3 + [gr.update(), _table([], explore.pair_columns()), f"Error: {as_text(err)}", "", "", "", "",
                                       run_id]
         values = [p["value"] for p in picks]
         return [*picks, *show(run_id, *values, w), run_id]

@@ -26,7 +26,7 @@ from o1pruner.spec import RunSpec
 from o1pruner.specio import SpecError, dump_yaml, load_spec, load_spec_text
 from webui import form
 from webui.presets import Preset
-from webui.text import no_markup
+from webui.text import natural_key, no_markup
 from webui.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -361,4 +361,4 @@ def checkpoints(workspace: Workspace) -> list[str]:
             for pattern in ("train/config.json", "train/*/config.json",
                             "train/*/*/config.json"):
                 found += [workspace.relative(p.parent) for p in root.glob(f"{run}/{pattern}")]
-    return sorted(set(found))
+    return sorted(set(found), key=natural_key)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+import re
 import time
 from collections import deque
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from o1pruner import jobs
-from o1pruner.analysis import warning_text
+from o1pruner.analysis import quartile_rows, warning_text
 from o1pruner.files import JsonlTail, read_json
 from o1pruner.hardware import choice_lines
 from o1pruner.progress import WARNINGS, current_warnings
@@ -77,7 +78,7 @@ class TextTail:
         *complete, self._partial = text.split("\n")
         new = []
         for line in complete:
-            line = line.rstrip("\r").rsplit("\r", 1)[-1]
+            line = _terminal_text(line)
             # a final line that a stage and its pipeline both print ("stopped"): shown once
             if not (line.strip() and self.lines and line == self.lines[-1]):
                 self.lines.append(line)
@@ -85,7 +86,18 @@ class TextTail:
         return new
 
     def text(self) -> str:
-        return "\n".join([*self.lines, self._partial.rsplit("\r", 1)[-1]]).rstrip("\n")
+        return "\n".join([*self.lines, _terminal_text(self._partial)]).rstrip("\n")
+
+
+# A terminal's control sequences: CSI (colours, tqdm's cursor-up `ESC[A`, erase line), OSC
+# (titles, links) and two-character escapes.
+ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def _terminal_text(line: str) -> str:
+    """A log line as a terminal ends up showing it: the state after its last carriage
+    return (a redrawn bar), without control sequences (colours, cursor moves)."""
+    return ANSI_ESCAPE.sub("", line.rstrip("\r")).rsplit("\r", 1)[-1]
 
 
 class _Cached:
@@ -194,8 +206,8 @@ class LiveView:
                 done = min(max(done, self.trained_steps()), total or done)
             elapsed, eta = ev.get("elapsed_s"), ev.get("eta_s")
             live = running and phase == self.active and done < total
-            since = max(0.0, now - ev["time"]) if live and isinstance(
-                ev.get("time"), (int, float)) else 0.0
+            since = float(max(0, int(now - ev["time"]))) if live and isinstance(
+                ev.get("time"), (int, float)) else 0.0  # whole seconds since the event
             if isinstance(elapsed, (int, float)):
                 elapsed += since
             if isinstance(eta, (int, float)):
@@ -298,8 +310,15 @@ class LiveView:
                 f"{100 * self.stats['accuracy_sum'] / n:.1f}%")
 
     def disharmony(self) -> pd.DataFrame:
-        """The length-quartile table (report/disharmony.json) once it exists."""
-        return table_frame(self._disharmony.get())
+        """The length-quartile table (report/disharmony.json) once it exists: a row per
+        quartile, accuracy in %."""
+        data = self._disharmony.get()
+        if isinstance(data, dict) and isinstance(data.get("table1"), dict):
+            try:
+                return pd.DataFrame(quartile_rows(data["table1"]))
+            except (KeyError, TypeError, ValueError) as err:
+                logger.debug("disharmony.json: %s", err)
+        return table_frame(data)
 
     def results(self) -> pd.DataFrame:
         """eval/results.json as a table once it exists (the evaluation stage's rows)."""
@@ -308,7 +327,7 @@ class LiveView:
             try:
                 from o1pruner.evaluation.report import results_rows
 
-                return pd.DataFrame(results_rows(data))
+                return compact_results(pd.DataFrame(results_rows(data)))
             except (ImportError, KeyError, TypeError) as err:
                 logger.debug("results.json: %s", err)
         return table_frame(data)
@@ -316,6 +335,18 @@ class LiveView:
     def report_images(self) -> list[str]:
         report = self.run.root / "report"
         return sorted(str(p) for p in report.glob("*.png")) if report.is_dir() else []
+
+
+def compact_results(frame: pd.DataFrame) -> pd.DataFrame:
+    """The results table without the columns that say nothing here, so that the intervals
+    at its right end fit: empty ones, the thinking / answer split of a model that does not
+    think, and replica seconds equal to the wall seconds."""
+    drop = [c for c in frame.columns if frame[c].isna().all()]
+    if "thinking tokens" in frame and not frame["thinking tokens"].fillna(0).any():
+        drop += ["thinking tokens", "answer tokens"]
+    if "replica s" in frame and frame["replica s"].equals(frame.get("wall s")):
+        drop.append("replica s")
+    return frame.drop(columns=[c for c in dict.fromkeys(drop) if c in frame])
 
 
 def phase_of(event: dict[str, Any]) -> str:

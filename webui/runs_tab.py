@@ -58,7 +58,8 @@ def _view_outputs(view: LiveView | None, workspace: Workspace, force: bool = Fal
     plots are handed out (Workspace.hand_out): the run folder itself is not served."""
     if view is None:
         return ["_no run selected_", "", gr.update(value="", visible=False), "",
-                _shown(gr.Plot, None), "", None, None, _shown(gr.Gallery, [])]
+                _shown(gr.Plot, None), "", None, None, _shown(gr.Gallery, []),
+                stop_button(None)]
     view.poll()
     job = view.job()
     view.state = job["state"]
@@ -74,6 +75,7 @@ def _view_outputs(view: LiveView | None, workspace: Workspace, force: bool = Fal
         view.disharmony(),
         view.results(),
         _shown(gr.Gallery, [p for p in map(workspace.hand_out, view.report_images()) if p]),
+        stop_button(job["state"]),
     ]
     sent = view.sent or [None] * len(values)
     out = []
@@ -93,6 +95,12 @@ def _view_outputs(view: LiveView | None, workspace: Workspace, force: bool = Fal
         sent[i] = key
     view.sent = sent
     return out
+
+
+def stop_button(state: str | None) -> dict[str, Any]:
+    """Stop in red and clickable only while the shown run's job is running or stopping."""
+    active = state in jobs.ACTIVE_STATES
+    return gr.update(variant="stop" if active else "secondary", interactive=active)
 
 
 # Keep the log box at its last line while new lines arrive, unless the user scrolled up
@@ -117,7 +125,8 @@ def runs_tab(workspace: Workspace) -> RunsTab:
         refresh = gr.Button("Refresh", scale=0, min_width=100)
         run = gr.Dropdown([], label="run", info="choose a run to watch; on page load the UI "
                           "re-attaches to the newest running job", elem_id="run-pick", scale=3)
-        stop_btn = gr.Button("Stop", variant="stop", scale=0, min_width=100, elem_id="btn-stop")
+        stop_btn = gr.Button("Stop", variant="secondary", interactive=False, scale=0,
+                             min_width=100, elem_id="btn-stop")
         with gr.Column(scale=0, min_width=170):
             confirm = gr.Checkbox(label="confirm delete", value=False, elem_id="confirm-delete")
             delete_btn = gr.Button("Delete this run", variant="stop", size="sm",
@@ -133,11 +142,10 @@ def runs_tab(workspace: Workspace) -> RunsTab:
         presample = gr.Markdown(elem_id="run-presample")
     curves = gr.Plot(label="training curves", show_label=False, format="png",
                      elem_id="run-curves", visible=False)  # the panels carry their titles
-    with gr.Row():
-        disharmony = gr.Dataframe(label="accuracy by length quartile (pre-samples)",
-                                  interactive=False, elem_id="run-disharmony")
-        results = gr.Dataframe(label="evaluation results", interactive=False,
-                               elem_id="run-results")
+    disharmony = gr.Dataframe(label="accuracy by length quartile (pre-samples)",
+                              interactive=False, elem_id="run-disharmony")
+    results = gr.Dataframe(label="evaluation results", interactive=False, wrap=True,
+                           elem_id="run-results")  # the full width, wrapped: intervals fit
     gallery = gr.Gallery(label="report plots", columns=3, height=360, object_fit="contain",
                          elem_id="run-report", visible=False)
     log = gr.Textbox(label="log (worker output)", lines=12, max_lines=12, autoscroll=True,
@@ -168,7 +176,7 @@ def runs_tab(workspace: Workspace) -> RunsTab:
         compare_view = gr.Markdown(elem_id="compare-table")
     view = gr.State(None)
     live_outputs = [status, progress, failure, log, curves, presample, disharmony, results,
-                    gallery]
+                    gallery, stop_btn]
 
     def select(name: str | None) -> list[Any]:
         if not name:

@@ -40,3 +40,12 @@ def no_markup(value: object) -> str:
     that could form a tag, an image, a link or a code span are escaped; the rest reads as
     written."""
     return _MARKUP.sub(r"\\\1", str(value))
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(name: str) -> list[str | int]:
+    """A sort key that reads the numbers in a name as numbers: `step-3` before `step-12`
+    (text and numbers alternate, so each is compared with its own kind)."""
+    return [int(part) if i % 2 else part for i, part in enumerate(_DIGITS.split(name))]

@@ -47,6 +47,9 @@ def spec_differences(specs: list[dict[str, Any]]) -> list[str]:
 
 
 def _show(value: Any) -> str:
+    """A spec value as a cell: a whole float as an integer (epochs 2, not 2.0)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     text = value if isinstance(value, str) else json.dumps(value)
     return text.replace("|", "\\|")
 
