@@ -150,14 +150,10 @@ def _points(grid: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
     return combos
 
 
-def plan_sweep(spec_path: str | Path, grid_items: list[str], seeds_text: str | None = None,
-               *, overrides: list[str] | None = None, name: str | None = None,
-               preset: str | None = None, seed_fields: list[str] | None = None,
-               check_point: Callable[[RunSpec], None] | None = None) -> Sweep:
-    """The sweep's points, each validated as a spec and passed to `check_point` (the web
-    UI's workspace confinement): a bad grid value is refused before anything runs, naming
-    the point."""
-    overrides = list(overrides or [])
+def count_runs(grid_items: list[str], seeds_text: str | None = None,
+               preset: str | None = None) -> int:
+    """The number of runs of a sweep (values x seeds x preset points), counted without
+    building any point; refused over MAX_POINTS, or for a sweep of nothing."""
     grid = parse_grid(grid_items)
     if preset is not None and preset not in PRESETS:
         raise UserError(f"--preset {preset!r}: expected one of {', '.join(PRESETS)}")
@@ -165,10 +161,24 @@ def plan_sweep(spec_path: str | Path, grid_items: list[str], seeds_text: str | N
         raise UserError("a sweep needs at least one --grid FIELD=V1,V2 or --seeds 0,1,2")
     count = math.prod(len(values) for _, values in grid) * max(1, len(
         parse_seeds(seeds_text))) * (len(PRESETS[preset]["points"]) if preset else 1)
-    if count > MAX_POINTS:  # counted before any point is built
+    if count > MAX_POINTS:
         raise UserError(f"this sweep has {count:,} runs; at most {MAX_POINTS} are allowed in "
                         "one sweep (each is a whole run): use fewer values or seeds, or "
                         "split it into several sweeps")
+    return count
+
+
+def plan_sweep(spec_path: str | Path, grid_items: list[str], seeds_text: str | None = None,
+               *, overrides: list[str] | None = None, name: str | None = None,
+               preset: str | None = None, seed_fields: list[str] | None = None,
+               check_point: Callable[[RunSpec], None] | None = None,
+               progress: Callable[[int], None] | None = None) -> Sweep:
+    """The sweep's points, each validated as a spec and passed to `check_point` (the web
+    UI's workspace confinement): a bad grid value is refused before anything runs, naming
+    the point. `progress(n)` is told each time n points have been checked."""
+    overrides = list(overrides or [])
+    count_runs(grid_items, seeds_text, preset)  # before any point is built
+    grid = parse_grid(grid_items)
     combos = _points(grid)
     if preset is not None:
         overrides = [*PRESETS[preset]["overrides"], *overrides]
@@ -196,6 +206,8 @@ def plan_sweep(spec_path: str | Path, grid_items: list[str], seeds_text: str | N
             except (SpecError, UserError) as err:
                 raise UserError(f"sweep point {point.label()} (seed {seed}): {err}") from None
             points.append(point)
+            if progress is not None:
+                progress(len(points))
     root = Path(base.run.output_root) / SWEEPS_DIR / name
     return Sweep(root, name, base_yaml, grid, seeds, seed_fields, preset, points)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +186,10 @@ def unfinished_markdown(points: list[dict[str, Any]]) -> str:
     for p in ended:
         text = f"{p['name']} ({p['label']}, seed {p['seed']}): {p['state']}: " \
                f"{p.get('reason') or 'no reason recorded'}"
-        lines += ["    " + line for line in text.splitlines() or [""]]
+        for line in text.splitlines() or [""]:  # wrapped to read without scrolling
+            lines += ["    " + part for part in textwrap.wrap(
+                line, 96, subsequent_indent="  ", break_long_words=True,
+                break_on_hyphens=False) or [""]]
     return ("\n## Runs that did not finish\n\nWhy each ended, as its run recorded it "
             "(its folder's logs/ has the rest); starting the sweep again retries them.\n\n"
             + "\n".join(lines) + "\n")

@@ -139,11 +139,15 @@ def test_a_failed_point_says_why_in_the_report(tmp_path):
     assert by_method["sft"]["reason"] == f"train: {NO_CORRECT}"
     assert by_method["lh"]["state"] == "pending" and by_method["lh"]["reason"] is None
     table = (sweep.root / "report" / "table.md").read_text()
-    assert "## Runs that did not finish" in table
-    # each reason stands in an indented code block: shown as text wherever it is rendered
-    assert f"    {by_method['sft']['name']} (method=sft, samples_per_problem=2, seed 42): " \
-        f"failed: train: {NO_CORRECT}\n" in table
-    assert "\n    <b>line two</b>\n" in table
+    head, block = table.split("## Runs that did not finish")
+    # each reason stands in an indented code block (shown as text wherever it is rendered),
+    # wrapped to be read without scrolling
+    code = [line for line in block.splitlines() if line.startswith("    ")]
+    assert all(len(line) <= 100 for line in code)
+    assert f"{by_method['sft']['name']} (method=sft, samples_per_problem=2, seed 42): " \
+        f"failed: train: {NO_CORRECT}" in " ".join(line.strip() for line in code)
+    assert "    <b>line two</b>" in code
+    assert block.count("\n\n") == 2  # the block is one: no blank line breaks out of it
     saved = json.loads((sweep.root / "report" / "sweep.json").read_text())
     assert saved["points"][0]["reason"] == f"train: {NO_CORRECT}"
 

@@ -1,12 +1,21 @@
 """The "Sweeps" tab: start a sweep (a base spec, grid lines, seeds, a preset), watch its
 queue of runs, stop or resume it, and read its report (table and plot). A sweep is a
 detached job (`o1pruner sweep`), so closing or restarting the UI does not touch it; the
-tab reads everything from the sweep's folder (o1pruner.sweep, o1pruner.sweep_report)."""
+tab reads everything from the sweep's folder (o1pruner.sweep, o1pruner.sweep_report).
+
+Start is planned off the request thread: the click checks what is cheap (the base spec,
+the grid, the number of runs against the cap) and returns; a SweepPlanner thread then
+builds and confines every point, writes the sweep's folder and launches the job, while
+the page shows how many points are checked (one sweep is planned at a time)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
-from dataclasses import replace
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +25,13 @@ import pandas as pd
 from o1pruner import jobs
 from o1pruner.errors import UserError
 from o1pruner.rundir import RunDir
+from o1pruner.spec import RunSpec
 from o1pruner.specio import SpecError, load_spec
 from o1pruner.sweep import (
     MAX_PARALLEL,
     PRESETS,
     check_parallel,
+    count_runs,
     list_sweeps,
     load_sweep,
     plan_sweep,
@@ -33,6 +44,7 @@ from webui.workspace import Workspace
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 2.0
+PLAN_POLL_SECONDS = 0.5  # while a Start is being planned
 NO_PRESET = "none"
 POINT_COLUMNS = ["run", "values", "seed", "state", "why"]  # why: a failed point's reason
 
@@ -50,20 +62,43 @@ def sweep_dir(ws: Workspace, ident: str) -> Path:
     return path
 
 
+def _grid_lines(grid_text: str | None) -> list[str]:
+    return [line.strip() for line in (grid_text or "").splitlines() if line.strip()]
+
+
+def _preset(preset: str | None) -> str | None:
+    return None if preset in (None, "", NO_PRESET) else preset
+
+
+def check_request(ws: Workspace, spec_text: str, grid_text: str, seeds: str, preset: str,
+                  parallel: float | None) -> int:
+    """What a Start click checks before it returns, all cheap: the base spec (inside the
+    workspace, confined), the grid's syntax, the number of runs (at most MAX_POINTS, counted
+    without building a point) and the runs at a time; returns the number of runs."""
+    spec_path = ws.resolve(spec_text, "base spec")
+    ws.confine(load_spec(spec_path))
+    check_parallel(1 if parallel is None else int(parallel))
+    return count_runs(_grid_lines(grid_text), (seeds or "").strip() or None, _preset(preset))
+
+
 def start_sweep(ws: Workspace, spec_text: str, grid_text: str, seeds: str, preset: str,
-                parallel: float | None, name: str) -> tuple[str, str | None]:
-    """Plan the sweep (every point checked), then launch `o1pruner sweep` as a detached
-    job; returns (message, the sweep's id)."""
+                parallel: float | None, name: str,
+                check_point: Callable[[RunSpec], None] | None = None,
+                progress: Callable[[int], None] | None = None) -> tuple[str, str | None]:
+    """Plan the sweep (every point checked: `check_point`, by default the workspace's
+    confinement, and `progress` told the points checked), then launch `o1pruner sweep` as
+    a detached job; returns (message, the sweep's id)."""
     spec_path = ws.resolve(spec_text, "base spec")
     base = load_spec(spec_path)
     ws.confine(base)
-    grid = [line.strip() for line in (grid_text or "").splitlines() if line.strip()]
-    preset_name = None if preset in (None, "", NO_PRESET) else preset
+    grid = _grid_lines(grid_text)
+    preset_name = _preset(preset)
     count = 1 if parallel is None else int(parallel)
     check_parallel(count)
     # every point is confined exactly as a Build-tab spec is
     sweep = plan_sweep(spec_path, grid, seeds.strip() or None, name=name.strip() or None,
-                       preset=preset_name, check_point=ws.confine)
+                       preset=preset_name, check_point=check_point or ws.confine,
+                       progress=progress)
     root = ws.resolve_output_root(base.run.output_root) / "sweeps" / sweep.name
     argv = ["sweep", ws.relative(spec_path), "--name", sweep.name, "--parallel", str(count)]
     for line in grid:
@@ -77,6 +112,76 @@ def start_sweep(ws: Workspace, spec_text: str, grid_text: str, seeds: str, prese
     ws.remember_output_root(root.parent.parent)
     return (f"started `o1pruner {' '.join(argv)}`: {len(sweep.points)} runs, "
             f"{count} at a time"), ws.relative(root)
+
+
+@dataclass
+class Planning:
+    """A sweep being planned: the points checked so far, then how it ended (the start
+    message and the sweep's id, or the error)."""
+
+    runs: int
+    checked: int = 0
+    message: str | None = None  # set when done
+    ident: str | None = None  # the sweep's id, once started
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def line(self) -> str:
+        if self.done.is_set():
+            return self.message or ""
+        return (f"planning the sweep: {self.checked} of {self.runs} runs checked (each as a "
+                "Build-tab spec); it starts when all are")
+
+
+class SweepPlanner:
+    """Plans sweeps off the request thread, one at a time for the whole studio: `submit`
+    checks what is cheap and returns a key at once; a thread runs start_sweep; `get(key)`
+    tells how far it is. The last MAX_KEPT plannings are kept for their pages to read."""
+
+    MAX_KEPT = 16
+
+    def __init__(self, ws: Workspace, check_point: Callable[[RunSpec], None] | None = None):
+        self.ws = ws
+        self.check_point = check_point  # None: the workspace's confinement
+        self._plannings: OrderedDict[str, Planning] = OrderedDict()
+        self._keys = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def submit(self, spec_text: str, grid_text: str, seeds: str, preset: str,
+               parallel: float | None, name: str) -> str:
+        """Check the request (check_request) and start planning it; UserError if it is
+        refused or another sweep is being planned."""
+        runs = check_request(self.ws, spec_text, grid_text, seeds, preset, parallel)
+        with self._lock:
+            if any(not p.done.is_set() for p in self._plannings.values()):
+                raise UserError("another sweep is being planned (from this or another page); "
+                                "press Start again when it has started")
+            key = str(next(self._keys))
+            planning = self._plannings[key] = Planning(runs)
+            while len(self._plannings) > self.MAX_KEPT:
+                self._plannings.popitem(last=False)
+        args = (spec_text, grid_text, seeds, preset, parallel, name)
+        threading.Thread(target=self._plan, args=(planning, args), name="sweep-planner",
+                         daemon=True).start()
+        return key
+
+    def get(self, key: str | None) -> Planning | None:
+        with self._lock:
+            return self._plannings.get(key or "")
+
+    def _plan(self, planning: Planning, args: tuple[Any, ...]) -> None:
+        def checked(n: int) -> None:
+            planning.checked = n
+
+        try:
+            planning.message, planning.ident = start_sweep(
+                self.ws, *args, check_point=self.check_point, progress=checked)
+        except (UserError, SpecError) as err:
+            planning.message = f"Error: {err}"
+        except Exception as err:  # noqa: BLE001 - shown on the page, logged with its trace
+            logger.exception("planning a sweep")
+            planning.message = f"Error: internal error: {err}"
+        finally:
+            planning.done.set()
 
 
 def resume_sweep(ws: Workspace, ident: str) -> str:
@@ -117,6 +222,7 @@ def sweep_view(ws: Workspace, ident: str | None) -> tuple[str, pd.DataFrame, str
 def sweep_tab(ws: Workspace) -> gr.Dropdown:
     """Build the tab's components and wire them; returns the sweep picker, which the app
     fills on page load and when the tab opens."""
+    planner = SweepPlanner(ws)
     gr.Markdown("Run a spec over a grid of values and seeds: one run per point, queued; "
                 "the report gives the mean and 95 % interval over seeds. The same as "
                 "`o1pruner sweep` (docs/sweeps.md).")
@@ -145,6 +251,7 @@ def sweep_tab(ws: Workspace) -> gr.Dropdown:
         stop = gr.Button("Stop", variant="stop", scale=0, elem_id="sweep-stop")
     status = gr.Markdown(elem_id="sweep-status")
     points = gr.Dataframe(label="runs of the sweep", interactive=False, wrap=True,
+                          column_widths=["24%", "19%", "6%", "7%", "44%"],  # why wraps
                           elem_id="sweep-points")
     report = gr.Markdown(elem_id="sweep-report")
     plot = gr.Image(label="accuracy vs tokens (95 % intervals over seeds; ringed: Pareto "
@@ -158,10 +265,22 @@ def sweep_tab(ws: Workspace) -> gr.Dropdown:
 
     def on_start(*args: Any) -> list[Any]:
         try:
-            text, ident = start_sweep(ws, *args)
+            key = planner.submit(*args)
         except (UserError, SpecError) as err:
-            return [f"Error: {err}", gr.skip()]
-        return [text, gr.update(choices=sweep_ids(ws), value=ident)]
+            return [f"Error: {no_markup(err)}", None, gr.skip()]
+        return [planner.get(key).line(), key, gr.Timer(active=True)]
+
+    def on_planning(key: str | None) -> list[Any]:
+        """The page's planning: its progress, then its outcome (and the sweep picked)."""
+        planning = planner.get(key)
+        if planning is None:
+            return [gr.skip(), gr.skip(), None, gr.Timer(active=False)]
+        if not planning.done.is_set():
+            return [planning.line(), gr.skip(), gr.skip(), gr.skip()]
+        pick_update = gr.update(choices=sweep_ids(ws), value=planning.ident) \
+            if planning.ident else gr.skip()
+        text = planning.line() if planning.ident else no_markup(planning.line())
+        return [text, pick_update, None, gr.Timer(active=False)]
 
     def guarded(func: Any) -> Any:
         def call(ident: str | None) -> str:
@@ -178,13 +297,18 @@ def sweep_tab(ws: Workspace) -> gr.Dropdown:
         return f"stopping: {job['state']} (the running runs save first)"
 
     shown = gr.State("")
+    planning = gr.State(None)  # this page's planning (a SweepPlanner key)
+    plan_timer = gr.Timer(PLAN_POLL_SECONDS, active=False)
 
     def tick(ident: str | None, last: str) -> list[Any]:
         values = show(ident)
         key = repr([v.to_json() if hasattr(v, "to_json") else v for v in values])
         return [gr.skip()] * 4 + [gr.skip()] if key == last else [*values, key]
 
-    start.click(on_start, [spec, grid, seeds, preset, parallel, name], [message, pick])
+    start.click(on_start, [spec, grid, seeds, preset, parallel, name],
+                [message, planning, plan_timer])
+    plan_timer.tick(on_planning, planning, [message, pick, planning, plan_timer],
+                    show_progress="hidden")
     pick.change(show, pick, [status, points, report, plot])
     refresh.click(lambda cur: gr.update(choices=sweep_ids(ws), value=cur), pick, pick)
     resume.click(guarded(lambda ident: resume_sweep(ws, ident)), pick, message)
