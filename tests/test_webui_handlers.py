@@ -20,6 +20,7 @@ from o1pruner.specio import load_spec
 from webui import form, handlers
 from webui.app import build_app, parse_auth
 from webui.live import CURVES, LiveView, TextTail
+from webui.machine import has_gpu
 from webui.text import inline
 from webui.workspace import Workspace
 
@@ -320,6 +321,97 @@ def test_two_evaluations_in_a_row_belong_to_the_run_and_keep_it_in_the_picker(
     assert {"runs/tiny1", ws.run_id(first), ws.run_id(second)} <= set(handlers.run_ids(ws))
 
 
+def test_every_picker_fills_itself_on_page_load_and_when_its_tab_opens(ws: Workspace) -> None:
+    # issue #30: Export's run list and Sweeps' sweep list were those of the server's start
+    from dataclasses import replace
+
+    from o1pruner.sweep import plan_sweep, save_definition
+
+    page = _Page(build_app(ws.root))  # the server starts on an empty workspace
+    assert page.options("model-export-run") == [] and page.options("sweep-pick") == []
+    _finished_run(ws, "trained", time.time() - 100, models=1)
+    (ws.root / "base.yaml").write_text(RunSpec().to_yaml())
+    sweep = plan_sweep(ws.root / "base.yaml", ["reward.lambda=0.5,2"], name="lam")
+    save_definition(replace(sweep, root=ws.runs_root / "sweeps" / "lam"))
+    page.load()  # a reload
+    assert page.options("model-export-run") == ["runs/trained"]
+    assert page.options("sweep-pick") == ["runs/sweeps/lam"]
+    assert "runs/trained" in page.options("run-pick")
+    assert page.options("eval-model") == ["runs/trained/train/final"]
+    _finished_run(ws, "later", time.time(), models=1)
+    (ws.root / "runs" / "sweeps" / "lam2").mkdir()
+    (ws.root / "runs" / "sweeps" / "lam2" / "sweep.json").write_text(
+        (ws.root / "runs" / "sweeps" / "lam" / "sweep.json").read_text())
+    page.open_tab("export")
+    assert page.options("model-export-run") == ["runs/later", "runs/trained"]
+    page.open_tab("sweeps")
+    assert "runs/sweeps/lam2" in page.options("sweep-pick")
+    page.set("run-pick", "runs/trained")
+    page.open_tab("runs")  # the lists fill; the picked run stays
+    assert "runs/later" in page.options("run-pick") and page["run-pick"] == "runs/trained"
+
+
+@pytest.mark.skipif(has_gpu(), reason="the CPU first screen")
+def test_without_a_gpu_the_form_opens_on_the_cpu_quickstart_with_its_time(
+        ws: Workspace) -> None:
+    quickstart = load_spec(handlers.first_screen(cuda=False)[1].path)
+    page = _Page(build_app(ws.root))
+    assert page["field-model-name_or_path"] == quickstart.model.name_or_path
+    assert page["field-run-name"] == "quickstart"
+    page.load()  # no run to restore: the first line says why the form is the quickstart
+    summary = page["form-summary"]
+    assert summary.startswith("This machine has no GPU: the form opens on the **CPU "
+                              "quickstart** preset")
+    assert "Estimated time on this machine: about " in summary and " min" in summary
+    values, preset = handlers.first_screen(cuda=True)  # with a GPU: the spec's defaults
+    assert preset is None and values == form.default_values()
+
+
+@pytest.mark.skipif(has_gpu(), reason="the estimate is for CPUs")
+def test_start_says_the_time_first_and_asks_before_a_long_run(ws: Workspace) -> None:
+    from tests.tiny_model import build_tiny_model
+
+    build_tiny_model(ws.root / "tiny-model")
+    page = _Page(build_app(ws.root))
+    for elem_id, value in {"field-model-name_or_path": "tiny-model",
+                           "field-run-name": "big", "field-data-train_limit": "100000",
+                           "field-presample-k": "64", "field-presample-max_new_tokens":
+                           "4096", "field-model-dtype": "float32"}.items():
+        page.set(elem_id, value)
+    page.click("btn-start")  # days of work on a CPU: asked first, nothing started
+    question = page["start-question"]
+    assert question.startswith("**Not started yet: estimated time on this machine: about ")
+    assert page["btn-start"].startswith("Start anyway (about ")
+    assert page["btn-start"].removeprefix("Start anyway (").rstrip(")") in question
+    assert page["form-summary"] == "OK: spec is valid"
+    assert not (ws.runs_root / "big").exists()
+    page.set("field-presample-k", "32")
+    page.leave("field-presample-k")  # an edited form is another spec: asked again
+    assert page["btn-start"] == "Start" and page["start-question"] == ""
+    page.click("btn-start")
+    assert page["btn-start"].startswith("Start anyway") and not (ws.runs_root / "big").exists()
+    page.click("btn-start")  # the extra click: started, the estimate first
+    run = ws.run_dir("big")
+    try:
+        assert page["start-message"].startswith("Estimated time on this machine: about ")
+        assert "Started `o1pruner run runs/big/spec.yaml`" in page["start-message"]
+        assert page["btn-start"] == "Start" and page["run-pick"] == "runs/big"
+        assert page["start-question"] == ""
+    finally:
+        jobs.stop(run, timeout=5)
+    # a small run starts at once, saying its time first
+    page.set("field-run-name", "small")
+    page.set("field-data-train_limit", "2")
+    page.set("field-presample-k", "8")
+    page.set("field-presample-max_new_tokens", "8")
+    page.click("btn-start")
+    try:
+        assert page["start-message"].startswith("Estimated time on this machine: about ")
+        assert "Started `o1pruner run runs/small/spec.yaml`" in page["start-message"]
+    finally:
+        jobs.stop(ws.run_dir("small"), timeout=5)
+
+
 def test_dataset_preview_shows_rows_and_reports_broken_files(ws: Workspace) -> None:
     text = handlers.preview_dataset("arithmetic_test", ws)
     assert "arithmetic_test:" in text and "gold:" in text
@@ -444,6 +536,11 @@ def test_every_preset_loads_and_the_smoke_test_is_small() -> None:
         values, message = handlers.load_preset(preset)
         assert values is not None, message
         assert message.startswith(f"OK: loaded preset **{preset.label}**")
+    # issue #30: its curves and results are all zero; it says so where it is chosen
+    assert found["smoke"].label == "Plumbing check (learns nothing)"
+    message = handlers.load_preset(found["smoke"])[1]
+    assert "A plumbing check, not a demonstration" in message
+    assert "every reward, curve and result stays at 0" in message
     smoke = form.form_to_spec(handlers.load_preset(found["smoke"])[0])
     assert smoke.presample.k == 2 and smoke.data.train_limit <= 8
     assert smoke.presample.max_new_tokens <= 64 and smoke.presample.engine == "hf"

@@ -20,10 +20,10 @@ from o1pruner.safeyaml import MAX_BYTES
 from webui import handlers
 from webui.build_tab import build_tab
 from webui.explore_tab import eval_explorer_tab, samples_tab
-from webui.export_tab import export_tab
+from webui.export_tab import export_tab, exportable_runs
 from webui.playground_tab import playground_tab
 from webui.runs_tab import runs_tab
-from webui.sweep_tab import sweep_tab
+from webui.sweep_tab import sweep_ids, sweep_tab
 from webui.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -84,6 +84,11 @@ def check_exposure(host: str, credentials: tuple[str, str] | None, insecure: boo
     logger.warning("serving %s without a login (--insecure)", host)
 
 
+def keep_choice(choices: list[str], current: str | None) -> Any:
+    """A picker's fresh choices, keeping its value while it is still among them."""
+    return gr.update(choices=choices, value=current if current in choices else None)
+
+
 def build_app(workspace: str | Path, allow_remote_code: bool = False) -> gr.Blocks:
     """The studio's Blocks for `workspace` (tests build it without launching)."""
     ws = Workspace.open(workspace, allow_remote_code)
@@ -93,7 +98,7 @@ def build_app(workspace: str | Path, allow_remote_code: bool = False) -> gr.Bloc
         with gr.Tabs(selected="build") as tabs:
             with gr.Tab("Build", id="build"):
                 build = build_tab(ws)
-            with gr.Tab("Runs", id="runs"):
+            with gr.Tab("Runs", id="runs") as runs_page:
                 runs = runs_tab(ws)
             with gr.Tab("Playground", id="playground") as playground:
                 playground_tab(ws, playground)
@@ -101,35 +106,57 @@ def build_app(workspace: str | Path, allow_remote_code: bool = False) -> gr.Bloc
                 samples_tab(ws, samples)
             with gr.Tab("Eval explorer", id="eval-explorer") as eval_explorer:
                 eval_explorer_tab(ws, eval_explorer)
-            with gr.Tab("Sweeps", id="sweeps"):
-                sweep_tab(ws)
-            with gr.Tab("Export", id="export"):
-                export_tab(ws)
+            with gr.Tab("Sweeps", id="sweeps") as sweeps_page:
+                sweep_pick = sweep_tab(ws)
+            with gr.Tab("Export", id="export") as export_page:
+                export_pick = export_tab(ws)
         start_message = gr.Markdown(elem_id="start-message")
 
-        def on_start(stage: str, *values: Any) -> list[Any]:
-            check, run, message = handlers.start(values, ws, stage or "run")
-            shown = build.show(check)
-            if run is None or message.startswith("Error:"):
-                return [*shown, message, gr.skip(), gr.skip()]
+        def on_start(stage: str, pending: str | None, *values: Any) -> list[Any]:
+            step = handlers.start_step(values, ws, stage or "run", pending)
+            shown = build.show(step.check)
+            if step.question is not None:  # nothing started: the question, under Start
+                return [*shown, "", *build.start_asks(step.question.short, step.pending,
+                                                      step.message), gr.skip(), gr.skip()]
+            if step.run is None or step.message.startswith("Error:"):
+                return [*shown, step.message, *build.start_asks(None), gr.skip(), gr.skip()]
             names = handlers.run_ids(ws)
-            return [*shown, message, gr.Tabs(selected="runs"),
-                    gr.update(choices=names, value=ws.run_id(run))]
+            return [*shown, step.message, *build.start_asks(None), gr.Tabs(selected="runs"),
+                    gr.update(choices=names, value=ws.run_id(step.run))]
 
-        build.start.click(on_start, [build.stage, *build.fields],
-                          [*build.error_outputs(), start_message, tabs, runs.run])
+        build.start.click(on_start, [build.stage, build.pending_start, *build.fields],
+                          [*build.error_outputs(), start_message, *build.start_outputs(),
+                           tabs, runs.run])
 
-        def on_load(selected: str | None) -> list[Any]:
-            """Re-attach to the newest running job (from files) and show its spec in the
-            form, so that Start after a reload does not launch the defaults."""
+        # every picker fills itself on page load and when its tab opens (a list built when
+        # the server started is stale by then); the explorers' tabs refresh their own
+        def fill_sweeps(current: str | None) -> Any:
+            return keep_choice(sweep_ids(ws), current)
+
+        def fill_exports(current: str | None) -> Any:
+            return keep_choice(exportable_runs(ws), current)
+
+        sweeps_page.select(fill_sweeps, sweep_pick, sweep_pick, show_progress="hidden")
+        export_page.select(fill_exports, export_pick, export_pick, show_progress="hidden")
+        runs_page.select(runs.fill_lists, None, runs.lists(), show_progress="hidden")
+
+        def on_load(selected: str | None, sweep: str | None, export: str | None
+                    ) -> list[Any]:
+            """Re-attach to the newest running job (from files) and show its run's spec in
+            the form, so that Start after a reload does not launch the defaults; without a
+            run to restore, say what the form opened on (on a CPU: the quickstart, with its
+            time here, estimated when the server started: a page load runs no probe)."""
             lists = runs.refresh_lists(selected)
             watched = lists[1]["value"]
             values, message = handlers.restore_from_run(watched, ws)
-            return [*lists, gr.update(choices=ws.spec_files()),
-                    *build.loaded(values, message or gr.skip())]
+            if values is None:
+                message = build.first_message or gr.skip()
+            return [*lists, fill_sweeps(sweep), fill_exports(export),
+                    gr.update(choices=ws.spec_files()), *build.loaded(values, message)]
 
-        demo.load(on_load, runs.run, [*runs.lists(), build.load_path, *build.load_outputs()],
-                  show_progress="hidden")
+        demo.load(on_load, [runs.run, sweep_pick, export_pick],
+                  [*runs.lists(), sweep_pick, export_pick, build.load_path,
+                   *build.load_outputs()], show_progress="hidden")
     return demo
 
 

@@ -4,7 +4,9 @@ webui.layout), preview, import/export, start.
 Widgets are made from `form.leaves()`; this file never names a spec parameter. Each field
 sits in a box with a small note under it: the field's path, and its problem when it has one
 (checked on its own when the user leaves it, and with the whole spec on Preview, Export and
-Start).
+Start). On a machine without a GPU the form opens on the CPU quickstart preset
+(handlers.first_screen). Start asks first before a long run: its button then reads "Start
+anyway (about N h)" until the form changes.
 """
 
 from __future__ import annotations
@@ -93,6 +95,9 @@ class BuildTab:
     stage: gr.Dropdown
     start: gr.Button
     load_path: gr.Dropdown
+    pending_start: gr.State  # the spec a "Start anyway" click would start (handlers.start_key)
+    start_question: gr.Markdown  # under Start: why it asks first
+    first_message: str = ""  # why the form opens on its preset, with its time here
     extra: dict[str, Any] = field(default_factory=dict)
 
     def error_outputs(self) -> list[gr.Component]:
@@ -108,16 +113,30 @@ class BuildTab:
                 *(gr.Accordion(open=True) if g in wrong else gr.skip() for g in self.accordions)]
 
     def load_outputs(self) -> list[gr.Component]:
-        return [self.summary, *self.fields, *self.notes, *self.boxes.values()]
+        return [self.summary, *self.fields, *self.notes, *self.boxes.values(),
+                *self.start_outputs()]
+
+    def start_outputs(self) -> list[gr.Component]:
+        """What start_asks() sets: the button, the spec it waits for, the question."""
+        return [self.start, self.pending_start, self.start_question]
 
     def loaded(self, values: list[Any] | None, message: str) -> list[Any]:
         """Values for load_outputs() after an import, a preset or a restore: the new values,
-        no problem shown, the fields that apply. Nothing changes when `values` is None."""
+        no problem shown, the fields that apply, Start no longer waiting for a "Start
+        anyway". Nothing changes when `values` is None."""
         if values is None:  # nothing half-loaded: every field keeps its value
             return [message, *[gr.skip()] * (len(self.fields) + len(self.notes) + len(
-                self.boxes))]
+                self.boxes) + 3)]
         return [message, *values, *(note_html(leaf) for leaf in self.leaves),
-                *self.shown(values)]
+                *self.shown(values), *self.start_asks(None)]
+
+    @staticmethod
+    def start_asks(short: str | None, key: str | None = None, question: str = "") -> list[Any]:
+        """Values for start_outputs(): "Start anyway (about 4 h)" and the question under it
+        while it waits for the spec `key` (`short`: its estimate), else "Start", nothing."""
+        if short is None:
+            return [gr.Button("Start", variant="primary"), None, ""]
+        return [gr.Button(f"Start anyway ({short})", variant="stop"), key, question]
 
     def shown(self, values: list[Any]) -> list[Any]:
         """Visibility updates for the boxes, given all field values."""
@@ -140,7 +159,7 @@ def _presets_row(items: list[Preset]) -> list[tuple[Preset, gr.Button]]:
 def build_tab(workspace: Workspace) -> BuildTab:
     """Lay out the form and its buttons, and wire preview/export/import/presets."""
     all_leaves = form.leaves()
-    defaults = form.default_values()
+    defaults, first = handlers.first_screen()
     datasets = dataset_choices()
     index = {leaf.key: i for i, leaf in enumerate(all_leaves)}
     seen = layout.visibility(dict(zip(index, defaults, strict=True)), all_leaves=all_leaves)
@@ -182,6 +201,7 @@ def build_tab(workspace: Workspace) -> BuildTab:
                             elem_id="start-stage", scale=0, min_width=130)
         start = gr.Button("Start", variant="primary", elem_id="btn-start", scale=0,
                           min_width=110)
+    start_question = gr.Markdown(elem_id="start-question")
     command = gr.Textbox(label="command that runs this spec", elem_id="preview-command",
                          buttons=["copy"], interactive=False, visible=False)
     yaml_view = gr.Code(label="resolved spec", language="yaml", elem_id="preview-yaml",
@@ -205,7 +225,8 @@ def build_tab(workspace: Workspace) -> BuildTab:
         ds_view = gr.Textbox(label="rows", lines=8, interactive=False, elem_id="dataset-rows")
     tab = BuildTab(all_leaves, [widgets[leaf.key][0] for leaf in all_leaves],
                    [widgets[leaf.key][1] for leaf in all_leaves], boxes, accordions, summary,
-                   stage, start, load_path)
+                   stage, start, load_path, gr.State(None), start_question,
+                   handlers.first_screen_message(first, workspace))
     _wire(tab, workspace, preset_buttons, preview_btn, export_btn, download, import_btn,
           load_btn, command, yaml_view)
     ds_btn.click(lambda name: handlers.preview_dataset(name, workspace), ds_name, ds_view)
@@ -242,14 +263,17 @@ def _wire(tab: BuildTab, workspace: Workspace, preset_buttons: list[tuple[Preset
         button.click(lambda p=preset: tab.loaded(*handlers.load_preset(p)), None,
                      tab.load_outputs())
 
-    # a field is checked on its own as soon as the user leaves it (its old problem goes)
+    # a field is checked on its own as soon as the user leaves it (its old problem goes);
+    # an edited form is a new spec: a "Start anyway" waiting for the old one is withdrawn
     for leaf, widget, note in zip(tab.leaves, fields, tab.notes, strict=True):
-        def check(raw: Any, leaf: Leaf = leaf) -> str:
+        def check(raw: Any, pending: str | None, leaf: Leaf = leaf) -> list[Any]:
             problem = form.check_field(leaf, raw)
-            return note_html(leaf, [problem] if problem else [])
+            withdrawn = tab.start_asks(None) if pending else [gr.skip()] * 3
+            return [note_html(leaf, [problem] if problem else []), *withdrawn]
 
         event = widget.blur if isinstance(widget, gr.Textbox) else widget.input
-        event(check, widget, note, show_progress="hidden", queue=False)
+        event(check, [widget, tab.pending_start], [note, *tab.start_outputs()],
+              show_progress="hidden", queue=False)
     # fields that apply only with some choice (LoRA, freeze, DPO, ...) follow that choice
     by_key = dict(zip([leaf.key for leaf in tab.leaves], fields, strict=True))
     for key in layout.controllers(tab.leaves):

@@ -278,8 +278,9 @@ def _prune_zips(zips: Path, keep: Path) -> None:
 
 
 # ------------------------------------------------------------------------------- the tab
-def export_tab(ws: Workspace) -> None:
-    """Build the tab's components and wire them."""
+def export_tab(ws: Workspace) -> gr.Dropdown:
+    """Build the tab's components and wire them; returns the run picker, which the app
+    fills on page load and when the tab opens."""
     gr.Markdown("Export a run's trained model as a standalone Hugging Face folder "
                 "(transformers and vLLM load it as it is), with a model card; LoRA runs "
                 "export their adapter unless merged. The same as `o1pruner export` "
@@ -352,3 +353,4 @@ def export_tab(ws: Workspace) -> None:
     start.click(on_start, [run, checkpoint, merge, dtype, out, force],
                 [message, watched, *shown_outputs])
     timer.tick(view, watched, shown_outputs, show_progress="hidden")
+    return run

@@ -17,7 +17,6 @@ import pandas as pd
 
 from o1pruner import history, jobs
 from o1pruner.errors import UserError
-from o1pruner.estimate import estimate_run
 from o1pruner.files import atomic_write_text
 from o1pruner.rounds import ROUNDS_DIR
 from o1pruner.rundir import RunDir
@@ -25,7 +24,8 @@ from o1pruner.safeyaml import read_text
 from o1pruner.spec import RunSpec
 from o1pruner.specio import SpecError, dump_yaml, load_spec, load_spec_text
 from webui import form
-from webui.presets import Preset
+from webui.machine import TimeNote, has_gpu, time_note
+from webui.presets import Preset, first_preset
 from webui.text import natural_key, no_markup
 from webui.workspace import Workspace
 
@@ -126,12 +126,34 @@ def import_yaml_file(path: str | None, workspace: Workspace | None = None) -> tu
 
 
 def load_preset(preset: Preset) -> tuple[list[Any] | None, str]:
-    """A preset's spec as form values, with what it is for."""
+    """A preset's spec as form values, with what it is for (and, for the plumbing check,
+    that it learns nothing)."""
     values, message = import_yaml_file(str(preset.path))
     if values is None:
         return None, message
+    note = f"\n\n**{preset.note}**" if preset.note else ""
     return values, f"OK: loaded preset **{preset.label}** (`{preset.relative}`). " + (
-        preset.description())
+        preset.description()) + note
+
+
+def first_screen(cuda: bool | None = None) -> tuple[list[Any], Preset | None]:
+    """The values the Build form opens on, and the preset they come from: on a machine
+    without a GPU the CPU quickstart (the spec's defaults are the paper's recipe, days of
+    work on a CPU); with one, the spec's defaults (None)."""
+    preset = first_preset(has_gpu() if cuda is None else cuda)
+    values = load_preset(preset)[0] if preset is not None else None
+    return (values, preset) if values is not None else (form.default_values(), None)
+
+
+def first_screen_message(preset: Preset | None, workspace: Workspace) -> str:
+    """The Build tab's first line for a form on `preset`: why it opened there, and how long
+    it takes on this machine ("" for the spec's defaults)."""
+    if preset is None:
+        return ""
+    spec = load_spec(preset.path)
+    return (f"This machine has no GPU: the form opens on the **{preset.label}** preset "
+            f"(`{preset.relative}`). {no_markup(time_note(spec, 'run', workspace.root).sentence)} "
+            "Pick another preset, or load a spec, to start from something else.")
 
 
 def restore_from_run(run_id: str | None, workspace: Workspace) -> tuple[list[Any] | None, str]:
@@ -188,13 +210,20 @@ def owner_run(run: RunDir) -> RunDir:
 def start(values: Sequence[Any], workspace: Workspace, stage: str = "run") -> tuple[
         Validation, RunDir | None, str]:
     """Validate, then (holding the run's lock) write spec.yaml and launch
-    `o1pruner <stage> <run>/spec.yaml`. A run whose job is running is refused before any
-    file is written."""
+    `o1pruner <stage> <run>/spec.yaml`, saying first how long it takes on this machine. A
+    run whose job is running is refused before any file is written. (Start in the UI goes
+    through `start_step`, which asks first before a long run.)"""
     if stage not in STAGE_COMMANDS:
         raise UserError(f"stage {stage!r}: expected one of {', '.join(STAGE_COMMANDS)}")
     check = validate(values, workspace)
     if check.spec is None:
         return check, None, "not started: fix the problems shown under each section"
+    return _launch(check, workspace, stage, time_note(check.spec, stage, workspace.root))
+
+
+def _launch(check: Validation, workspace: Workspace, stage: str, note: TimeNote) -> tuple[
+        Validation, RunDir | None, str]:
+    assert check.spec is not None
     run = workspace.run_dir_for(check.spec)
     spec_rel = workspace.relative(run.spec_path)
     try:
@@ -203,9 +232,48 @@ def start(values: Sequence[Any], workspace: Workspace, stage: str = "run") -> tu
     except UserError as err:
         return check, run, f"Error: {err}"
     workspace.remember_output_root(run.root.parent)
-    message = f"started `{command_line(stage, spec_rel)}` in {workspace.root}"
-    estimate = estimate_run(check.spec) if stage == "run" else None
-    return check, run, message + (f"; {estimate.line()}" if estimate else "")
+    return check, run, (f"{no_markup(note.sentence)} Started `{command_line(stage, spec_rel)}` "
+                        f"in {workspace.root}")
+
+
+@dataclass
+class StartStep:
+    """What one click on Start did: a launch (run), a question (pending: the spec and
+    command it waits for, asked by `question`), or problems to fix (neither)."""
+
+    check: Validation
+    run: RunDir | None
+    message: str
+    pending: str | None = None
+    question: TimeNote | None = None
+
+
+def start_key(check: Validation, stage: str) -> str:
+    """What a confirmation answers for: this command on this exact spec."""
+    assert check.spec is not None
+    return hashlib.sha256(f"{stage}\n{dump_yaml(check.spec)}".encode()).hexdigest()[:16]
+
+
+def start_step(values: Sequence[Any], workspace: Workspace, stage: str = "run",
+               pending: str | None = None) -> StartStep:
+    """One click on Start: the estimated time on this machine first; a run estimated over
+    machine.LONG_RUN_S (or, without a GPU, one that cannot be estimated) is not started but
+    asked about, naming the estimate, and a second click on the same spec and command
+    (`pending`) starts it. An edited form asks again."""
+    if stage not in STAGE_COMMANDS:
+        raise UserError(f"stage {stage!r}: expected one of {', '.join(STAGE_COMMANDS)}")
+    check = validate(values, workspace)
+    if check.spec is None:
+        return StartStep(check, None, "not started: fix the problems shown under each section")
+    note = time_note(check.spec, stage, workspace.root)
+    key = start_key(check, stage)
+    if note.asks and pending != key:
+        return StartStep(check, None, (
+            f"**Not started yet: {no_markup(note.line)}.** Click **Start anyway "
+            f"({note.short})** to start it, or make it smaller first (data.train_limit, "
+            "presample.k, presample.max_new_tokens, data.eval_limit)."), pending=key,
+            question=note)
+    return StartStep(*_launch(check, workspace, stage, note))
 
 
 def evaluate(run_id: str, model: str, benchmarks: str, workspace: Workspace

@@ -33,9 +33,11 @@ class RunsTab:
     compare_pick: gr.Dropdown
     eval_model: gr.Dropdown
     refresh_lists: Callable[[str | None], list[Any]]
+    fill_lists: Callable[[], list[Any]]
 
     def lists(self) -> list[gr.Component]:
-        """Outputs of refresh_lists: history, run picker, compare picker, model picker."""
+        """Outputs of refresh_lists and fill_lists: history, run picker, compare picker,
+        model picker."""
         return [self.history, self.run, self.compare_pick, self.eval_model]
 
 
@@ -216,6 +218,14 @@ def runs_tab(workspace: Workspace) -> RunsTab:
         return [handlers.history_table(workspace, rows), gr.update(choices=names, value=value),
                 gr.update(choices=names), gr.update(choices=handlers.checkpoints(workspace))]
 
+    def fill_lists() -> list[Any]:
+        """The lists only, never the picked run (the tab also opens when Start switches to
+        it, with the new run just picked)."""
+        rows = handlers.runs(workspace)
+        names = [row["id"] for row in rows]
+        return [handlers.history_table(workspace, rows), gr.update(choices=names),
+                gr.update(choices=names), gr.update(choices=handlers.checkpoints(workspace))]
+
     def guarded(func: Any) -> Any:
         def call(*args: Any) -> str:
             try:
@@ -291,4 +301,4 @@ def runs_tab(workspace: Workspace) -> RunsTab:
                      [delete_note, pending_delete, confirm, *lists], show_progress="hidden")
     run.change(on_pick, [run, pending_delete], [delete_note, pending_delete, confirm],
                show_progress="hidden")
-    return RunsTab(run, history, compare_pick, eval_model, refresh_lists)
+    return RunsTab(run, history, compare_pick, eval_model, refresh_lists, fill_lists)
