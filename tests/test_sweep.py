@@ -4,6 +4,7 @@ pre-samples and base evaluation, and the report with intervals over seeds."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -163,10 +164,11 @@ def test_the_cli_reports_why_the_paper_tables_sft_and_dpo_points_failed(tmp_path
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=1200)
     assert result.returncode != 0
     assert "## Runs that did not finish" in result.stdout, result.stdout[-3000:]
+    block = result.stdout.split("## Runs that did not finish")[1].split("sweep pt")[0]
+    text = " ".join(line.strip() for line in block.splitlines())  # unwrapped
     for method in ("sft", "dpo", "lh"):
-        line = next(x for x in result.stdout.splitlines() if f"(method={method}" in x)
-        assert "failed: stage train failed: no training samples selected" in line, line
-        assert "are any correct?" in line
+        assert re.search(rf"\(method={method}[^)]*\): failed: stage train failed: no "
+                         r"training samples selected .*?\(are any correct\?\)", text), text
     assert "3 of 3 sweep points did not finish" in result.stderr
     assert "(failed): stage train failed: no training samples selected" in result.stderr
 
