@@ -24,6 +24,7 @@ from o1pruner.rundir import RunDir
 from o1pruner.specio import load_spec_text
 from o1pruner.training.distributed import free_port
 from tests.tiny_model import build_tiny_model
+from webui.machine import has_gpu
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -217,9 +218,12 @@ def test_presets_strict_numbers_and_problems_at_their_fields(browser, workspace:
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(servers[0].url)
     _field(page, "field-model-name_or_path").wait_for(timeout=60_000)
-    # a small preset, one click away
+    if not has_gpu():  # the page has loaded: the first line says what the form opened on
+        _wait_text(page, "form-summary", "This machine has no GPU", 60)
+    # a small preset, one click away, which says that it only checks the plumbing
     page.locator("#preset-smoke").click()
-    _wait_text(page, "form-summary", "loaded preset Smoke test", 30)
+    _wait_text(page, "form-summary", "loaded preset Plumbing check (learns nothing)", 30)
+    assert "A plumbing check, not a demonstration" in page.locator("#form-summary").inner_text()
     assert _field(page, "field-presample-k").input_value() == "2"
     assert _field(page, "field-run-name").input_value() == "smoke"
     page.screenshot(path=str(shots / "webui-form.png"), full_page=False)
