@@ -22,7 +22,7 @@ from typing import Any
 
 from o1pruner.errors import UserError
 from o1pruner.files import atomic_write_json, atomic_write_text, read_jsonl
-from o1pruner.rundir import RunDir
+from o1pruner.jobs import RunDir
 
 logger = logging.getLogger(__name__)
 

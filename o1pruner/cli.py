@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from o1pruner.errors import UserError
-from o1pruner.job import exit_code_of, parent_process, user_message
+from o1pruner.jobs import exit_code_of, parent_process, user_message
 from o1pruner.spec import Grading
 from o1pruner.specio import SpecError, dump_yaml, load_spec
 
@@ -143,7 +143,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_stop(args: argparse.Namespace) -> int:
     from o1pruner import jobs
-    from o1pruner.rundir import RunDir
+    from o1pruner.jobs import RunDir
 
     run = RunDir(Path(args.run_dir))
     if not run.is_run():
@@ -165,8 +165,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from o1pruner import jobs
     from o1pruner.analysis import warning_text
     from o1pruner.hardware import choice_lines
-    from o1pruner.progress import current_warnings
-    from o1pruner.rundir import RunDir
+    from o1pruner.jobs import RunDir, current_warnings
 
     run = RunDir(Path(args.run_dir))
     job = jobs.status(run)

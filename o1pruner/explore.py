@@ -17,8 +17,8 @@ from typing import Any
 
 from o1pruner.errors import UserError
 from o1pruner.files import read_json, read_jsonl
+from o1pruner.jobs import RunDir
 from o1pruner.models import PYPI_PREFIX
-from o1pruner.rundir import RunDir
 from o1pruner.spec import DatasetRef, RunSpec
 
 logger = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ from typing import Any
 from o1pruner.errors import UserError
 from o1pruner.files import atomic_write_json, read_json
 from o1pruner.hardware import DTYPE_OF_PRECISION
-from o1pruner.rundir import RunDir
+from o1pruner.jobs import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def describe_checkpoints(run: RunDir) -> str:
 
 def open_run(run_dir: str | Path) -> tuple[RunDir, Any]:
     """The run directory (or the run of a spec file) and its spec."""
-    from o1pruner.rundir import run_dir_for
+    from o1pruner.jobs import run_dir_for
     from o1pruner.specio import load_spec
 
     path = Path(run_dir).expanduser()
@@ -294,7 +294,7 @@ def export_model(run_dir: str | Path, out: str | Path, **options: Any) -> Export
     """Export a run's model (see the module doc; options as plan_export's), as a job of its
     export folder; returns what was written. A failed hub push raises a UserError after the
     export itself is complete."""
-    from o1pruner.job import job_process
+    from o1pruner.jobs import job_process
 
     plan = plan_export(run_dir, out, **options)
     job = export_job_dir(plan.run, plan.out)

@@ -19,10 +19,16 @@ import time
 
 from o1pruner.errors import UserError
 from o1pruner.files import read_json
-from o1pruner.job import STOPPED_EXIT_CODE, JobStopped, job_process, run_child
-from o1pruner.joblock import RunLock
-from o1pruner.jobs import tail_lines
-from o1pruner.rundir import RunDir, run_dir_for
+from o1pruner.jobs import (
+    STOPPED_EXIT_CODE,
+    JobStopped,
+    RunDir,
+    RunLock,
+    job_process,
+    run_child,
+    run_dir_for,
+    tail_lines,
+)
 from o1pruner.spec import RunSpec
 
 logger = logging.getLogger(__name__)

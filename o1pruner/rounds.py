@@ -21,8 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from o1pruner.files import atomic_write_text
+from o1pruner.jobs import RunDir
 from o1pruner.prompts import match_template
-from o1pruner.rundir import RunDir
 from o1pruner.spec import RunSpec
 
 ROUNDS_DIR = "rounds"

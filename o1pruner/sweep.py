@@ -34,9 +34,7 @@ from typing import Any
 
 from o1pruner.errors import UserError
 from o1pruner.files import atomic_write_json, atomic_write_text, read_json
-from o1pruner.job import job_process
-from o1pruner.progress import Progress
-from o1pruner.rundir import RunDir
+from o1pruner.jobs import Progress, RunDir, job_process
 from o1pruner.safeyaml import YamlError, safe_load
 from o1pruner.spec import RunSpec
 from o1pruner.specio import SpecError, dump_yaml, load_spec, load_spec_text

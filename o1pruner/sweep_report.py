@@ -83,7 +83,7 @@ def _aggregate(samples: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
 
 def sweep_rows(root: Path) -> dict[str, Any]:
     """The report's data: points with their state, and rows (reference rows first)."""
-    from o1pruner.rundir import RunDir
+    from o1pruner.jobs import RunDir
     from o1pruner.sweep import load_sweep, point_status
 
     sweep = load_sweep(root)

@@ -245,7 +245,7 @@ def _exported(ws: Workspace, outside: Path, run_id: str, finished: float) -> str
     import json
 
     from o1pruner.export import export_job_dir
-    from o1pruner.rundir import RunDir
+    from o1pruner.jobs import RunDir
 
     out = ws.root / "exports" / Path(run_id).name
     (out / "sub").mkdir(parents=True, exist_ok=True)
@@ -291,7 +291,7 @@ def test_an_export_zip_holds_no_link_and_nothing_piles_up(
 # --------------------------------------------------------- 6. a symlinked .lock is refused
 def test_a_symlinked_lock_is_refused_and_its_target_untouched(ws: Workspace,
                                                               outside: Path) -> None:
-    from o1pruner.joblock import RunLock
+    from o1pruner.jobs import RunLock
 
     target = outside / "precious.txt"
     target.write_text("keep me")
@@ -463,7 +463,7 @@ ODD_YAML = {
 @pytest.mark.parametrize("case", list(ODD_YAML))
 def test_any_constructor_error_is_one_message_with_its_line(
         case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from o1pruner import history
+    from o1pruner import jobs
     from o1pruner.cli import main as cli_main
 
     text = ODD_YAML[case]
@@ -484,7 +484,7 @@ def test_any_constructor_error_is_one_message_with_its_line(
     run = tmp_path / "runs" / "odd"  # the history
     run.mkdir(parents=True)
     (run / "spec.yaml").write_text(text)
-    (row,) = history.list_runs(tmp_path / "runs")
+    (row,) = jobs.list_runs(tmp_path / "runs")
     assert row["state"] == "unreadable" and "line 2" in row["message"], row
 
 
@@ -608,7 +608,7 @@ def test_the_history_checks_processes_only_of_runs_whose_state_says_running(
         ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
-    from o1pruner import jobs
+    from o1pruner.jobs import control
 
     for i in range(30):
         state = ("done", "failed", "stopped")[i % 3]
@@ -621,13 +621,13 @@ def test_the_history_checks_processes_only_of_runs_whose_state_says_running(
     (ws.runs_root / "live" / "job.json").write_text(json.dumps({
         "state": "running", "pid": 2**22 + 99, "pgid": 2**22 + 99, "start": 1}))
     checked: list[str] = []
-    alive = jobs._alive
+    alive = control._alive
 
     def counting(run: object, job: dict[str, object]) -> bool:
         checked.append(run.root.name)  # type: ignore[attr-defined]
         return alive(run, job)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(jobs, "_alive", counting)
+    monkeypatch.setattr(control, "_alive", counting)
     rows = {r["id"]: r["state"] for r in handlers.runs(ws)}
     assert checked == ["live"]
     assert rows["runs/old0"] == "done" and rows["runs/old1"] == "failed"

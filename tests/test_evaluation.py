@@ -30,8 +30,8 @@ from o1pruner.evaluation import (
     run_eval,
 )
 from o1pruner.files import read_json, read_jsonl
+from o1pruner.jobs import RunDir
 from o1pruner.prompts import FAST_SOLVING_SUFFIX
-from o1pruner.rundir import RunDir
 from o1pruner.specio import save_spec, spec_from_dict
 from tests.tiny_model import build_tiny_model
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from o1pruner.files import read_jsonl
+from o1pruner.jobs import run_dir_for
 from o1pruner.models import load_tokenizer
 from o1pruner.reward import build_training_set
-from o1pruner.rundir import run_dir_for
 from o1pruner.sampling import run_presample
 from o1pruner.sampling.engines import encode_prompt
 from o1pruner.spec import ModelSpec

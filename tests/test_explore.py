@@ -246,7 +246,7 @@ def test_several_samples_per_problem_compare_their_accuracy(tmp_path: Path) -> N
 
 def test_an_adhoc_evaluation_is_explored_like_a_run(spec, run: Path, workspace: Path) -> None:
     from o1pruner.evaluation import run_eval
-    from o1pruner.rundir import RunDir
+    from o1pruner.jobs import RunDir
 
     with working_dir(workspace):
         results = run_eval(spec, model=str(workspace / "models" / "base"))

@@ -20,8 +20,8 @@ from o1pruner.errors import UserError
 from o1pruner.evaluation import run_eval
 from o1pruner.export import export_job_dir, export_model, plan_export, read_result
 from o1pruner.files import read_json
+from o1pruner.jobs import run_dir_for
 from o1pruner.models import load_tokenizer
-from o1pruner.rundir import run_dir_for
 from o1pruner.specio import save_spec
 from o1pruner.training import run_train
 from tests.presample_files import make_spec, write_presample

@@ -21,8 +21,8 @@ pytestmark = [
 
 def _train(tiny_model_dir: Path, tmp_path: Path, finetuning: str, **train) -> tuple:
     from o1pruner.files import read_json
+    from o1pruner.jobs import run_dir_for
     from o1pruner.models import load_tokenizer
-    from o1pruner.rundir import run_dir_for
     from o1pruner.training import run_train
     from tests.presample_files import make_spec, write_presample
 
@@ -169,7 +169,7 @@ def test_o1pruner_run_end_to_end_on_cuda_records_auto(tmp_path: Path) -> None:
     import yaml
 
     from o1pruner.files import read_json
-    from o1pruner.rundir import RunDir
+    from o1pruner.jobs import RunDir
     from tests.test_pipeline import write_spec
     from tests.tiny_model import build_stopping_model
 

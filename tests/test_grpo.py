@@ -18,7 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from o1pruner.files import read_json
-from o1pruner.rundir import RunDir
+from o1pruner.jobs import RunDir
 from o1pruner.spec import RunSpec, TrainSpec
 from o1pruner.training.grpo import STATE_FILE, round_number, trl_prompt
 from o1pruner.training.grpo_rewards import (

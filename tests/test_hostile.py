@@ -15,8 +15,8 @@ from o1pruner import jobs
 from o1pruner.cli import main as cli_main
 from o1pruner.errors import UserError
 from o1pruner.files import atomic_write_json
+from o1pruner.jobs import RunDir
 from o1pruner.prompts import load_template
-from o1pruner.rundir import RunDir
 from o1pruner.spec import ModelSpec, RunSpec
 from o1pruner.specio import SpecError, load_spec, load_spec_text
 from webui import form, handlers
@@ -257,8 +257,8 @@ def test_a_public_host_without_a_login_needs_insecure() -> None:
 # ------------------------------------------------------------------ damaged run files
 def test_a_damaged_presample_line_stops_a_resume_with_file_line_and_fix(
         tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from o1pruner.jobs import run_dir_for
     from o1pruner.models import load_tokenizer
-    from o1pruner.rundir import run_dir_for
     from o1pruner.specio import save_spec
     from tests.presample_files import make_spec, write_presample
 
@@ -278,7 +278,7 @@ def test_a_damaged_presample_line_stops_a_resume_with_file_line_and_fix(
 
 
 def test_out_of_memory_is_one_message_with_what_to_do() -> None:
-    from o1pruner.job import exit_code_of, user_message
+    from o1pruner.jobs import exit_code_of, user_message
 
     class OutOfMemoryError(RuntimeError):  # the name torch.OutOfMemoryError has
         pass

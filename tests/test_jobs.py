@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from o1pruner import history, job, jobs, procs
+from o1pruner import jobs
 from o1pruner.errors import UserError
 from o1pruner.files import CorruptFileError, atomic_write_json, read_jsonl
-from o1pruner.joblock import JobRunning, RunLock
-from o1pruner.rundir import RunDir
+from o1pruner.jobs import JobRunning, RunDir, RunLock, control, procs
 from o1pruner.spec import RunSpec
 
 PY = [sys.executable, "-c"]
@@ -91,7 +90,7 @@ def test_a_second_launch_is_refused_and_changes_no_file(tmp_path: Path) -> None:
         assert run.spec_path.read_bytes() == spec_before
         assert run.job_path.read_bytes() == job_before
         with pytest.raises(UserError, match="stop it before deleting"):
-            history.delete_run(run)
+            jobs.delete_run(run)
     finally:
         jobs.stop(run, timeout=5)
 
@@ -127,8 +126,7 @@ def test_two_launches_from_processes_start_exactly_one_job(tmp_path: Path) -> No
         import sys, time
         from pathlib import Path
         from o1pruner import jobs
-        from o1pruner.joblock import JobRunning
-        from o1pruner.rundir import RunDir
+        from o1pruner.jobs import JobRunning, RunDir
         while not Path({str(tmp_path / 'go')!r}).exists():
             time.sleep(0.005)
         try:
@@ -154,7 +152,7 @@ def test_a_terminal_command_is_refused_while_the_ui_job_runs(tmp_path: Path) -> 
     jobs.launch(run, ["presample", str(tmp_path / "pid")], program=SLEEPER)
     try:
         with pytest.raises(JobRunning, match="already running"):
-            with job.job_process(run, "train", spec_text="changed"):
+            with jobs.job_process(run, "train", spec_text="changed"):
                 pass
         assert "changed" not in run.spec_path.read_text()
     finally:
@@ -225,13 +223,13 @@ def test_the_stop_deadline_comes_from_the_spec(tmp_path: Path) -> None:
     run.spec_path.write_text(RunSpec.model_validate({"run": {"stop_timeout": 42}}).to_yaml())
     assert jobs.stop_timeout_of(run) == 42
     run.spec_path.write_text("a: &a [*a]\n")  # unreadable: the default, no error
-    assert jobs.stop_timeout_of(run) == jobs.DEFAULT_STOP_TIMEOUT
+    assert jobs.stop_timeout_of(run) == control.DEFAULT_STOP_TIMEOUT
 
 
 def _launch_from_another_process(run: RunDir, program: list[str], argv: list[str]) -> None:
     """Launch through a short-lived process, as a web UI server that is then restarted."""
     code = ("import sys, json; from pathlib import Path; from o1pruner import jobs; "
-            "from o1pruner.rundir import RunDir; "
+            "from o1pruner.jobs import RunDir; "
             f"jobs.launch(RunDir(Path({str(run.root)!r})), {argv!r}, program={program!r})")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=REPO)
 
@@ -241,7 +239,7 @@ def test_a_fresh_status_reattaches_to_a_job_started_by_a_dead_launcher(tmp_path:
     _launch_from_another_process(run, SLEEPER, ["presample", str(tmp_path / "pid")])
     job = jobs.status(run)  # this process never saw the launch: state comes from files
     assert job["state"] == "running" and job["alive"]
-    assert job["pid"] not in jobs._CHILDREN
+    assert job["pid"] not in control._CHILDREN
     final = jobs.stop(run, timeout=5)
     assert final["state"] == "stopped" and not procs.group_alive(job["pgid"])
 
@@ -282,7 +280,7 @@ def test_a_stage_writing_done_mid_pipeline_does_not_end_the_job(tmp_path: Path) 
     pipeline = _script(f"""
         import time
         from pathlib import Path
-        from o1pruner.rundir import RunDir
+        from o1pruner.jobs import RunDir
         run = RunDir(Path({str(run.root)!r}))
         run.update_stage("train", state="done")
         run.update_job(state="done", stage="train")  # as a confused stage might
@@ -303,13 +301,13 @@ def test_a_registered_process_keeps_the_job_alive_and_blocks_a_new_start(
     rank = subprocess.Popen([*PY, textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from o1pruner import job
-        from o1pruner.rundir import RunDir
-        job.register_process(RunDir(Path({str(run.root)!r})), "train rank 1")
+        from o1pruner import jobs
+        from o1pruner.jobs import RunDir
+        jobs.register_process(RunDir(Path({str(run.root)!r})), "train rank 1")
         time.sleep(60)
     """)], cwd=REPO, start_new_session=True)
     try:
-        _wait(lambda: len(job.registered_processes(run)) == 1)
+        _wait(lambda: len(jobs.registered_processes(run)) == 1)
         run.update_job(state="running", stage="train", pid=2**22 + 11, pgid=2**22 + 11,
                        start=1)  # the leader is gone (kill -9)
         assert jobs.status(run)["state"] == "running"
@@ -317,7 +315,7 @@ def test_a_registered_process_keeps_the_job_alive_and_blocks_a_new_start(
             jobs.launch(run, ["train"], program=SLEEPER)
         final = jobs.stop(run, timeout=5)
         assert final["state"] == "stopped" and rank.wait(timeout=10) != 0
-        assert job.registered_processes(run) == []
+        assert jobs.registered_processes(run) == []
     finally:
         rank.kill()
         rank.wait()
@@ -329,19 +327,19 @@ def test_a_child_stops_itself_when_its_parent_is_killed(tmp_path: Path) -> None:
     child.write_text(textwrap.dedent(f"""
         import signal, sys, time
         from pathlib import Path
-        from o1pruner import job
+        from o1pruner import jobs
         def on_term(*_):
             Path({str(marker)!r}).write_text("saved and stopped")
             sys.exit(0)
         signal.signal(signal.SIGTERM, on_term)
-        job.watch_parent(interval=0.1)
+        jobs.watch_parent(interval=0.1)
         print("ready", flush=True)
         time.sleep(60)
     """))
     parent = subprocess.Popen([*PY, textwrap.dedent(f"""
         import subprocess, sys, time
-        from o1pruner import job
-        subprocess.Popen([sys.executable, {str(child)!r}], env=job.child_env())
+        from o1pruner import jobs
+        subprocess.Popen([sys.executable, {str(child)!r}], env=jobs.child_env())
         time.sleep(60)
     """)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert parent.stdout.readline().strip() == "ready"
@@ -361,7 +359,7 @@ def test_an_unreadable_job_json_is_reported_and_the_history_still_works(
     assert jobs.status(binary)["state"] == "unreadable"
     assert "not UTF-8" in jobs.status(binary)["message"]
     assert "expected a JSON object" in jobs.failure_report(listy)
-    rows = {r["name"]: r for r in history.list_runs(tmp_path / "runs")}
+    rows = {r["name"]: r for r in jobs.list_runs(tmp_path / "runs")}
     assert rows["good"]["state"] == "done"
     assert rows["binary"]["state"] == rows["listy"]["state"] == "unreadable"
     assert "job.json" in rows["listy"]["message"]
@@ -373,7 +371,7 @@ def test_a_hostile_spec_in_a_run_directory_does_not_break_the_history(tmp_path: 
         f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
     run.spec_path.write_text("\n".join(lines) + "\n")
     started = time.monotonic()
-    (row,) = history.list_runs(tmp_path / "runs")
+    (row,) = jobs.list_runs(tmp_path / "runs")
     assert time.monotonic() - started < 1.0
     assert row["state"] == "unreadable" and "expands to more than" in row["message"]
 
@@ -410,7 +408,7 @@ def test_list_runs_gives_history_rows_with_parameters_results_and_adhoc_evals(
     adhoc.update_job(state="failed", stage="eval", started_at=time.time() + 1,
                      command=["o1pruner", "eval", "x", "--model", "models/ckpt"])
     (tmp_path / "runs" / "not-a-run").mkdir()
-    rows = history.list_runs(tmp_path / "runs")
+    rows = jobs.list_runs(tmp_path / "runs")
     assert [r["name"] for r in rows] == ["ckpt-1234abcd", "new", "old"]
     assert rows[0]["kind"] == "eval" and rows[0]["model"] == "models/ckpt"
     assert rows[1]["state"] == "done" and rows[2]["state"] == "created"
@@ -418,9 +416,9 @@ def test_list_runs_gives_history_rows_with_parameters_results_and_adhoc_evals(
     assert rows[1]["model"] == "pypi:smollm2-135m-instruct"
     assert rows[1]["results"] == ("base: acc 50.0% / 16.0 tok; "
                                   "trained: acc 50.0% / 12.0 tok / AES 0.25")
-    history.delete_run(old)
+    jobs.delete_run(old)
     assert not old.root.exists()
-    assert history.list_runs(tmp_path / "missing") == []
+    assert jobs.list_runs(tmp_path / "missing") == []
 
 
 def test_a_job_inside_another_process_group_is_stopped_alone(tmp_path: Path) -> None:
@@ -430,9 +428,9 @@ def test_a_job_inside_another_process_group_is_stopped_alone(tmp_path: Path) -> 
     worker = subprocess.Popen([*PY, textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from o1pruner import job
-        from o1pruner.rundir import RunDir
-        with job.job_process(RunDir(Path({str(run.root)!r})), "train"):
+        from o1pruner import jobs
+        from o1pruner.jobs import RunDir
+        with jobs.job_process(RunDir(Path({str(run.root)!r})), "train"):
             time.sleep(60)
     """)], cwd=REPO)  # no new session: pytest's group
     try:

@@ -16,9 +16,8 @@ from o1pruner.analysis import learning_warning
 from o1pruner.evaluation import run_eval
 from o1pruner.evaluation.report import headline_lines
 from o1pruner.files import atomic_write_text, read_json, read_jsonl
+from o1pruner.jobs import current_warnings, run_dir_for
 from o1pruner.models import load_tokenizer
-from o1pruner.progress import current_warnings
-from o1pruner.rundir import run_dir_for
 from o1pruner.training import run_train
 from tests.presample_files import make_spec, write_presample
 from webui.live import LiveView, job_markdown

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from o1pruner.progress import TOKEN_INTERVAL, Progress
-from o1pruner.rundir import RunDir
+from o1pruner.jobs import RunDir
+from o1pruner.jobs.progress import TOKEN_INTERVAL, Progress
 from o1pruner.sampling.engines import HFEngine, counting_tokens
 from o1pruner.spec import ModelSpec
 from webui.live import LiveView

@@ -9,9 +9,9 @@ import statistics
 import pytest
 
 from o1pruner.errors import DataError, UserError
+from o1pruner.jobs import run_dir_for
 from o1pruner.models import load_tokenizer
 from o1pruner.reward import build_training_set, length_harmonizing_reward
-from o1pruner.rundir import run_dir_for
 from tests.presample_files import make_spec, write_presample
 
 

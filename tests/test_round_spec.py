@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from o1pruner.jobs import RunDir
 from o1pruner.prompts import load_template
 from o1pruner.rounds import round_spec
-from o1pruner.rundir import RunDir
 from o1pruner.specio import spec_from_dict
 
 

@@ -86,7 +86,7 @@ def test_a_rerun_finds_every_round_done(two_rounds):
 
 
 def test_the_runs_tab_shows_a_bar_for_each_stage_of_a_later_round(two_rounds):
-    from o1pruner.rundir import RunDir
+    from o1pruner.jobs import RunDir
     from webui.live import LiveView
 
     _, run, _, _ = two_rounds
@@ -177,7 +177,7 @@ def torch_equal(a, b) -> bool:
 
 def test_earlier_rounds_off_evaluates_only_the_base_and_the_last_round(two_rounds):
     from o1pruner.evaluation.runner import plan_methods
-    from o1pruner.rundir import RunDir
+    from o1pruner.jobs import RunDir
     from o1pruner.specio import load_spec
 
     spec_path, run, _, _ = two_rounds

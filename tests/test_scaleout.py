@@ -202,7 +202,7 @@ def test_evaluation_with_two_replicas_gives_the_same_records_as_one(tiny_model_d
 @pytest.mark.slow
 def test_a_stop_ends_every_replica_and_keeps_finished_batches(stopping_model, one_replica,
                                                              tmp_path):
-    from o1pruner.procs import pid_alive
+    from o1pruner.jobs import pid_alive
 
     spec = make_spec(stopping_model, tmp_path, n=N, k=K, max_new_tokens=24,
                      data_parallel_size=2, batch_size=1)

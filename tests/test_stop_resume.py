@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from o1pruner import job, jobs, procs
+from o1pruner import jobs
 from o1pruner.files import read_json, read_jsonl
-from o1pruner.rundir import RunDir
+from o1pruner.jobs import RunDir, procs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,7 +82,7 @@ def test_sigterm_to_the_job_group_saves_a_checkpoint_and_a_rerun_resumes_there(
     run = RunDir(tmp_path / "runs" / f"stop{devices}")
     proc = start_run(spec)
     wait_for_training_steps(run, proc)
-    ranks = job.registered_processes(run)
+    ranks = jobs.registered_processes(run)
     assert len(ranks) == (devices if devices > 1 else 0)
     os.killpg(proc.pid, signal.SIGTERM)  # what the web UI's Stop sends (and a group Ctrl-C)
     out, _ = proc.communicate(timeout=300)
@@ -118,7 +118,7 @@ def test_no_rank_outlives_a_kill_9_of_its_launcher(tiny_model_dir: Path, tmp_pat
     run = RunDir(tmp_path / "runs" / "killed")
     proc = start_run(spec)
     wait_for_training_steps(run, proc)
-    ranks = job.registered_processes(run)
+    ranks = jobs.registered_processes(run)
     assert len(ranks) == 2
     launcher = read_json(run.job_path)["stages"]["train"]["pid"]
     os.kill(launcher, signal.SIGKILL)  # the `o1pruner train` launcher: no handler runs
@@ -134,6 +134,6 @@ def test_no_rank_outlives_a_kill_9_of_its_launcher(tiny_model_dir: Path, tmp_pat
     deadline = time.time() + 60
     while procs.group_alive(proc.pid) and time.time() < deadline:
         time.sleep(0.2)
-    assert not procs.group_alive(proc.pid) and job.registered_processes(run) == []
+    assert not procs.group_alive(proc.pid) and jobs.registered_processes(run) == []
     assert jobs.status(run)["state"] in ("failed", "stopped")
     assert read_jsonl(run.root / "presample" / "samples.jsonl")  # nothing lost before it

@@ -67,7 +67,7 @@ def test_a_cached_reference_counts_once_across_seeds(tmp_path):
     # the base and the Fast-Solving Prompt are the same greedy evaluations in every seed's
     # run; only their bootstrap intervals differ (drawn with the run's seed): one row each
     from o1pruner.files import atomic_write_json
-    from o1pruner.rundir import RunDir
+    from o1pruner.jobs import RunDir
     from o1pruner.sweep import save_definition
     from o1pruner.sweep_report import sweep_rows
 
@@ -110,8 +110,7 @@ NO_CORRECT = ("no training samples selected from runs/x/presample for method sft
 def failed_sweep(tmp_path: Path, reasons: dict[str, str]):
     """A paper-table sweep whose points named in `reasons` (by method) failed in their train
     stage with that error, recorded by the job layer as a real run records it."""
-    from o1pruner.job import job_process
-    from o1pruner.rundir import RunDir
+    from o1pruner.jobs import RunDir, job_process
     from o1pruner.sweep import point_spec, save_definition
 
     spec = tmp_path / "spec.yaml"

@@ -12,9 +12,9 @@ from transformers import AutoTokenizer
 from o1pruner.errors import UserError
 from o1pruner.files import read_jsonl
 from o1pruner.grading import grade_many
+from o1pruner.jobs import run_dir_for
 from o1pruner.prompts import PromptTemplate, build_prompt
 from o1pruner.reward import build_training_set
-from o1pruner.rundir import run_dir_for
 from o1pruner.sampling import Completion, run_presample
 from o1pruner.spec import ModelSpec
 from o1pruner.thinking import ThinkingFormat, split_completions

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from o1pruner.errors import UserError
+from o1pruner.jobs import run_dir_for
 from o1pruner.models import load_tokenizer
-from o1pruner.rundir import run_dir_for
 from o1pruner.specio import SpecError, save_spec, spec_from_dict
 from o1pruner.training import run_train
 from tests.presample_files import make_spec, write_presample

@@ -12,8 +12,8 @@ import torch
 
 from o1pruner.errors import UserError
 from o1pruner.files import read_jsonl
+from o1pruner.jobs import run_dir_for
 from o1pruner.models import load_tokenizer
-from o1pruner.rundir import run_dir_for
 from o1pruner.training import run_train
 from o1pruner.training.dataset import collate, tokenize_rows
 from o1pruner.training.finetuning import apply_freeze

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from o1pruner.jobs import run_dir_for
 from o1pruner.models import load_tokenizer
-from o1pruner.rundir import run_dir_for
 from o1pruner.specio import save_spec
 from tests.presample_files import make_spec, write_presample
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from o1pruner import jobs
-from o1pruner.rundir import RunDir
+from o1pruner.jobs import RunDir
 from o1pruner.specio import load_spec_text
 from o1pruner.training.distributed import free_port
 from tests.tiny_model import build_tiny_model

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from o1pruner.jobs import run_dir_for
 from o1pruner.models import load_tokenizer
-from o1pruner.rundir import run_dir_for
 from o1pruner.training import run_train
 from tests.presample_files import make_spec, write_presample
 from tests.test_webui_browser import Server, browser  # noqa: F401 (a fixture)

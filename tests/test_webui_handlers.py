@@ -11,10 +11,10 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from o1pruner import history, jobs
+from o1pruner import jobs
 from o1pruner.errors import UserError
 from o1pruner.files import atomic_write_json
-from o1pruner.rundir import RunDir
+from o1pruner.jobs import RunDir
 from o1pruner.spec import RunSpec
 from o1pruner.specio import load_spec
 from webui import form, handlers
@@ -272,7 +272,7 @@ def test_a_run_is_not_deleted_while_it_or_an_export_of_it_runs(ws: Workspace) ->
     export_job.update_job(state="running", pid=os.getpid(), pgid=os.getpgid(0),
                           started_at=time.time())
     with pytest.raises(UserError, match="an export of it is running"):
-        history.delete_run(exported)  # issue #29: Delete removed a run while its export ran
+        jobs.delete_run(exported)  # issue #29: Delete removed a run while its export ran
     with pytest.raises(UserError, match="the job is running"):
         handlers.delete("runs/running", False, None, ws)
     assert (exported.root / "train" / "final" / "config.json").exists()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from o1pruner import jobs
-from o1pruner.rundir import RunDir
+from o1pruner.jobs import RunDir
 from tests.test_explore import prepare_run
 from tests.test_playground import ANSWER, build_scripted_model
 from tests.test_webui_browser import Server, _type, browser  # noqa: F401 (a fixture)

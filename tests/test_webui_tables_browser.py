@@ -15,8 +15,8 @@ import pytest
 
 from o1pruner.analysis import run_analyze
 from o1pruner.evaluation import run_eval
+from o1pruner.jobs import run_dir_for
 from o1pruner.models import load_tokenizer
-from o1pruner.rundir import run_dir_for
 from o1pruner.training import run_train
 from tests.presample_files import make_spec, write_presample
 from tests.test_learning_warning import MAX_NEW, _truncate_every_sample

@@ -13,7 +13,7 @@ from typing import Any
 
 from o1pruner.errors import UserError
 from o1pruner.files import read_json
-from o1pruner.rundir import RunDir
+from o1pruner.jobs import RunDir
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from o1pruner import explore
 from o1pruner.errors import UserError
-from o1pruner.rundir import RunDir
+from o1pruner.jobs import RunDir
 from o1pruner.spec import RunSpec
 from o1pruner.specio import SpecError, load_spec
 from webui import handlers

@@ -30,7 +30,7 @@ from o1pruner.export import (
     plan_export,
     read_result,
 )
-from o1pruner.rundir import RunDir
+from o1pruner.jobs import RunDir
 from o1pruner.specio import SpecError, load_spec
 from webui.workspace import Workspace
 

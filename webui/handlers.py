@@ -15,11 +15,11 @@ from typing import Any
 
 import pandas as pd
 
-from o1pruner import history, jobs
+from o1pruner import jobs
 from o1pruner.errors import UserError
 from o1pruner.files import atomic_write_text
+from o1pruner.jobs import RunDir
 from o1pruner.rounds import ROUNDS_DIR
-from o1pruner.rundir import RunDir
 from o1pruner.safeyaml import read_text
 from o1pruner.spec import RunSpec
 from o1pruner.specio import SpecError, dump_yaml, load_spec, load_spec_text
@@ -342,11 +342,11 @@ def delete(run_id: str | None, confirmed: bool, pending: str | None,
     if not run_id:
         return DeleteStep("no run selected")
     run = workspace.run_dir(run_id)
-    history.check_deletable(run)
+    jobs.check_deletable(run)
     if not confirmed or pending != run_id:
         return DeleteStep(f"**{delete_question(run_id, workspace)}** tick 'confirm delete' "
                           "and click Delete again", pending=run_id)
-    history.delete_run(run)
+    jobs.delete_run(run)
     return DeleteStep(f"deleted {run_id}", deleted=True)
 
 
@@ -389,7 +389,7 @@ def short_name(run: RunDir) -> str:
 
 def runs(workspace: Workspace) -> list[dict[str, Any]]:
     """History rows of every run in the workspace's output roots, each with its `id`."""
-    rows = history.list_runs(workspace.output_roots())
+    rows = jobs.list_runs(workspace.output_roots())
     for row in rows:
         row["id"] = workspace.relative(Path(row["path"]))
     return rows

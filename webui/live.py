@@ -23,8 +23,7 @@ from o1pruner import jobs
 from o1pruner.analysis import quartile_rows, warning_text
 from o1pruner.files import JsonlTail, read_json
 from o1pruner.hardware import choice_lines
-from o1pruner.progress import WARNINGS, current_warnings
-from o1pruner.rundir import RunDir
+from o1pruner.jobs import WARNINGS, RunDir, current_warnings
 from webui.text import no_markup
 
 logger = logging.getLogger(__name__)
@@ -180,7 +179,7 @@ class LiveView:
         return jobs.status(self.run)
 
     def warnings(self) -> list[str]:
-        """The warnings that hold (`o1pruner.progress.current_warnings`), one line each."""
+        """The warnings that hold (`o1pruner.jobs.progress.current_warnings`), one line each."""
         return warning_lines(self.choices)
 
     def trained_steps(self) -> int:

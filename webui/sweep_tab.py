@@ -24,7 +24,7 @@ import pandas as pd
 
 from o1pruner import jobs
 from o1pruner.errors import UserError
-from o1pruner.rundir import RunDir
+from o1pruner.jobs import RunDir
 from o1pruner.spec import RunSpec
 from o1pruner.specio import SpecError, load_spec
 from o1pruner.sweep import (

@@ -30,8 +30,8 @@ from typing import Any
 
 from o1pruner.errors import UserError
 from o1pruner.files import atomic_write_json, read_json
+from o1pruner.jobs import RunDir, run_dir_for
 from o1pruner.models import PYPI_PREFIX, looks_like_path
-from o1pruner.rundir import RunDir, run_dir_for
 from o1pruner.spec import RunSection, RunSpec
 
 logger = logging.getLogger(__name__)

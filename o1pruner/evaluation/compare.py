@@ -12,7 +12,7 @@ from o1pruner.errors import UserError
 from o1pruner.evaluation.intervals import describe
 from o1pruner.evaluation.report import fmt_aes, markdown_table, metrics_cell
 from o1pruner.files import read_json
-from o1pruner.rundir import RunDir
+from o1pruner.jobs import RunDir
 from o1pruner.safeyaml import YamlError, load_yaml_file
 
 logger = logging.getLogger(__name__)

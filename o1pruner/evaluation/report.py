@@ -12,7 +12,7 @@ from o1pruner.analysis import warning_text
 from o1pruner.errors import UserError
 from o1pruner.evaluation.intervals import describe
 from o1pruner.files import atomic_write_text, read_json, read_jsonl
-from o1pruner.rundir import RunDir
+from o1pruner.jobs import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -317,7 +317,10 @@ def _difficulty_section(results: dict[str, Any]) -> list[str]:
     return ["## By difficulty", "",
             f"The held-out problems in four quartiles of difficulty, Q1 the easiest, by {basis}; "
             "each row's intervals are a paired bootstrap over its problems. A cut that "
-            "comes from Q1 with Q4's accuracy kept is the harmless kind.", "", *out]
+            "comes from Q1 with Q4's accuracy kept is the harmless kind. The quartiles are "
+            "ranked by the base's own answers, so part of a change is regression to the "
+            "mean (the easy quartiles can mostly lose, the hard ones gain): compare methods "
+            "quartile by quartile rather than read one sign.", "", *out]
 
 
 def write_report(eval_dir: Path, out: Path, results: dict[str, Any]) -> Path:

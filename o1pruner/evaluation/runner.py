@@ -35,11 +35,9 @@ from o1pruner.evaluation.metrics import average_row, benchmark_metrics, compare
 from o1pruner.files import JsonlWriter, atomic_write_json, folder_lock, read_json, read_jsonl
 from o1pruner.hardware import precision_record
 from o1pruner.hardware import summary as precision_summary
-from o1pruner.job import job_process
+from o1pruner.jobs import Progress, RunDir, current_warnings, job_process, run_dir_for
 from o1pruner.models import model_fingerprint
-from o1pruner.progress import Progress, current_warnings
 from o1pruner.rounds import final_model, round_label
-from o1pruner.rundir import RunDir, run_dir_for
 from o1pruner.spec import DatasetRef, RunSpec
 
 logger = logging.getLogger(__name__)

@@ -36,9 +36,7 @@ from o1pruner.files import (
     read_json,
     read_jsonl,
 )
-from o1pruner.job import job_process
-from o1pruner.progress import Progress
-from o1pruner.rundir import RunDir, run_dir_for
+from o1pruner.jobs import Progress, RunDir, job_process, run_dir_for
 from o1pruner.sampling import shared
 from o1pruner.spec import RunSpec
 

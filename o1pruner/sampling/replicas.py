@@ -218,7 +218,7 @@ def _replica_main(conn: Any, args: EngineArgs, cpus: list[int] | None) -> None:
     """A local replica: start the engine, then answer requests until told to stop."""
     import traceback
 
-    from o1pruner.job import watch_parent
+    from o1pruner.jobs import watch_parent
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the stage's to handle
     signal.signal(signal.SIGTERM, _exit_on_term)  # unwinds: the engine is closed
@@ -310,7 +310,7 @@ class LocalPool(ReplicaPool):
     def start(self, slot: int) -> None:
         import multiprocessing as mp
 
-        from o1pruner.job import PARENT_ENV, PARENT_START_ENV, child_env
+        from o1pruner.jobs import PARENT_ENV, PARENT_START_ENV, child_env
 
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()

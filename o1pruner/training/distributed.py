@@ -186,8 +186,7 @@ def launch_workers(train: Any, run: Any, lock: Any) -> tuple[int, bool]:
     """
     import torch
 
-    from o1pruner.job import registered_processes, run_child
-    from o1pruner.procs import signal_pid
+    from o1pruner.jobs import registered_processes, run_child, signal_pid
 
     cmd = launch_command(train, run.spec_path)
     env = {"TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGHUP"}

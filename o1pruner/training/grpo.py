@@ -30,7 +30,7 @@ from typing import Any
 
 from o1pruner.errors import UserError
 from o1pruner.files import atomic_write_json, read_json
-from o1pruner.rundir import RunDir
+from o1pruner.jobs import RunDir
 from o1pruner.training.grpo_callbacks import STATE_FILE
 
 logger = logging.getLogger(__name__)

@@ -13,8 +13,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from o1pruner.files import atomic_write_json
-from o1pruner.progress import Progress
-from o1pruner.rundir import RunDir
+from o1pruner.jobs import Progress, RunDir
 
 logger = logging.getLogger(__name__)
 

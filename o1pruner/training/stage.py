@@ -21,9 +21,7 @@ from typing import Any
 
 from o1pruner.errors import UserError
 from o1pruner.files import atomic_write_json, atomic_write_text, read_json
-from o1pruner.job import job_process, register_process
-from o1pruner.progress import stage_logging
-from o1pruner.rundir import RunDir, run_dir_for
+from o1pruner.jobs import RunDir, job_process, register_process, run_dir_for, stage_logging
 from o1pruner.spec import GRPO_FIELDS, GRPO_METHODS, TrainSpec
 from o1pruner.training.distributed import (
     is_launched_worker,
@@ -195,7 +193,7 @@ def _warn_about_learning(spec: Any, run: RunDir, rows: list[dict[str, Any]]) -> 
     read: a training set that cannot change the model (every reward 0) or cannot make it
     more accurate (no correct pre-sample), with the cause and the fix; else an empty one."""
     from o1pruner.analysis import learning_warning, warning_text
-    from o1pruner.progress import emit_warnings
+    from o1pruner.jobs import emit_warnings
     from o1pruner.reward import read_presample
 
     _, samples, _ = read_presample(run.root / "presample")

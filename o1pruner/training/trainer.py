@@ -26,8 +26,7 @@ import torch
 
 from o1pruner.errors import UserError
 from o1pruner.files import atomic_write_json
-from o1pruner.progress import Progress
-from o1pruner.rundir import RunDir
+from o1pruner.jobs import Progress, RunDir
 from o1pruner.training.cpu_speed import CpuSpeedups
 from o1pruner.training.dataset import BatchPlan, make_batch
 from o1pruner.training.distributed import main_process_value

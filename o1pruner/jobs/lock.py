@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from o1pruner.errors import UserError
-from o1pruner.procs import ProcessId
+from o1pruner.jobs.procs import ProcessId
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from o1pruner.errors import UserError
 from o1pruner.files import CorruptFileError, load_json
-from o1pruner.joblock import RunLock
-from o1pruner.jobs import ACTIVE_STATES, status
-from o1pruner.rundir import ADHOC_DIR, RunDir
+from o1pruner.jobs.control import ACTIVE_STATES, status
+from o1pruner.jobs.lock import RunLock
+from o1pruner.jobs.rundir import ADHOC_DIR, RunDir
 from o1pruner.safeyaml import YamlError, load_yaml_file
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from o1pruner.rundir import RunDir
+from o1pruner.jobs.rundir import RunDir
 
 #: Seconds between the `progress` events that report tokens within an item.
 TOKEN_INTERVAL = 5.0

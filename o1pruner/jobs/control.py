@@ -1,9 +1,9 @@
 """Job control: one job per run directory, started from anywhere, stopped without loss.
 
 This is job control from the outside (the web UI, `o1pruner stop|status`); what a job's
-own processes do is `o1pruner.job`. State is read from the run directory's files alone
+own processes do is `o1pruner.jobs.worker`. State is read from the run directory's files alone
 (job.json, procs/), so a restarted web UI re-attaches, and nothing is believed or
-signalled without its start time (`o1pruner.procs`).
+signalled without its start time (`o1pruner.jobs.procs`).
 
 A stop is a checkpoint, never a loss: SIGTERM goes to the job's group and its registered
 processes; every stage finishes what it is doing (the trainer its optimizer step and a
@@ -28,15 +28,8 @@ from typing import Any
 
 from o1pruner.errors import UserError
 from o1pruner.files import CorruptFileError
-from o1pruner.job import (
-    PARENT_ENV,
-    PARENT_START_ENV,
-    SECRET_ENV,
-    registered_processes,
-    take_over,
-)
-from o1pruner.joblock import RunLock
-from o1pruner.procs import (
+from o1pruner.jobs.lock import RunLock
+from o1pruner.jobs.procs import (
     ProcessId,
     group_alive,
     pid_alive,
@@ -44,7 +37,14 @@ from o1pruner.procs import (
     signal_pid,
     start_time,
 )
-from o1pruner.rundir import RunDir
+from o1pruner.jobs.rundir import RunDir
+from o1pruner.jobs.worker import (
+    PARENT_ENV,
+    PARENT_START_ENV,
+    SECRET_ENV,
+    registered_processes,
+    take_over,
+)
 
 logger = logging.getLogger(__name__)
 

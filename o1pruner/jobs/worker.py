@@ -1,6 +1,6 @@
 """Inside a job: what every job process does, whoever started it.
 
-A job is the process that holds the run directory's lock (`o1pruner.joblock`) and the
+A job is the process that holds the run directory's lock (`o1pruner.jobs.lock`) and the
 processes it starts. `job_process` is the life of one of them: hold the lock (passed down
 or taken), write the spec under it, record the stage (and, for the leader, the job) in
 job.json with pid and start time, and record how it ended, with one message for the user.
@@ -29,10 +29,10 @@ from typing import Any
 
 from o1pruner.errors import UserError, explain_failure
 from o1pruner.files import CorruptFileError, atomic_write_json, load_json
-from o1pruner.joblock import JobRunning, RunLock
-from o1pruner.procs import ProcessId
-from o1pruner.progress import stage_logging
-from o1pruner.rundir import RunDir
+from o1pruner.jobs.lock import JobRunning, RunLock
+from o1pruner.jobs.procs import ProcessId
+from o1pruner.jobs.progress import stage_logging
+from o1pruner.jobs.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
