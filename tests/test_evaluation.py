@@ -212,7 +212,7 @@ def test_second_run_reuses_the_cached_baseline(first, root: Path, tiny_model_dir
     lines = [line for line in table.splitlines() if line.startswith("| first/") or
              line.startswith("| second/")]
     assert sum(" base " in line for line in lines) == 1  # one shared base row
-    assert any("| 2.0 |" in line for line in lines) and any("| 5.0 |" in line for line in lines)
+    assert any("| 2 |" in line for line in lines) and any("| 5 |" in line for line in lines)
 
 
 def test_another_batch_size_is_another_cached_baseline(first, root: Path, tiny_model_dir: Path,
