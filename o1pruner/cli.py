@@ -306,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="Sweep name (default: from the spec and grid).")
     p.add_argument("--preset", default=None, choices=list(PRESETS),
                    help="paper-table: base, Fast-Solving Prompt, SFT, DPO and O1-Pruner on "
-                   "the same pre-samples, as the paper's Table 2.")
+                   "the same pre-samples, as the paper's Table 2; peers: those and the "
+                   "on-policy length methods grpo_length and thinkprune (docs/sweeps.md).")
     p = add("stop", cmd_stop, "Stop a run's job: the running stage saves (the trainer a "
             "checkpoint) and exits; a re-run resumes.")
     p.add_argument("run_dir", help="Run directory (runs/<name>).")

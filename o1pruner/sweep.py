@@ -36,7 +36,7 @@ from o1pruner.errors import UserError
 from o1pruner.files import atomic_write_json, atomic_write_text, read_json
 from o1pruner.jobs import Progress, RunDir, job_process
 from o1pruner.safeyaml import YamlError, safe_load
-from o1pruner.spec import RunSpec
+from o1pruner.spec import GRPO_METHODS, RunSpec
 from o1pruner.specio import SpecError, dump_yaml, load_spec, load_spec_text
 
 logger = logging.getLogger(__name__)
@@ -47,11 +47,23 @@ SWEEPS_DIR = "sweeps"
 #: "paper-table" is the paper's Table 2 for your model on the same pre-samples: base and
 #: Fast-Solving Prompt (evaluated once, cached), SFT and DPO on the 2 shortest correct
 #: samples of each problem (METHOD.md), and O1-Pruner as the spec sets it.
+#: "peers" adds the on-policy length methods (docs/method.md), grpo_length and thinkprune,
+#: on the same training problems and held-out evaluation, under the pre-samples' budget
+#: (`from_base`: fields only they take, derived from the base spec):
+#: completions as long as the pre-samples, and groups of K (presample.k) completions, or
+#: the largest group that divides a training step's completions.
+_PAPER_POINTS: list[dict[str, Any]] = [
+    {"train.method": "sft", "reward.samples_per_problem": 2},
+    {"train.method": "dpo", "reward.samples_per_problem": 2},
+    {"train.method": "lh"}]
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper-table": {"overrides": ["eval.fast_solving_prompt=true"],
-                    "points": [{"train.method": "sft", "reward.samples_per_problem": 2},
-                               {"train.method": "dpo", "reward.samples_per_problem": 2},
-                               {"train.method": "lh"}]},
+    "paper-table": {"overrides": ["eval.fast_solving_prompt=true"], "points": _PAPER_POINTS},
+    "peers": {"overrides": ["eval.fast_solving_prompt=true"],
+              "points": [*_PAPER_POINTS, {"train.method": "grpo_length"},
+                         {"train.method": "thinkprune"}],
+              "from_base": {"train.grpo_max_completion_length":
+                            lambda base: base.presample.max_new_tokens,
+                            "train.grpo_num_generations": lambda base: _group_size(base)}},
 }
 POLL_S = 1.0
 MAX_POINTS = 100  # runs of one sweep (each a full run); more is a mistake or a split
@@ -180,9 +192,11 @@ def plan_sweep(spec_path: str | Path, grid_items: list[str], seeds_text: str | N
     combos = _points(grid)
     if preset is not None:
         overrides = [*PRESETS[preset]["overrides"], *overrides]
-        combos = [{**p, **c} for p in PRESETS[preset]["points"] for c in combos]
     seed_fields = seed_fields or ["run.seed"]
     base = load_spec(spec_path, overrides)
+    if preset is not None:
+        combos = [{**_from_base(p, base, PRESETS[preset]), **c}
+                  for p in PRESETS[preset]["points"] for c in combos]
     seeds = parse_seeds(seeds_text) or [_get(base, seed_fields[0])]
     base_yaml = dump_yaml(base)
     digest = hashlib.sha256(json.dumps(
@@ -208,6 +222,26 @@ def plan_sweep(spec_path: str | Path, grid_items: list[str], seeds_text: str | N
                 progress(len(points))
     root = Path(base.run.output_root) / SWEEPS_DIR / name
     return Sweep(root, name, base_yaml, grid, seeds, seed_fields, preset, points)
+
+
+def _from_base(point: dict[str, Any], base: RunSpec, preset: dict[str, Any]) -> dict[str, Any]:
+    """A preset point with its `from_base` fields filled from the base spec, for the
+    on-policy methods (the fields only they take)."""
+    if point.get("train.method") not in GRPO_METHODS:
+        return point
+    return {**point, **{field: derive(base) for field, derive
+                        in preset.get("from_base", {}).items() if field not in point}}
+
+
+def _group_size(base: RunSpec) -> int:
+    """G for an on-policy point: presample.k when it divides the completions of a training
+    step (batch_size x gradient_accumulation_steps x devices x num_machines), else the
+    largest divisor of them below it (at least 2; else K, which the spec check refuses
+    with its reason)."""
+    t = base.train
+    step = t.batch_size * t.gradient_accumulation_steps * t.devices * t.num_machines
+    return next((g for g in range(base.presample.k, 1, -1) if step % g == 0),
+                base.presample.k)
 
 
 def _get(spec: Any, dotted: str) -> Any:

@@ -13,7 +13,8 @@ import pytest
 
 from o1pruner.errors import UserError
 from o1pruner.files import read_jsonl
-from o1pruner.sweep import parse_grid, plan_sweep
+from o1pruner.specio import load_spec
+from o1pruner.sweep import parse_grid, plan_sweep, point_run_spec
 from o1pruner.sweep_report import mean_ci
 from tests.test_pipeline import write_spec
 
@@ -53,6 +54,34 @@ def test_points_are_every_combination_times_seeds_and_invalid_values_are_refused
     crossed = plan_sweep(spec, ["reward.lambda=1,2"], preset="paper-table")
     assert len(crossed.points) == 6 and crossed.points[-1].values == {
         "train.method": "lh", "reward.lambda": 2}
+
+
+def test_the_peers_preset_adds_the_on_policy_methods_under_the_pre_samples_limit(
+        tmp_path, tiny_model_dir):
+    spec = write_spec(tmp_path, tiny_model_dir)
+    limit = load_spec(spec).presample.max_new_tokens
+    peers = plan_sweep(spec, [], "0,1", preset="peers")
+    methods = [p.values["train.method"] for p in peers.points]
+    assert methods == [m for m in ("sft", "dpo", "lh", "grpo_length", "thinkprune")
+                       for _ in (0, 1)]
+    for p in peers.points:
+        run = point_run_spec(peers.base_yaml, p, peers.seed_fields)
+        assert run.eval.fast_solving_prompt
+        if p.values["train.method"] in ("grpo_length", "thinkprune"):
+            assert run.train.grpo_max_completion_length == limit
+            # the tiny spec trains on 2 completions a step: groups of 2, not K
+            assert run.train.grpo_num_generations == 2
+        else:
+            assert "train.grpo_max_completion_length" not in p.values
+    # a field only the on-policy methods take cannot be crossed with the other points
+    with pytest.raises(UserError, match=r"sweep point method=sft.*grpo_max_completion_length"):
+        plan_sweep(spec, ["train.grpo_max_completion_length=16"], preset="peers")
+    # the quickstart's step holds K = 8 completions: groups of K
+    quick = plan_sweep(Path(__file__).parents[1] / "templates" / "quickstart.yaml", [],
+                       preset="peers", overrides=[f"run.output_root={tmp_path}"])
+    assert quick.points[3].values == {"train.method": "grpo_length",
+                                      "train.grpo_max_completion_length": 512,
+                                      "train.grpo_num_generations": 8}
 
 
 def test_mean_and_t_interval_over_seeds():

@@ -230,7 +230,8 @@ def sweep_tab(ws: Workspace) -> gr.Dropdown:
         spec = gr.Textbox(label="base spec (a YAML file in the workspace, e.g. a run's "
                           "runs/NAME/spec.yaml)", scale=3, elem_id="sweep-spec")
         preset = gr.Dropdown([NO_PRESET, *PRESETS], value=NO_PRESET, label="preset",
-                             info="paper-table: base, Fast-Solving, SFT, DPO, O1-Pruner",
+                             info="paper-table: base, Fast-Solving, SFT, DPO, O1-Pruner; peers: "
+                             "those and grpo_length, thinkprune",
                              scale=1, elem_id="sweep-preset")
     with gr.Row():
         grid = gr.Textbox(label="grid: one FIELD=V1,V2,... per line", lines=3, scale=3,
