@@ -118,9 +118,11 @@ def test_results_and_quartiles_read_whole_in_percent(page, shots: Path) -> None:
 def test_compare_headers_do_not_break_and_epochs_are_integers(  # noqa: ANN001
         page, shots: Path) -> None:  # noqa: F811
     _pick_run(page, "runs/stuck")
+    page.keyboard.press("Escape")  # a picker's list re-rendered by a refill may stay open
     _field(page, "compare-pick").click()
     for name in ("runs/stuck", "runs/stuck-6"):
-        page.get_by_role("option", name=name, exact=True).click()
+        # the compare picker's own list (the run picker's may hold the same names)
+        page.locator("#compare-pick").get_by_role("option", name=name, exact=True).click()
         _field(page, "compare-pick").click()
     page.keyboard.press("Escape")
     page.locator("#btn-compare").click()
