@@ -38,6 +38,7 @@ from o1pruner.jobs import Progress, RunDir, job_process
 from o1pruner.safeyaml import YamlError, safe_load
 from o1pruner.spec import GRPO_METHODS, RunSpec
 from o1pruner.specio import SpecError, dump_yaml, load_spec, load_spec_text
+from o1pruner.sweep_report import write_sweep_report
 
 logger = logging.getLogger(__name__)
 
@@ -295,11 +296,17 @@ def point_status(run: RunDir) -> tuple[str, str | None]:
     return ("failed" if job["state"] == "unreadable" else job["state"]), why
 
 
+def write_report(sweep: Sweep | Path) -> dict[str, Any]:
+    """Write the sweep's report (o1pruner.sweep_report) with every point's state and
+    reason now; `sweep` may be its folder. Returns the report's data."""
+    if not isinstance(sweep, Sweep):
+        sweep = load_sweep(Path(sweep))
+    return write_sweep_report(sweep, [point_status(sweep.run_dir(p)) for p in sweep.points])
+
+
 def run_sweep(sweep: Sweep, parallel: int = 1) -> dict[str, Any]:
     """Stage entry (`o1pruner sweep`): run the points not yet done, `parallel` at a time,
     then write the report; returns the report's data."""
-    from o1pruner.sweep_report import write_sweep_report
-
     check_parallel(parallel)
     job = sweep.job
     with job_process(job, STAGE):
@@ -311,7 +318,7 @@ def run_sweep(sweep: Sweep, parallel: int = 1) -> dict[str, Any]:
             if not path.exists() or path.read_text(encoding="utf-8") != text:
                 atomic_write_text(path, text)
         _run_points(sweep, parallel)
-        report = write_sweep_report(sweep.root)
+        report = write_report(sweep)
         failed = [p for p in report["points"] if p["state"] != "done"]
         job.emit("metrics", STAGE, report=str(job.root / "report"),
                  failed=[p["name"] for p in failed])
@@ -344,7 +351,6 @@ def save_definition(sweep: Sweep) -> None:
 
 def _run_points(sweep: Sweep, parallel: int) -> None:
     from o1pruner.jobs import launch, request_stop, stop, stop_timeout_of
-    from o1pruner.sweep_report import write_sweep_report
 
     job = sweep.job
     states = {p.name: point_state(sweep.run_dir(p)) for p in sweep.points}
@@ -377,7 +383,7 @@ def _run_points(sweep: Sweep, parallel: int) -> None:
                     logger.log(logging.INFO if state == "done" else logging.WARNING,
                                "sweep point %s: %s%s", name, state, f" ({why})" if why else "")
                     progress.update(1, point=name, state=state)
-                    write_sweep_report(sweep.root)  # the report grows run by run
+                    write_report(sweep)  # the report grows run by run
         except KeyboardInterrupt:
             for point in running.values():  # points are jobs of their own: stop them all,
                 request_stop(sweep.run_dir(point))

@@ -15,9 +15,12 @@ import math
 import statistics
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from o1pruner.files import atomic_write_json, atomic_write_text, read_json
+
+if TYPE_CHECKING:  # the report reads a sweep; o1pruner.sweep imports this module
+    from o1pruner.sweep import Sweep
 
 #: Two-sided 95 % Student-t quantiles t(0.975, df), df = 1..30 (normal beyond).
 T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
@@ -81,18 +84,14 @@ def _aggregate(samples: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
-def sweep_rows(root: Path) -> dict[str, Any]:
-    """The report's data: points with their state, and rows (reference rows first)."""
-    from o1pruner.jobs import RunDir
-    from o1pruner.sweep import load_sweep, point_status
-
-    sweep = load_sweep(root)
+def sweep_rows(sweep: Sweep, states: list[tuple[str, str | None]]) -> dict[str, Any]:
+    """The report's data: points with their state (`states`: each point's (state, why),
+    in order, from `o1pruner.sweep.point_status`), and rows (reference rows first)."""
     paper = sweep.preset == "paper-table"
     points, groups, reference = [], {}, {"base": [], "fast_solving": []}
     benchmarks: list[str] = []
-    for p in sweep.points:
-        run: RunDir = sweep.run_dir(p)
-        state, why = point_status(run)
+    for p, (state, why) in zip(sweep.points, states, strict=True):
+        run = sweep.run_dir(p)
         results = read_json(run.results_path) if state == "done" else None
         points.append({"name": p.name, "label": p.label(), "seed": p.seed, "state": state,
                        "values": p.values, "reason": why})
@@ -233,10 +232,11 @@ def plot_sweep(data: dict[str, Any], out: Path) -> None:
     _save(fig, out)
 
 
-def write_sweep_report(root: Path) -> dict[str, Any]:
-    """report/sweep.json, report/table.md and report/accuracy_vs_tokens.png."""
-    data = sweep_rows(root)
-    out = root / "report"
+def write_sweep_report(sweep: Sweep, states: list[tuple[str, str | None]]) -> dict[str, Any]:
+    """report/sweep.json, report/table.md and report/accuracy_vs_tokens.png (`states` as
+    for `sweep_rows`; `o1pruner.sweep.write_report` gives them)."""
+    data = sweep_rows(sweep, states)
+    out = sweep.root / "report"
     out.mkdir(exist_ok=True)
     atomic_write_json(out / "sweep.json", data)
     done = sum(p["state"] == "done" for p in data["points"])

@@ -99,3 +99,43 @@ def test_each_job_module_imports_alone_without_the_ui_or_a_stage(module: str) ->
     loaded = json.loads(done.stdout)
     assert set(loaded) <= {"o1pruner", "o1pruner.errors", "o1pruner.files",
                            "o1pruner.safeyaml", "o1pruner.jobs", *JOB_MODULES}, loaded
+
+
+def _top_level_imports(path: Path, modules: set[str]) -> set[str]:
+    """The o1pruner modules `path` imports when it is imported: its module-level imports,
+    not those inside functions (a stage's lazy imports) or under `if TYPE_CHECKING:`."""
+    found: set[str] = set()
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                found.add(full if full in modules else node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found & modules
+
+
+def test_no_import_circle_in_the_engine() -> None:
+    """No module of o1pruner imports, when it is loaded, one that imports it back (the
+    sweep <-> sweep report circle of issue #30 is gone: the report gets the points' states
+    from o1pruner.sweep.write_report)."""
+    paths = {_module_name(p): p for p in _sources("o1pruner")}
+    graph = {m: _top_level_imports(p, set(paths)) - {m} for m, p in paths.items()}
+    done: set[str] = set()
+
+    def visit(module: str, trail: tuple[str, ...]) -> None:
+        assert module not in trail, " -> ".join((*trail, module))
+        if module not in done:
+            for nxt in sorted(graph[module]):
+                visit(nxt, (*trail, module))
+            done.add(module)
+
+    for module in sorted(graph):
+        visit(module, ())
+    # and the report never reaches back into the sweep, not even inside a function
+    report = ast.parse(paths["o1pruner.sweep_report"].read_text())
+    typing_only = {id(n) for block in report.body if isinstance(block, ast.If)
+                   and getattr(block.test, "id", None) == "TYPE_CHECKING"
+                   for n in ast.walk(block)}
+    assert not [n.lineno for n in ast.walk(report) if isinstance(n, ast.ImportFrom)
+                and n.module == "o1pruner.sweep" and id(n) not in typing_only]

@@ -110,14 +110,14 @@ def test_the_runs_tab_shows_a_bar_for_each_stage_of_a_later_round(two_rounds):
 def test_a_sweep_report_has_a_row_per_round(two_rounds, tmp_path):
     import shutil
 
-    from o1pruner.sweep import plan_sweep, save_definition
+    from o1pruner.sweep import plan_sweep, point_status, save_definition
     from o1pruner.sweep_report import sweep_rows
 
     spec_path, run, _, _ = two_rounds
     sweep = plan_sweep(spec_path, ["run.rounds=2"], "0", name="r")
     save_definition(sweep)
     shutil.copytree(run, sweep.run_dir(sweep.points[0]).root, symlinks=True)
-    data = sweep_rows(sweep.root)
+    data = sweep_rows(sweep, [point_status(sweep.run_dir(p)) for p in sweep.points])
     assert [r["label"] for r in data["rows"]] == [
         "base", "rounds=2 · round-1", "rounds=2 · round-2"]
     results = read_json(run / "eval" / "results.json")

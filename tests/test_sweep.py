@@ -97,7 +97,7 @@ def test_a_cached_reference_counts_once_across_seeds(tmp_path):
     # run; only their bootstrap intervals differ (drawn with the run's seed): one row each
     from o1pruner.files import atomic_write_json
     from o1pruner.jobs import RunDir
-    from o1pruner.sweep import save_definition
+    from o1pruner.sweep import point_status, save_definition
     from o1pruner.sweep_report import sweep_rows
 
     spec = tmp_path / "spec.yaml"
@@ -124,7 +124,8 @@ def test_a_cached_reference_counts_once_across_seeds(tmp_path):
             "averages": {k: v[0]["arithmetic_test"] for k, v in labels.items()},
             "comparison": {k: v[1] | {"AVG": v[1]["arithmetic_test"]}
                            for k, v in labels.items() if k != "base"}})
-    rows = {r["label"]: r for r in sweep_rows(sweep.root)["rows"]}
+    states = [point_status(sweep.run_dir(p)) for p in sweep.points]
+    rows = {r["label"]: r for r in sweep_rows(sweep, states)["rows"]}
     assert rows["Base"]["seeds"] == rows["Fast-Solving Prompt"]["seeds"] == 1
     fast = rows["Fast-Solving Prompt"]["metrics"]["arithmetic_test"]["len_pct"]
     assert fast["ci"] == [-2.0, 2.0] and fast["interval"] == "paired bootstrap of the run"
@@ -159,10 +160,10 @@ def failed_sweep(tmp_path: Path, reasons: dict[str, str]):
 
 
 def test_a_failed_point_says_why_in_the_report(tmp_path):
-    from o1pruner.sweep_report import write_sweep_report
+    from o1pruner.sweep import write_report
 
     sweep = failed_sweep(tmp_path, {"sft": NO_CORRECT, "dpo": "line one\n<b>line two</b>"})
-    data = write_sweep_report(sweep.root)
+    data = write_report(sweep.root)
     by_method = {p["values"]["train.method"]: p for p in data["points"]}
     assert by_method["sft"]["state"] == "failed"
     assert by_method["sft"]["reason"] == f"train: {NO_CORRECT}"

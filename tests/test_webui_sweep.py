@@ -113,12 +113,12 @@ def failed_sweep_workspace(tmp_path: Path, model_dir: Path) -> tuple[Path, Path]
     `runs/sweeps/t` whose SFT point failed for want of a correct pre-sample and whose DPO
     point's error quotes markup (HOSTILE), with its report, and the base spec `spec.yaml`
     of the tiny model."""
-    from o1pruner.sweep_report import write_sweep_report
+    from o1pruner.sweep import write_report
     from tests.test_sweep import NO_CORRECT, failed_sweep
 
     ws = tmp_path / "workspace"
     ws.mkdir()
-    write_sweep_report(failed_sweep(ws, {"sft": NO_CORRECT, "dpo": HOSTILE}).root)
+    write_report(failed_sweep(ws, {"sft": NO_CORRECT, "dpo": HOSTILE}).root)
     workspace_spec(ws, model_dir)
     return ws, tmp_path / "outside"
 
