@@ -47,10 +47,26 @@ class Estimate:
     def total_s(self) -> float:
         return sum(self.phases.values())
 
-    def line(self) -> str:
-        parts = ", ".join(f"{name} {seconds / 60:.0f}" for name, seconds in self.phases.items())
-        return (f"estimated time on this machine: about {self.total_s / 60:.0f} min ({parts} "
-                f"min; {self.basis})")
+    def seconds(self, phase: str | None = None) -> float:
+        """The whole run's seconds, or one phase's."""
+        return self.total_s if phase is None else self.phases[phase]
+
+    def line(self, phase: str | None = None) -> str:
+        """'estimated time on this machine: about 25 min (pre-sample 9 min, ...; basis)',
+        of the whole run or of one phase (`o1pruner run`, the Build tab's Start)."""
+        what = "" if phase is None else f" of the {phase} stage"
+        parts = ", ".join(f"{name} {duration_text(s)}" for name, s in self.phases.items())
+        return (f"estimated time{what} on this machine: about "
+                f"{duration_text(self.seconds(phase))} ({parts}; {self.basis})")
+
+
+def duration_text(seconds: float) -> str:
+    """'25 min', '4.5 h', '3 days': the unit a reader thinks in."""
+    if seconds < 90 * 60:
+        return f"{max(1, round(seconds / 60))} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h".replace(".0 h", " h")
+    return f"{seconds / 86400:.0f} days"
 
 
 def model_size(spec: RunSpec) -> tuple[float, float, int] | None:

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from o1pruner.estimate import estimate_run
+from o1pruner.estimate import duration_text, estimate_run
 from o1pruner.spec import RunSpec
 
 logger = logging.getLogger(__name__)
@@ -27,15 +27,6 @@ def has_gpu() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def duration_text(seconds: float) -> str:
-    """'25 min', '4.5 h', '3 days': the unit a reader thinks in."""
-    if seconds < 90 * 60:
-        return f"{max(1, round(seconds / 60))} min"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} h".replace(".0 h", " h")
-    return f"{seconds / 86400:.0f} days"
 
 
 @dataclass(frozen=True)
@@ -83,10 +74,6 @@ def time_note(spec: RunSpec, stage: str = "run", workspace_root: Path | None = N
         est = None
     if est is None:
         return TimeNote(no_estimate_reason(spec), None, "no estimate")
-    if stage == "run":
-        seconds, what = est.total_s, ""
-    else:
-        seconds, what = est.phases[STAGE_PHASES[stage]], f" of the {STAGE_PHASES[stage]} stage"
-    parts = ", ".join(f"{name} {duration_text(s)}" for name, s in est.phases.items())
-    return TimeNote(f"estimated time{what} on this machine: about {duration_text(seconds)} "
-                    f"({parts}; {est.basis})", seconds, f"about {duration_text(seconds)}")
+    phase = None if stage == "run" else STAGE_PHASES[stage]
+    seconds = est.seconds(phase)
+    return TimeNote(est.line(phase), seconds, f"about {duration_text(seconds)}")
