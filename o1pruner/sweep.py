@@ -51,8 +51,13 @@ SWEEPS_DIR = "sweeps"
 #: "peers" adds the on-policy length methods (docs/method.md), grpo_length and thinkprune,
 #: on the same training problems and held-out evaluation, under the pre-samples' budget
 #: (`from_base`: fields only they take, derived from the base spec):
-#: completions as long as the pre-samples, and groups of K (presample.k) completions, or
-#: the largest group that divides a training step's completions.
+#: completions as long as the pre-samples, groups of K (presample.k) completions, or the
+#: largest group that divides a training step's completions, and as many epochs as make
+#: their sampled completions per round as many as the pre-samples (K per problem: one epoch
+#: of groups of K), so every method sees the same sampling budget. ThinkPrune's cap starts
+#: below the pre-samples' limit (its 4k -> 3k -> 2k for R1 distills that run to 16-32k):
+#: half of it, then 3/8 and 1/4 in later rounds; at the full limit its first round would
+#: cap nothing.
 _PAPER_POINTS: list[dict[str, Any]] = [
     {"train.method": "sft", "reward.samples_per_problem": 2},
     {"train.method": "dpo", "reward.samples_per_problem": 2},
@@ -61,10 +66,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper-table": {"overrides": ["eval.fast_solving_prompt=true"], "points": _PAPER_POINTS},
     "peers": {"overrides": ["eval.fast_solving_prompt=true"],
               "points": [*_PAPER_POINTS, {"train.method": "grpo_length"},
-                         {"train.method": "thinkprune"}],
+                         {"train.method": "thinkprune",
+                          "train.thinkprune_cap_schedule": [0.5, 0.375, 0.25]}],
               "from_base": {"train.grpo_max_completion_length":
                             lambda base: base.presample.max_new_tokens,
-                            "train.grpo_num_generations": lambda base: _group_size(base)}},
+                            "train.grpo_num_generations": lambda base: _group_size(base),
+                            "train.epochs": lambda base: max(
+                                1, round(base.presample.k / _group_size(base)))}},
 }
 POLL_S = 1.0
 MAX_POINTS = 100  # runs of one sweep (each a full run); more is a mistake or a split

@@ -69,8 +69,10 @@ def test_the_peers_preset_adds_the_on_policy_methods_under_the_pre_samples_limit
         assert run.eval.fast_solving_prompt
         if p.values["train.method"] in ("grpo_length", "thinkprune"):
             assert run.train.grpo_max_completion_length == limit
-            # the tiny spec trains on 2 completions a step: groups of 2, not K
+            # the tiny spec trains on 2 completions a step: groups of 2, not K, and as
+            # many epochs as sample K completions per problem (the pre-samples' budget)
             assert run.train.grpo_num_generations == 2
+            assert run.train.epochs == max(1, round(run.presample.k / 2))
         else:
             assert "train.grpo_max_completion_length" not in p.values
     # a field only the on-policy methods take cannot be crossed with the other points
@@ -81,7 +83,11 @@ def test_the_peers_preset_adds_the_on_policy_methods_under_the_pre_samples_limit
                        preset="peers", overrides=[f"run.output_root={tmp_path}"])
     assert quick.points[3].values == {"train.method": "grpo_length",
                                       "train.grpo_max_completion_length": 512,
-                                      "train.grpo_num_generations": 8}
+                                      "train.grpo_num_generations": 8, "train.epochs": 1}
+    # ThinkPrune's first cap below the pre-samples' limit: half of it, then lowered
+    thinkprune = point_run_spec(quick.base_yaml, quick.points[4], quick.seed_fields)
+    assert thinkprune.train.grpo_token_limit(1) == 256
+    assert thinkprune.train.grpo_token_limit(3) == 128
 
 
 def test_mean_and_t_interval_over_seeds():
