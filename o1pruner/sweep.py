@@ -357,12 +357,20 @@ def save_definition(sweep: Sweep) -> None:
         atomic_write_json(sweep.root / "sweep.json", sweep.definition())
 
 
+def queue_order(points: list[Point]) -> list[Point]:
+    """The order points run in: seed by seed (every point of the first seed, then of the
+    next), so the first whole comparison of the methods or values comes after one seed's
+    runs, not after the last point's first seed."""
+    first = {seed: i for i, seed in reversed(list(enumerate(p.seed for p in points)))}
+    return sorted(points, key=lambda p: first[p.seed])
+
+
 def _run_points(sweep: Sweep, parallel: int) -> None:
     from o1pruner.jobs import launch, request_stop, stop, stop_timeout_of
 
     job = sweep.job
     states = {p.name: point_state(sweep.run_dir(p)) for p in sweep.points}
-    todo = [p for p in sweep.points if states[p.name] != "done"]
+    todo = [p for p in queue_order(sweep.points) if states[p.name] != "done"]
     running: dict[str, Point] = {}
     with Progress(job, STAGE, total=len(sweep.points), initial=len(sweep.points) - len(todo),
                   unit="run") as progress:

@@ -14,7 +14,7 @@ import pytest
 from o1pruner.errors import UserError
 from o1pruner.files import read_jsonl
 from o1pruner.specio import load_spec
-from o1pruner.sweep import parse_grid, plan_sweep, point_run_spec
+from o1pruner.sweep import parse_grid, plan_sweep, point_run_spec, queue_order
 from o1pruner.sweep_report import mean_ci
 from tests.test_pipeline import write_spec
 
@@ -88,6 +88,14 @@ def test_the_peers_preset_adds_the_on_policy_methods_under_the_pre_samples_limit
     thinkprune = point_run_spec(quick.base_yaml, quick.points[4], quick.seed_fields)
     assert thinkprune.train.grpo_token_limit(1) == 256
     assert thinkprune.train.grpo_token_limit(3) == 128
+
+
+def test_points_run_seed_by_seed(tmp_path, tiny_model_dir):
+    """After one seed's runs the sweep has a whole comparison, not one method's seeds."""
+    sweep = plan_sweep(write_spec(tmp_path, tiny_model_dir), ["reward.lambda=1,2,3"], "5,0")
+    assert [(p.values["reward.lambda"], p.seed) for p in sweep.points][:2] == [(1, 5), (1, 0)]
+    assert [(p.values["reward.lambda"], p.seed) for p in queue_order(sweep.points)] == [
+        (1, 5), (2, 5), (3, 5), (1, 0), (2, 0), (3, 0)]
 
 
 def test_mean_and_t_interval_over_seeds():
