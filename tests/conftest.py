@@ -9,6 +9,13 @@ import pytest
 
 from tests.tiny_model import build_tiny_model
 
+# Under pytest-xdist (`-n auto` in pyproject.toml) each worker gets its share of the cores:
+# N workers each running torch on every core would oversubscribe them (OpenMP threads spin
+# while they wait). Set before torch is imported; subprocesses inherit it.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
 # Tests never reach a model or dataset hub: everything they load is local.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
