@@ -1,11 +1,18 @@
 """The machine decides precision: `model.dtype: auto` and `train.precision: auto` resolve
-once per process from the hardware, with the reason, so a run can record what it chose.
+from the hardware, with the reason, so a run can record what it chose.
 
 - CUDA: bfloat16 where the GPU supports it, else float16.
 - CPU: bfloat16 only where it is native (AVX512_BF16 or AMX) **and** a short probe (one
   matmul of a realistic shape in both dtypes, tens of milliseconds) shows bfloat16 at least
   as fast as float32; otherwise float32. Without native bf16, PyTorch emulates it: on a
   2-core AMD EPYC with AVX2 only, fp32 ran 149 GFLOP/s and bf16 1.1 (ENVIRONMENT.md).
+
+On a CPU the choice is made once per machine and kept (`<cache>/hardware/precision-*.json`,
+the cache being $O1PRUNER_CACHE or ~/.cache/o1pruner, one file per CPU, torch version and
+thread count): every stage of a run and every run of this machine then load models in the
+same dtype, and share cached evaluations, even where a probe on a busy machine would come
+out the other way (seen under load: bf16 59 GFLOP/s against fp32 67 in one process, bf16
+ahead in the next). Delete the file to probe again.
 
 An explicit `bfloat16` on a CPU without native bf16 still runs, with one warning per process
 that says how much slower it is there (measured on a small shape) and what to set.
@@ -119,9 +126,14 @@ def matmul_gflops(dtype_name: str, shape: tuple[int, int, int] = PROBE_SHAPE,
     return 2 * m * k * n / max(best, 1e-9) / 1e9
 
 
-def probe_cpu() -> tuple[float, float]:
-    """(float32, bfloat16) GFLOP/s on the probe's shape."""
-    return matmul_gflops("float32"), matmul_gflops("bfloat16")
+def probe_cpu(rounds: int = 3) -> tuple[float, float]:
+    """(float32, bfloat16) GFLOP/s on the probe's shape: the best of `rounds` alternating
+    measurements of each, so a passing load slows both alike."""
+    best = {"float32": 0.0, "bfloat16": 0.0}
+    for _ in range(rounds):
+        for name in best:
+            best[name] = max(best[name], matmul_gflops(name, repeats=3))
+    return best["float32"], best["bfloat16"]
 
 
 def choose_cpu_precision(facts: CpuFacts,
@@ -140,9 +152,50 @@ def choose_cpu_precision(facts: CpuFacts,
     return Precision("float32", "cpu", f"native bf16 but slower than fp32 here; {speeds}")
 
 
+def choice_path(facts: CpuFacts) -> Path:
+    """Where this machine's CPU choice is kept: one file per CPU, torch version and number
+    of threads (each can change the outcome of the probe)."""
+    import hashlib
+    import json
+
+    import torch
+
+    from o1pruner.models import cache_root
+
+    key = json.dumps([asdict(facts), torch.__version__, torch.get_num_threads()])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return cache_root() / "hardware" / f"precision-{digest}.json"
+
+
+def kept_cpu_precision(facts: CpuFacts,
+                       probe: Callable[[], tuple[float, float]] = probe_cpu) -> Precision:
+    """This machine's CPU choice: the one kept from an earlier process, or (the first time)
+    choose_cpu_precision's, then kept. A CPU without native bf16 needs no probe and keeps
+    nothing."""
+    from o1pruner.files import atomic_write_json, read_json
+
+    if not facts.native_bf16:
+        return choose_cpu_precision(facts, probe)
+    path = choice_path(facts)
+    kept = read_json(path)
+    if isinstance(kept, dict) and kept.get("dtype") in ("bfloat16", "float32") \
+            and isinstance(kept.get("reason"), str):
+        return Precision(kept["dtype"], "cpu", f"{kept['reason']} (probed {kept.get('when')}, "
+                         f"kept in {path}; delete it to probe again)")
+    choice = choose_cpu_precision(facts, probe)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, {"dtype": choice.dtype, "reason": choice.reason,
+                                 "when": time.strftime("%Y-%m-%d %H:%M"),
+                                 "cpu": facts.line()})
+    except OSError as err:  # a read-only cache: this process still has its choice
+        logger.warning("could not keep the precision choice in %s: %s", path, err)
+    return choice
+
+
 @functools.cache
 def auto_precision() -> Precision:
-    """What `auto` means on this machine (resolved once per process)."""
+    """What `auto` means on this machine (on a CPU, kept across processes)."""
     import torch
 
     if torch.cuda.is_available():
@@ -150,7 +203,7 @@ def auto_precision() -> Precision:
         if torch.cuda.is_bf16_supported():
             return Precision("bfloat16", "cuda", f"{name} supports bf16")
         return Precision("float16", "cuda", f"{name} has no bf16")
-    choice = choose_cpu_precision(cpu_facts(), probe_cpu)
+    choice = kept_cpu_precision(cpu_facts(), probe_cpu)
     logger.info("precision auto -> %s: %s (%s)", choice.dtype, choice.reason,
                 cpu_facts().line())
     return choice

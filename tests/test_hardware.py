@@ -39,6 +39,34 @@ def test_native_bf16_that_probes_slower_than_fp32_resolves_to_float32():
     assert choose_cpu_precision(AMX, lambda: (270.0, 120.0)).dtype == "float32"
 
 
+def test_the_choice_is_made_once_per_machine_and_kept(tmp_path, monkeypatch):
+    """A busy machine's probe can come out either way; the first choice holds for every
+    later process (every stage of a run), and deleting its file probes again."""
+    monkeypatch.setenv("O1PRUNER_CACHE", str(tmp_path))
+    probes = []
+
+    def probe(result):
+        return lambda: probes.append(result) or result
+
+    first = hardware.kept_cpu_precision(AMX, probe((270.0, 760.0)))
+    again = hardware.kept_cpu_precision(AMX, probe((900.0, 60.0)))  # a later, loaded probe
+    assert first.dtype == again.dtype == "bfloat16" and len(probes) == 1
+    path = hardware.choice_path(AMX)
+    assert path.parent == tmp_path / "hardware" and str(path) in again.reason
+    assert "760" in again.reason and "delete it to probe again" in again.reason
+    # another CPU has its own choice; a CPU without native bf16 keeps nothing
+    other = CpuFacts(model="AMD EPYC", capability="AVX512", avx512_bf16=True, amx=False)
+    assert hardware.choice_path(other) != path
+    assert hardware.kept_cpu_precision(AVX2, no_probe).dtype == "float32"
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+    path.unlink()
+    assert hardware.kept_cpu_precision(AMX, probe((900.0, 60.0))).dtype == "float32"
+    # a damaged file is probed again, not trusted
+    path.write_text("{not json")
+    assert hardware.kept_cpu_precision(AMX, probe((270.0, 760.0))).dtype == "bfloat16"
+    assert len(probes) == 3
+
+
 def test_the_probe_measures_both_dtypes_on_this_cpu():
     for dtype in ("float32", "bfloat16"):  # the small product: bf16 may be emulated here
         assert hardware.matmul_gflops(dtype, hardware.SMALL_SHAPE, repeats=1) > 0
@@ -50,12 +78,13 @@ def test_cpu_line_names_the_capability():
 
 
 @pytest.fixture
-def machine(monkeypatch):
+def machine(monkeypatch, tmp_path):
     """Make this process see the given CPU (and probe) until the test ends."""
     if torch.cuda.is_available():
         pytest.skip("auto resolves from the GPU here")
 
     def use(facts: CpuFacts, probe: tuple[float, float]) -> None:
+        monkeypatch.setenv("O1PRUNER_CACHE", str(tmp_path / "cache"))  # no kept choice
         monkeypatch.setattr(hardware, "cpu_facts", lambda: facts)
         monkeypatch.setattr(hardware, "probe_cpu", lambda: probe)
         hardware.auto_precision.cache_clear()
