@@ -1,7 +1,9 @@
 """`o1pruner run SPEC.yaml`: pre-sample -> reward + reference pass + train -> evaluate base
 and trained -> report, in one run directory. With `run.rounds` N > 1, rounds 2..N
 pre-sample and train again, each from the previous round's model, in
-`<run>/rounds/round-r/` (o1pruner/rounds.py), before the evaluation.
+`<run>/rounds/round-r/` (o1pruner/rounds.py), before the evaluation. The on-policy
+methods (`train.method: grpo_length | thinkprune`) sample while they train: their runs have
+no pre-sampling and no disharmony analysis of pre-samples (both recorded as skipped).
 
 Each stage runs as its own child process, the same `o1pruner <stage>` command a user would
 type, so an engine's memory is released before the next stage starts. The pipeline holds
@@ -29,11 +31,26 @@ from o1pruner.jobs import (
     run_dir_for,
     tail_lines,
 )
-from o1pruner.spec import RunSpec
+from o1pruner.spec import GRPO_METHODS, RunSpec
 
 logger = logging.getLogger(__name__)
 
 PIPELINE_STAGES = ("presample", "train", "eval", "analyze")
+
+
+def stages_of(spec: RunSpec) -> tuple[str, ...]:
+    """The run's stages: without the pre-samples' two (presample, analyze) for an on-policy
+    method, which samples while it trains."""
+    if spec.train.method in GRPO_METHODS:
+        return tuple(s for s in PIPELINE_STAGES if s not in ("presample", "analyze"))
+    return PIPELINE_STAGES
+
+
+def _skip_pre_samples(spec: RunSpec, run: RunDir) -> None:
+    """Record why an on-policy run has no pre-sampling or analysis (status, the UI)."""
+    for stage in ("presample", "analyze"):
+        run.emit("skipped", stage, reason=f"train.method {spec.train.method} samples while "
+                 "it trains: no pre-samples")
 
 
 class StageFailed(UserError):
@@ -85,7 +102,7 @@ def _run_round(spec: RunSpec, run: RunDir, r: int, lock: RunLock) -> dict[str, f
 
     folder = prepare_round(spec, run, r)
     walls = {}
-    for stage in ("presample", "train"):
+    for stage in [s for s in stages_of(spec) if s in ("presample", "train")]:
         name = f"{round_label(r)} {stage}"
         run.update_job(stage=name)
         run.emit("round", stage, round=r, state="started", dir=str(folder.root))
@@ -109,7 +126,9 @@ def run_pipeline(spec: RunSpec) -> str:
     run = run_dir_for(spec)
     walls: dict[str, float] = {}
     with job_process(run, "run", spec.to_yaml()) as lock:
-        for stage in PIPELINE_STAGES:
+        if spec.train.method in GRPO_METHODS:
+            _skip_pre_samples(spec, run)
+        for stage in stages_of(spec):
             if stage == "eval":
                 for r in range(2, spec.run.rounds + 1):
                     walls.update(_run_round(spec, run, r, lock))

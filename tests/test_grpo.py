@@ -164,6 +164,29 @@ def test_no_pre_sample_selection_is_claimed_for_an_on_policy_method(tmp_path: Pa
         build_training_set(spec, tmp_path / "presample")
 
 
+def test_an_on_policy_run_has_no_pre_sampling_and_says_why(tmp_path: Path, monkeypatch,
+                                                           tiny_model_dir: Path) -> None:
+    """`o1pruner run` of grpo_length / thinkprune trains and evaluates (every round), with
+    no pre-sampling or analysis of pre-samples; lh keeps all four stages."""
+    from o1pruner import pipeline
+    from o1pruner.specio import spec_from_dict
+
+    ran: list[tuple[str, str]] = []
+    monkeypatch.setattr(pipeline, "run_stage", lambda stage, run, lock=None, label=None:
+                        ran.append((stage, run.root.name)) or 0.0)
+    data = grpo_spec(tmp_path, tiny_model_dir, "thinkprune", "tp")
+    data["run"]["rounds"] = 2
+    spec = spec_from_dict(data)
+    assert pipeline.stages_of(spec) == ("train", "eval")
+    pipeline.run_pipeline(spec)
+    assert ran == [("train", "tp"), ("train", "round-2"), ("eval", "tp")]
+    skipped = {e["stage"]: e["reason"] for e in RunDir(tmp_path / "runs" / "tp").events()
+               if e["kind"] == "skipped"}
+    assert set(skipped) == {"presample", "analyze"}
+    assert "thinkprune samples while it trains" in skipped["presample"]
+    assert pipeline.stages_of(RunSpec()) == ("presample", "train", "eval", "analyze")
+
+
 def test_a_rounds_run_directory_says_its_round(tmp_path: Path) -> None:
     from o1pruner.rounds import round_dir
 
