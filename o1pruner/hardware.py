@@ -273,14 +273,23 @@ def warn_emulated_bf16(field: str, instead: str) -> None:
                    fp32, field, instead)
 
 
+#: the events choice_lines reads (the Runs tab keeps the latest of each for its status line)
+CHOICE_EVENTS = ("precision", "engine", "stages")
+
+
 def choice_lines(events: list[dict[str, Any]]) -> list[str]:
-    """What the run's stages chose, from their latest `precision` and `engine` events:
-    `precision (train): float32, training fp32 (auto: ...)`, `engine (presample): vllm (...)`."""
+    """What the run chose, from its latest `precision`, `engine` and `stages` events:
+    `precision (train): float32, training fp32 (auto: ...)`, `engine (presample): vllm (...)`,
+    `stages: train, eval; no presample, analyze (train.method grpo_length samples ...)`."""
     latest: dict[str, dict[str, Any]] = {}
     for event in events:
-        if event.get("kind") in ("precision", "engine"):
+        if event.get("kind") in CHOICE_EVENTS:
             latest[event["kind"]] = event
     lines = []
+    if "stages" in latest:
+        event = latest["stages"]
+        lines.append(f"stages: {', '.join(event.get('stages') or [])}; no "
+                     f"{', '.join(event.get('skipped') or [])} ({event.get('reason', '')})")
     if "precision" in latest:
         event = latest["precision"]
         lines.append(f"precision ({event.get('stage', '?')}): {summary(event)}")

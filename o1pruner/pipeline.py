@@ -47,10 +47,10 @@ def stages_of(spec: RunSpec) -> tuple[str, ...]:
 
 
 def _skip_pre_samples(spec: RunSpec, run: RunDir) -> None:
-    """Record why an on-policy run has no pre-sampling or analysis (status, the UI)."""
-    for stage in ("presample", "analyze"):
-        run.emit("skipped", stage, reason=f"train.method {spec.train.method} samples while "
-                 "it trains: no pre-samples")
+    """Record why an on-policy run has no pre-sampling or analysis (a `stages` event:
+    `o1pruner status` and the Runs tab's status line say it)."""
+    run.emit("stages", "run", stages=list(stages_of(spec)), skipped=["presample", "analyze"],
+             reason=f"train.method {spec.train.method} samples while it trains")
 
 
 class StageFailed(UserError):

@@ -165,7 +165,7 @@ def test_no_pre_sample_selection_is_claimed_for_an_on_policy_method(tmp_path: Pa
 
 
 def test_an_on_policy_run_has_no_pre_sampling_and_says_why(tmp_path: Path, monkeypatch,
-                                                           tiny_model_dir: Path) -> None:
+                                                           capsys, tiny_model_dir: Path) -> None:
     """`o1pruner run` of grpo_length / thinkprune trains and evaluates (every round), with
     no pre-sampling or analysis of pre-samples; lh keeps all four stages."""
     from o1pruner import pipeline
@@ -180,10 +180,18 @@ def test_an_on_policy_run_has_no_pre_sampling_and_says_why(tmp_path: Path, monke
     assert pipeline.stages_of(spec) == ("train", "eval")
     pipeline.run_pipeline(spec)
     assert ran == [("train", "tp"), ("train", "round-2"), ("eval", "tp")]
-    skipped = {e["stage"]: e["reason"] for e in RunDir(tmp_path / "runs" / "tp").events()
-               if e["kind"] == "skipped"}
-    assert set(skipped) == {"presample", "analyze"}
-    assert "thinkprune samples while it trains" in skipped["presample"]
+    from o1pruner.cli import main as cli_main
+    from webui.live import LiveView, job_markdown
+
+    run = RunDir(tmp_path / "runs" / "tp")
+    line = ("stages: train, eval; no presample, analyze (train.method thinkprune samples "
+            "while it trains)")
+    capsys.readouterr()
+    assert cli_main(["status", str(run.root)]) == 0
+    assert line in capsys.readouterr().out
+    view = LiveView(run)
+    view.poll()
+    assert line in job_markdown(run, view.job(), view.choices)
     assert pipeline.stages_of(RunSpec()) == ("presample", "train", "eval", "analyze")
 
 

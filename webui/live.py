@@ -22,7 +22,7 @@ import pandas as pd
 from o1pruner import jobs
 from o1pruner.analysis import quartile_rows, warning_text
 from o1pruner.files import JsonlTail, read_json
-from o1pruner.hardware import choice_lines
+from o1pruner.hardware import CHOICE_EVENTS, choice_lines
 from o1pruner.jobs import WARNINGS, RunDir, current_warnings
 from webui.text import no_markup
 
@@ -134,7 +134,7 @@ class LiveView:
         self.sent: list[str | None] | None = None  # what the page shows (see runs_tab)
         self.state: str | None = None  # the job state last shown
         self.metrics_seen = 0  # metrics events read so far: the curves' version
-        # the status line's events: precision and engine choices, stages' warnings
+        # the status line's events: precision, engine and stages choices, stages' warnings
         self.choices: list[dict[str, Any]] = []
 
     def poll(self) -> None:
@@ -159,7 +159,7 @@ class LiveView:
         if event.get("kind") == "progress":
             self.active = prefix + phase_of(event)
             self.progress[self.active] = event
-        elif event.get("kind") in ("precision", "engine"):
+        elif event.get("kind") in CHOICE_EVENTS:
             self.choices = [e for e in self.choices if e.get("kind") != event["kind"]]
             self.choices.append(event)
         elif event.get("kind") == WARNINGS:  # a stage's current list replaces its last one
