@@ -43,11 +43,10 @@ from o1pruner.export_plan import (
 )
 from o1pruner.export_write import checkpoint_state_dict, write_export
 from o1pruner.files import atomic_write_json, read_json
-from o1pruner.jobs import RunDir
+from o1pruner.jobs import EXPORTS_DIR, RunDir
 
 logger = logging.getLogger(__name__)
 
-EXPORTS_DIR = "exports"
 RESULT_FILE = "export.json"
 
 

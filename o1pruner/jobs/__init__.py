@@ -45,7 +45,7 @@ from o1pruner.jobs.progress import (
     emit_warnings,
     stage_logging,
 )
-from o1pruner.jobs.rundir import RunDir, run_dir_for
+from o1pruner.jobs.rundir import ADHOC_DIR, EXPORTS_DIR, RunDir, run_dir_for
 from o1pruner.jobs.worker import (
     PARENT_ENV,
     PARENT_START_ENV,
@@ -63,8 +63,8 @@ from o1pruner.jobs.worker import (
 )
 
 __all__ = [
-    # the run directory
-    "RunDir", "run_dir_for",
+    # the run directory (and the folders of the jobs that live in a run's)
+    "RunDir", "run_dir_for", "ADHOC_DIR", "EXPORTS_DIR",
     # control from outside (the web UI, `o1pruner status|stop`)
     "ACTIVE_STATES", "WORKER_LOG", "failure_report", "launch",
     "request_stop", "status", "stop", "stop_timeout_of", "tail_lines",

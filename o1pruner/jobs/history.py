@@ -15,7 +15,7 @@ from o1pruner.errors import UserError
 from o1pruner.files import CorruptFileError, load_json
 from o1pruner.jobs.control import ACTIVE_STATES, status
 from o1pruner.jobs.lock import RunLock
-from o1pruner.jobs.rundir import ADHOC_DIR, RunDir
+from o1pruner.jobs.rundir import ADHOC_DIR, EXPORTS_DIR, RunDir
 from o1pruner.safeyaml import YamlError, load_yaml_file
 
 logger = logging.getLogger(__name__)
@@ -156,8 +156,6 @@ def check_deletable(run: RunDir) -> None:
     """A UserError unless `run` is a run directory none of whose jobs is active: its own
     job, an ad-hoc evaluation of it (eval/adhoc/<name>) or an export of it
     (exports/<name>), each of which lives in the run's folder."""
-    from o1pruner.export import EXPORTS_DIR
-
     if not run.is_run():
         raise UserError(f"{run.root}: not a run directory (no spec.yaml or job.json)")
     inner = [run.root.joinpath(*ADHOC_DIR), run.root / EXPORTS_DIR]

@@ -34,7 +34,8 @@ from o1pruner.files import (
 
 logger = logging.getLogger(__name__)
 
-ADHOC_DIR = ("eval", "adhoc")
+ADHOC_DIR = ("eval", "adhoc")  # <run>/eval/adhoc/<name>/: an ad-hoc evaluation's job
+EXPORTS_DIR = "exports"  # <run>/exports/<name>/: an export's job
 
 
 @dataclass(frozen=True)
