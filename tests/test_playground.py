@@ -360,3 +360,22 @@ def test_two_pages_generate_and_stop_apart(tmp_path: Path, looping: Path,
         worker.join(timeout=60)
     assert message == "stopped" and "finish: stopped" in stats_a
     assert text_a.startswith("So the answer")
+
+
+def test_a_closed_pages_session_is_let_go(tmp_path: Path) -> None:
+    """The page's session key is a gr.State whose deletion (Gradio deletes a closed page's
+    state) closes its session: its comparison stops and its place is freed."""
+    import gradio as gr
+
+    from webui.app import build_app
+    from webui.playground_tab import new_session_key
+
+    demo = build_app(tmp_path)
+    [state] = [b for b in demo.blocks.values()
+               if isinstance(b, gr.State) and b.value is new_session_key]
+    sessions = state.delete_callback.__self__
+    key = new_session_key()
+    sessions.get(key)
+    assert sessions.peek(key) is not None
+    state.delete_callback(key)  # what Gradio calls with the page's value
+    assert sessions.peek(key) is None and len(sessions) == 0

@@ -259,9 +259,11 @@ def playground_tab(workspace: Workspace, tab: gr.Tab | None = None) -> None:
                 views.append(gr.Markdown(_stats(side, None), elem_id=f"pg-stats-{side.lower()}"))
                 views.append(gr.Textbox(label=f"answer {side}", lines=16, max_lines=30,
                                         interactive=False, elem_id=f"pg-text-{side.lower()}"))
-    # this page's own: its session key (a new one per page load), the problems its picker
-    # lists, the sides its comparison generates
-    session = gr.State(new_session_key)
+    # this page's own: its session key (a new one per page load; Gradio deletes the state
+    # an hour after the page closed, and the session goes with it: its comparison stopped,
+    # its place among MAX_SESSIONS freed), the problems its picker lists, the sides its
+    # comparison generates
+    session = gr.State(new_session_key, delete_callback=page.sessions.close)
     listed = gr.State({})
     used = gr.State([])
     shown = gr.State(None)  # the run whose lists are on screen
