@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from o1pruner.spec import RunSpec
+from o1pruner.spec import GRPO_METHODS, RunSpec
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +24,11 @@ logger = logging.getLogger(__name__)
 #: generation with vLLM on CPU, 80-100 sequences at a time (65 tok/s: small products run
 #: below the probe's speed); the reference pass and the training step at micro-batch 1 with
 #: the frozen prefix (the layers' larger products run above it).
-EFFICIENCY = {"generate": 0.44, "forward": 0.8, "train": 1.1}
+#: generate_hf: the on-policy methods' sampling inside TRL's GRPO with transformers
+#: `generate` on the training model's float32 weights, G completions at a time, as a share
+#: of the float32 probe (grpo_length on the quickstart, AMD EPYC with AVX512_BF16,
+#: 2026-12-07; docs/hardware.md).
+EFFICIENCY = {"generate": 0.44, "forward": 0.8, "train": 1.1, "generate_hf": 0.18}
 #: Seconds to start an engine (model load, vLLM's start-up), per start.
 ENGINE_START_S = 60.0
 #: Seconds to download and convert a packaged model on first use (once per machine).
@@ -148,19 +153,52 @@ def estimate_run(spec: RunSpec, gflops: float | None = None) -> Estimate | None:
     def seconds(tokens: float, phase: str, weights: float = params) -> float:
         return tokens * 2 * weights / 1e9 / (speed * EFFICIENCY[phase])
 
-    p, rounds = spec.presample, spec.run.rounds
-    completion = FILL * p.max_new_tokens
     est = Estimate(basis=f"{cpu_facts().capability} CPU, {dtype} {speed:.0f} GFLOP/s, "
                          f"{params / 1e6:.0f}M-parameter model, completions assumed "
                          f"{FILL:.0%} of max_new_tokens")
+    step = _step_params(spec, layer_params, head, layers)
+    if spec.train.method in GRPO_METHODS:
+        # sampling runs on the training model's float32 weights
+        fp32 = gflops or (speed if dtype == "float32" else matmul_gflops("float32"))
+        _on_policy(est, spec, problems, seconds, step, params / 1e9 / fp32)
+    else:
+        _off_policy(est, spec, problems, seconds, step)
+    _evaluation(est, spec, seconds)
+    return est
+
+
+def _on_policy(est: Estimate, spec: RunSpec, problems: int, seconds: Callable[..., float],
+               step: float, fp32_s_per_token: float) -> None:
+    """No pre-sampling: each round samples G completions per problem and epoch inside
+    training (`fp32_s_per_token`: params / fp32 FLOP/s), under the round's token limit."""
+    t = spec.train
+    est.phases["training"] = _conversion_s(spec)
+    completions = problems * t.grpo_num_generations * t.epochs
+    for r in range(1, spec.run.rounds + 1):
+        drawn = completions * FILL * t.grpo_token_limit(r)
+        est.phases["training"] += (2 * drawn * fp32_s_per_token / EFFICIENCY["generate_hf"]
+                                   + seconds(3 * (drawn + completions * PROMPT_TOKENS),
+                                             "train", step))
+
+
+def _off_policy(est: Estimate, spec: RunSpec, problems: int,
+                seconds: Callable[..., float], step: float) -> None:
+    """Pre-sampling (K per problem, each round) and training on the pre-samples."""
+    p, rounds = spec.presample, spec.run.rounds
+    completion = FILL * p.max_new_tokens
     est.phases["pre-sample"] = rounds * (seconds(problems * p.k * completion, "generate")
                                          + ENGINE_START_S) + _conversion_s(spec)
     solved = SOLVED if spec.reward.skip_unsolved else 1.0
     samples = problems * solved * min(spec.reward.samples_per_problem, p.k)
     tokens = samples * (PROMPT_TOKENS + completion)
-    step = _step_params(spec, layer_params, head, layers)
     est.phases["training"] = rounds * (seconds(tokens, "forward")
                                        + seconds(3 * tokens * spec.train.epochs, "train", step))
+
+
+def _evaluation(est: Estimate, spec: RunSpec, seconds: Callable[..., float]) -> None:
+    """The base, the trained model (and earlier rounds', the Fast-Solving Prompt) on the
+    held-out benchmarks."""
+    rounds = spec.run.rounds
     ev = spec.eval
     models = 2 + (rounds - 1 if ev.earlier_rounds and rounds > 1 else 0) \
         + int(ev.fast_solving_prompt)
@@ -168,4 +206,3 @@ def estimate_run(spec: RunSpec, gflops: float | None = None) -> Estimate | None:
     eval_completion = FILL * ev.max_new_tokens
     est.phases["evaluation"] = models * (seconds(per_model * eval_completion, "generate")
                                          + ENGINE_START_S)
-    return est

@@ -46,3 +46,19 @@ def test_an_emulated_dtype_is_estimated_slower():
     slow = estimate_run(load_spec(QUICKSTART, ["model.dtype=bfloat16"]))
     fast = estimate_run(load_spec(QUICKSTART, ["model.dtype=float32"]))
     assert slow.total_s > 5 * fast.total_s
+
+
+def test_an_on_policy_method_has_no_pre_sampling_and_pays_for_its_sampling():
+    lh = estimate_run(load_spec(QUICKSTART), gflops=150.0)
+    grpo = estimate_run(load_spec(QUICKSTART, [
+        "train.method=grpo_length", "train.grpo_max_completion_length=512",
+        "train.grpo_num_generations=8", "train.epochs=1"]), gflops=150.0)
+    assert set(grpo.phases) == {"training", "evaluation"}
+    assert grpo.phases["evaluation"] == lh.phases["evaluation"]
+    # sampling K completions per problem with transformers inside training costs more than
+    # pre-sampling them with vLLM and training on them
+    assert grpo.phases["training"] > lh.phases["training"] + lh.phases["pre-sample"] - 130
+    more = estimate_run(load_spec(QUICKSTART, [
+        "train.method=grpo_length", "train.grpo_max_completion_length=512",
+        "train.grpo_num_generations=8", "train.epochs=2"]), gflops=150.0)
+    assert more.phases["training"] > 1.9 * grpo.phases["training"] - 130
