@@ -53,6 +53,12 @@ class CpuFacts:
     def native_bf16(self) -> bool:
         return self.avx512_bf16 or self.amx
 
+    @property
+    def bf16_class(self) -> str:
+        """The CPU's class for measured engine speeds: `AMX`, `AVX512_BF16` (native bf16
+        without AMX tiles) or `no native bf16`."""
+        return "AMX" if self.amx else "AVX512_BF16" if self.avx512_bf16 else "no native bf16"
+
     def line(self) -> str:
         """One line naming the CPU, for logs, benchmarks and reports."""
         extras = [name for name, has in (("AVX512_BF16", self.avx512_bf16), ("AMX", self.amx))

