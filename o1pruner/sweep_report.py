@@ -1,7 +1,8 @@
 """The report of a sweep (`<sweep>/report/`): one row per grid point with the mean and the
 95 % interval over seeds of accuracy, mean tokens and AES per benchmark and on average,
 the base model (and the Fast-Solving Prompt) for reference, and an accuracy-vs-tokens
-plot with error bars and the Pareto front marked.
+plot with error bars and the Pareto front marked, and where each point cut: its changes
+against the base by quartile of problem difficulty, over seeds.
 
 Intervals over seeds are Student-t intervals of the per-seed values (n seeds, n - 1
 degrees of freedom); with one seed a row carries no interval (each run's own paired
@@ -59,14 +60,16 @@ def _point_values(results: dict[str, Any], label: str) -> dict[str, dict[str, An
                       "acc_points": interval.get("accuracy_points"),
                       "len_pct": interval.get("length_pct"),
                       "_ci": {"acc_points": interval.get("accuracy_points_ci"),
-                              "len_pct": interval.get("length_pct_ci")}}
+                              "len_pct": interval.get("length_pct_ci")},
+                      "_difficulty": (c.get("difficulty") or {}).get("quartiles") or []}
     return out
 
 
 def _estimates(values: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The point estimates of _point_values, without the run's bootstrap intervals (their
     draws follow the run's seed: one cached evaluation gives other intervals per run)."""
-    return {bench: {k: v for k, v in m.items() if k != "_ci"} for bench, m in values.items()}
+    return {bench: {k: v for k, v in m.items() if not k.startswith("_")}
+            for bench, m in values.items()}
 
 
 def _aggregate(samples: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -75,12 +78,31 @@ def _aggregate(samples: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for bench in samples[0] if samples else []:
         out[bench] = {}
-        for key in (k for k in samples[0][bench] if k != "_ci"):
+        for key in (k for k in samples[0][bench] if not k.startswith("_")):
             stat = mean_ci([s[bench][key] for s in samples if s[bench][key] is not None])
             boot = samples[0][bench]["_ci"].get(key)
             if stat["n"] == 1 and boot:
                 stat.update(ci=boot, interval="paired bootstrap of the run")
             out[bench][key] = stat
+        quartiles = [s[bench].get("_difficulty") or [] for s in samples]
+        if quartiles and all(len(q) == len(quartiles[0]) for q in quartiles) and quartiles[0]:
+            out[bench]["difficulty"] = [_quartile(i, [q[i] for q in quartiles])
+                                        for i in range(len(quartiles[0]))]
+    return out
+
+
+def _quartile(i: int, seeds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One difficulty quartile over seeds: the accuracy (points) and length (%) changes
+    against the base, each its mean and 95 % t-interval over seeds (with one seed, the
+    run's paired bootstrap over the quartile's problems). The quartiles rank the held-out
+    problems by the base model's own answers, the same in every seed."""
+    out: dict[str, Any] = {"quartile": seeds[0].get("quartile", f"Q{i + 1}"),
+                           "problems": seeds[0].get("problems")}
+    for key in ("accuracy_points", "length_pct"):
+        stat = mean_ci([q[key] for q in seeds if q.get(key) is not None])
+        if stat["n"] == 1 and seeds[0].get(f"{key}_ci"):
+            stat.update(ci=seeds[0][f"{key}_ci"], interval="paired bootstrap of the run")
+        out[key] = stat
     return out
 
 
@@ -174,6 +196,34 @@ def table_markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def difficulty_markdown(data: dict[str, Any]) -> str:
+    """Where each point cut: per benchmark, its accuracy (points) and length (%) changes
+    against the base in each quartile of difficulty, mean over seeds [95 % interval]."""
+    parts = []
+    for bench in data["benchmarks"]:
+        rows = [r for r in data["rows"] if r["kind"] != "base"
+                and r["metrics"].get(bench, {}).get("difficulty")]
+        if not rows:
+            continue
+        names = [q["quartile"] for q in rows[0]["metrics"][bench]["difficulty"]]
+        head = ["point", "seeds", *(f"{n}: acc (points) / length (%)" for n in names)]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in rows:
+            cells = [r["label"], str(r["seeds"])]
+            cells += [f"{_cell(q['accuracy_points'])} / {_cell(q['length_pct'])}"
+                      for q in r["metrics"][bench]["difficulty"]]
+            lines.append("| " + " | ".join(cells) + " |")
+        parts.append(f"**{bench}**\n\n" + "\n".join(lines) + "\n")
+    if not parts:
+        return ""
+    return ("\n## By difficulty\n\nThe held-out problems in four quartiles of difficulty "
+            "(Q1 the easiest), ranked by the base model's own answers (docs/evaluation.md), "
+            "the same in every seed; each cell is the change against the base, mean over "
+            "seeds [95 % t-interval] (one seed: the run's paired bootstrap). Part of any "
+            "change by quartile is regression to the mean: compare points quartile by "
+            "quartile.\n\n" + "\n".join(parts))
+
+
 def unfinished_markdown(points: list[dict[str, Any]]) -> str:
     """The runs that failed or were stopped, each with why: what its run recorded (the
     stage and its error). The reasons are text written by runs (they may quote a file), so
@@ -250,7 +300,7 @@ def write_sweep_report(sweep: Sweep, states: list[tuple[str, str | None]]) -> di
               "own paired bootstrap (the variation of the problems, not of seeds).\n\n")
     atomic_write_text(out / "table.md", header + (table_markdown(data) if data["rows"]
                                                   else "No finished runs yet.\n")
-                      + unfinished_markdown(data["points"]))
+                      + difficulty_markdown(data) + unfinished_markdown(data["points"]))
     if data["rows"]:
         plot_sweep(data, out / "accuracy_vs_tokens.png")
     return data

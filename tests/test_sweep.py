@@ -120,18 +120,23 @@ def test_a_cached_reference_counts_once_across_seeds(tmp_path):
     sweep = plan_sweep(spec, [], "0,1", preset="paper-table", name="t")
     save_definition(sweep)
 
-    def method(acc, tokens, ci):
+    def method(acc, tokens, ci, cut=0.0):
+        quartiles = [{"quartile": q, "problems": 15, "accuracy_points": 10.0 * i - cut,
+                      "accuracy_points_ci": [-ci, ci], "length_pct": -cut,
+                      "length_pct_ci": [-ci, ci]}
+                     for i, q in enumerate(("Q1 easiest", "Q2", "Q3", "Q4 hardest"))]
         return ({"arithmetic_test": {"accuracy": acc, "mean_tokens": tokens}},
                 {"arithmetic_test": {"aes": 0.1, "interval": {
                     "accuracy_points": 1.0, "accuracy_points_ci": [-ci, ci],
-                    "length_pct": -5.0, "length_pct_ci": [-ci, ci]}}})
+                    "length_pct": -5.0, "length_pct_ci": [-ci, ci]},
+                    "difficulty": {"quartiles": quartiles}}})
 
     for point in sweep.points:
         run = sweep.run_dir(point)
         atomic_write_json(run.root / "job.json", {"state": "done"})
         ci = 2.0 + point.seed  # the same estimates, other bootstrap draws
         labels = {"base": method(0.5, 100.0, ci), "fast_solving": method(0.5, 110.0, ci),
-                  "trained": method(0.4 + 0.1 * point.seed, 90.0, ci)}
+                  "trained": method(0.4 + 0.1 * point.seed, 90.0, ci, cut=10.0 * point.seed)}
         atomic_write_json(RunDir(run.root).results_path, {
             "benchmarks": ["arithmetic_test"], "methods": list(labels),
             "metrics": {k: v[0] for k, v in labels.items()},
@@ -145,6 +150,18 @@ def test_a_cached_reference_counts_once_across_seeds(tmp_path):
     assert fast["ci"] == [-2.0, 2.0] and fast["interval"] == "paired bootstrap of the run"
     assert {r["seeds"] for k, r in rows.items() if k not in ("Base", "Fast-Solving Prompt")} \
         == {2}
+    # where each method cut: per quartile, the mean over seeds (cuts 0 and 10: -5 %) with
+    # its t-interval; the one-seed reference keeps its run's bootstrap interval
+    [q1, _, _, q4] = rows["O1-Pruner"]["metrics"]["arithmetic_test"]["difficulty"]
+    assert q1["quartile"] == "Q1 easiest" and q1["problems"] == 15
+    assert q1["length_pct"]["mean"] == -5.0 and q1["length_pct"]["n"] == 2
+    assert q4["accuracy_points"]["mean"] == 25.0 and q4["accuracy_points"]["ci"] is not None
+    fast_q1 = rows["Fast-Solving Prompt"]["metrics"]["arithmetic_test"]["difficulty"][0]
+    assert fast_q1["length_pct"]["ci"] == [-2.0, 2.0]
+    from o1pruner.sweep_report import difficulty_markdown
+
+    text = difficulty_markdown(sweep_rows(sweep, states))
+    assert "| O1-Pruner | 2 | -5.0 [" in text and "Q4 hardest: acc (points) / length (%)" in text
 
 
 NO_CORRECT = ("no training samples selected from runs/x/presample for method sft (m=2); "
