@@ -59,13 +59,13 @@ def _choose(page, elem_id: str, option: str) -> None:  # noqa: ANN001
     page.get_by_role("option").filter(has_text=option).first.click()
 
 
-def _wait_value(page, elem_id: str, value: str, timeout_s: float = 30) -> None:  # noqa: ANN001
+def _wait_value(page, elem_id: str, value: str, timeout_s: float = 90) -> None:  # noqa: ANN001
     page.wait_for_function(
         "([id, v]) => { const f = document.querySelector(`#${id} textarea, #${id} input`); "
         "return f && f.value === v; }", arg=[elem_id, value], timeout=timeout_s * 1000)
 
 
-def _wait_in_value(page, elem_id: str, text: str, timeout_s: float = 30) -> None:  # noqa: ANN001
+def _wait_in_value(page, elem_id: str, text: str, timeout_s: float = 90) -> None:  # noqa: ANN001
     page.wait_for_function(
         "([id, t]) => { const f = document.querySelector(`#${id} textarea, #${id} input`); "
         "return f && f.value.includes(t); }", arg=[elem_id, text], timeout=timeout_s * 1000)

@@ -58,11 +58,11 @@ def _field(page, elem_id: str):  # noqa: ANN001, ANN202
     return page.locator(f"#{elem_id}").locator("textarea, input").first
 
 
-def _wait_text(page, elem_id: str, text: str, timeout_s: float = 60) -> None:  # noqa: ANN001
+def _wait_text(page, elem_id: str, text: str, timeout_s: float = 90) -> None:  # noqa: ANN001
     page.locator(f"#{elem_id}").filter(has_text=text).first.wait_for(timeout=timeout_s * 1000)
 
 
-def _wait_value(page, elem_id: str, value: str, timeout_s: float = 30) -> None:  # noqa: ANN001
+def _wait_value(page, elem_id: str, value: str, timeout_s: float = 90) -> None:  # noqa: ANN001
     page.wait_for_function(
         "([id, v]) => { const f = document.querySelector(`#${id} textarea, #${id} input`); "
         "return f && f.value === v; }", arg=[elem_id, value], timeout=timeout_s * 1000)
