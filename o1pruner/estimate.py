@@ -26,8 +26,8 @@ logger = logging.getLogger(__name__)
 #: the frozen prefix (the layers' larger products run above it).
 #: generate_hf: the on-policy methods' sampling inside TRL's GRPO with transformers
 #: `generate` on the training model's float32 weights, G completions at a time, as a share
-#: of the float32 probe (grpo_length on the quickstart, AMD EPYC with AVX512_BF16,
-#: 2026-12-07; docs/hardware.md).
+#: of the float32 probe (grpo_length on the quickstart, AMD EPYC family 26 model 2 with
+#: AVX512_BF16, 2026-12-07; docs/method.md).
 EFFICIENCY = {"generate": 0.44, "forward": 0.8, "train": 1.1, "generate_hf": 0.18}
 #: Seconds to start an engine (model load, vLLM's start-up), per start.
 ENGINE_START_S = 60.0
