@@ -62,3 +62,14 @@ def test_an_on_policy_method_has_no_pre_sampling_and_pays_for_its_sampling():
         "train.method=grpo_length", "train.grpo_max_completion_length=512",
         "train.grpo_num_generations=8", "train.epochs=2"]), gflops=150.0)
     assert more.phases["training"] > 1.9 * grpo.phases["training"] - 130
+
+
+def test_starting_an_on_policy_runs_pre_sampling_says_there_is_none_to_estimate():
+    from webui.machine import time_note
+
+    spec = load_spec(QUICKSTART, ["train.method=grpo_length",
+                                  "train.grpo_max_completion_length=512",
+                                  "train.grpo_num_generations=8"])
+    note = time_note(spec, "presample")
+    assert note.seconds is None and "grpo_length run has none" in note.line
+    assert time_note(spec, "train").seconds > 0

@@ -75,5 +75,8 @@ def time_note(spec: RunSpec, stage: str = "run", workspace_root: Path | None = N
     if est is None:
         return TimeNote(no_estimate_reason(spec), None, "no estimate")
     phase = None if stage == "run" else STAGE_PHASES[stage]
+    if phase is not None and phase not in est.phases:  # an on-policy run has no pre-sampling
+        return TimeNote(f"no estimate of the {phase} stage: a {spec.train.method} run has "
+                        "none (it samples while it trains)", None, "no estimate")
     seconds = est.seconds(phase)
     return TimeNote(est.line(phase), seconds, f"about {duration_text(seconds)}")
