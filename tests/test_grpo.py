@@ -195,6 +195,37 @@ def test_an_on_policy_run_has_no_pre_sampling_and_says_why(tmp_path: Path, monke
     assert pipeline.stages_of(RunSpec()) == ("presample", "train", "eval", "analyze")
 
 
+def test_most_steps_without_a_learning_signal_are_a_warning_with_cause_and_fix(
+        tmp_path: Path) -> None:
+    """TRL's logs of the thinkprune point of the peers sweep (seed 0, cap 256): steps 4, 6,
+    8, 9 and 10 had every group at one reward; at step 10 that is half, and the run says so
+    where the status line and the results read it."""
+    from types import SimpleNamespace
+
+    from o1pruner.jobs import current_warnings
+    from o1pruner.training.grpo_callbacks import RunCallback, StopFlag, Timer
+
+    run = RunDir(tmp_path / "run")
+    callback = RunCallback(run, StopFlag(), Timer(), "fingerprint", 256)
+    callback.on_train_begin(None, SimpleNamespace(is_world_process_zero=True, max_steps=10,
+                                                  global_step=0), None)
+    truncated = [0.5, 0.0, 0.25, 0.25, 0.125, 0.125, 0.0, 0.875, 0.5, 0.75]
+    silent = {4, 6, 8, 9, 10}
+    for step in range(1, 11):
+        callback.on_log(None, SimpleNamespace(is_world_process_zero=True, global_step=step),
+                        None, {"loss": 0.0, "reward": 0.0 if step in silent else 0.375,
+                               "completions/clipped_ratio": truncated[step - 1],
+                               "frac_reward_zero_std": 1.0 if step in silent else 0.0})
+        said = current_warnings(run.events())
+        assert bool(said) == (step == 10), (step, said)
+    [warning] = said
+    assert warning["code"] == "no_learning_signal"
+    assert warning["message"] == ("5 of 10 training steps could not change the model: no "
+                                  "completion was right within the limit 256")
+    assert "easier training problems" in warning["fix"]
+    callback.close()
+
+
 def test_a_rounds_run_directory_says_its_round(tmp_path: Path) -> None:
     from o1pruner.rounds import round_dir
 

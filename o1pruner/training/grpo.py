@@ -309,7 +309,8 @@ def _make_trainer(spec: Any, run: RunDir, config: Any, model_path: str, tokenize
     model = load_training_model(spec, model_path)
     base = getattr(model, "get_base_model", lambda: model)()
     base.generation_config.eos_token_id = list(stop_ids)  # TRL stops at each of them
-    callback = RunCallback(run, StopFlag(), Timer(train_s), fingerprint)
+    callback = RunCallback(run, StopFlag(), Timer(train_s), fingerprint,
+                           config.max_completion_length)
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=config,
                           train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                           callbacks=[callback])
