@@ -254,17 +254,23 @@ def plot_sweep(data: dict[str, Any], out: Path) -> None:
 
     from o1pruner.evaluation.report import _save
 
-    fig, ax = plt.subplots(figsize=(7.5, 5.2))
+    fig, ax = plt.subplots(figsize=(8.5, 6.4))
     front = []
     for i, r in enumerate(data["rows"]):
         acc, tok = r["metrics"]["AVG"]["accuracy"], r["metrics"]["AVG"]["tokens"]
         x, y = tok["mean"], acc["mean"]
-        xerr = [[x - tok["ci"][0]], [tok["ci"][1] - x]] if tok["ci"] else None
-        yerr = [[y - acc["ci"][0]], [acc["ci"][1] - y]] if acc["ci"] else None
+        # an interval past what accuracy can be (few seeds) is drawn to 0 / 100 %
+        lo, hi = (max(acc["ci"][0], 0.0), min(acc["ci"][1], 100.0)) if acc["ci"] else (y, y)
+        xerr = [[x - max(tok["ci"][0], 0.0)], [tok["ci"][1] - x]] if tok["ci"] else None
+        yerr = [[y - lo], [hi - y]] if acc["ci"] else None
         color, fmt, size = {"base": ("black", "*", 13), "fast_solving": ("dimgray", "D", 8)
                             }.get(r["kind"], (plt.cm.tab10(i % 10), "o", 7))
+        label = textwrap.shorten(f"{r['label']} ({r['seeds']} seed{'s' * (r['seeds'] > 1)})",
+                                 70, placeholder="...")
         ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt=fmt, color=color, markersize=size,
-                    capsize=3, label=r["label"], zorder=3)
+                    capsize=3, label=label, zorder=3)
+        if r["seeds"] > 1:  # each seed's own result, small
+            ax.scatter(tok["values"], acc["values"], s=14, color=color, alpha=0.55, zorder=3)
         if r["pareto"]:
             front.append((x, y))
             ax.scatter([x], [y], s=260, facecolors="none", edgecolors="crimson",
@@ -275,10 +281,14 @@ def plot_sweep(data: dict[str, Any], out: Path) -> None:
                 label="Pareto front")
     ax.set_xlabel("mean tokens per solution (average over benchmarks)")
     ax.set_ylabel("accuracy % (average over benchmarks)")
-    seeds = len(data["seeds"])
-    ax.set_title(f"Sweep {data['name']}: {seeds} seed(s), 95 % intervals over seeds")
+    ax.set_ylim(-3, 103)
+    ax.set_xlim(left=0)
+    done = max((r["seeds"] for r in data["rows"] if r["kind"] == "trained"), default=0)
+    ax.set_title(f"Sweep {data['name']}: up to {done} of {len(data['seeds'])} seed(s) done; "
+                 "mean, 95 % interval over seeds, each seed's dot", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
+    fig.tight_layout()
     _save(fig, out)
 
 
