@@ -36,20 +36,21 @@ from o1pruner.spec import GRPO_METHODS, RunSpec
 logger = logging.getLogger(__name__)
 
 PIPELINE_STAGES = ("presample", "train", "eval", "analyze")
+PRE_SAMPLE_STAGES = ("presample", "analyze")  # what an on-policy method has no use for
 
 
 def stages_of(spec: RunSpec) -> tuple[str, ...]:
-    """The run's stages: without the pre-samples' two (presample, analyze) for an on-policy
-    method, which samples while it trains."""
+    """The run's stages: without the pre-samples' two for an on-policy method, which
+    samples while it trains."""
     if spec.train.method in GRPO_METHODS:
-        return tuple(s for s in PIPELINE_STAGES if s not in ("presample", "analyze"))
+        return tuple(s for s in PIPELINE_STAGES if s not in PRE_SAMPLE_STAGES)
     return PIPELINE_STAGES
 
 
 def _skip_pre_samples(spec: RunSpec, run: RunDir) -> None:
     """Record why an on-policy run has no pre-sampling or analysis (a `stages` event:
     `o1pruner status` and the Runs tab's status line say it)."""
-    run.emit("stages", "run", stages=list(stages_of(spec)), skipped=["presample", "analyze"],
+    run.emit("stages", "run", stages=list(stages_of(spec)), skipped=list(PRE_SAMPLE_STAGES),
              reason=f"train.method {spec.train.method} samples while it trains")
 
 
@@ -102,7 +103,7 @@ def _run_round(spec: RunSpec, run: RunDir, r: int, lock: RunLock) -> dict[str, f
 
     folder = prepare_round(spec, run, r)
     walls = {}
-    for stage in [s for s in stages_of(spec) if s in ("presample", "train")]:
+    for stage in [s for s in stages_of(spec) if s in ("presample", "train")]:  # per round
         name = f"{round_label(r)} {stage}"
         run.update_job(stage=name)
         run.emit("round", stage, round=r, state="started", dir=str(folder.root))

@@ -79,11 +79,8 @@ def _aggregate(samples: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     for bench in samples[0] if samples else []:
         out[bench] = {}
         for key in (k for k in samples[0][bench] if not k.startswith("_")):
-            stat = mean_ci([s[bench][key] for s in samples if s[bench][key] is not None])
-            boot = samples[0][bench]["_ci"].get(key)
-            if stat["n"] == 1 and boot:
-                stat.update(ci=boot, interval="paired bootstrap of the run")
-            out[bench][key] = stat
+            out[bench][key] = _over_seeds([s[bench][key] for s in samples],
+                                          samples[0][bench]["_ci"].get(key))
         quartiles = [s[bench].get("_difficulty") or [] for s in samples]
         if quartiles and all(len(q) == len(quartiles[0]) for q in quartiles) and quartiles[0]:
             out[bench]["difficulty"] = [_quartile(i, [q[i] for q in quartiles])
@@ -99,11 +96,17 @@ def _quartile(i: int, seeds: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"quartile": seeds[0].get("quartile", f"Q{i + 1}"),
                            "problems": seeds[0].get("problems")}
     for key in ("accuracy_points", "length_pct"):
-        stat = mean_ci([q[key] for q in seeds if q.get(key) is not None])
-        if stat["n"] == 1 and seeds[0].get(f"{key}_ci"):
-            stat.update(ci=seeds[0][f"{key}_ci"], interval="paired bootstrap of the run")
-        out[key] = stat
+        out[key] = _over_seeds([q.get(key) for q in seeds], seeds[0].get(f"{key}_ci"))
     return out
+
+
+def _over_seeds(values: list[float | None], boot: list[float] | None) -> dict[str, Any]:
+    """mean_ci of the values given; with one, the run's own paired bootstrap interval
+    `boot` where it has one."""
+    stat = mean_ci([v for v in values if v is not None])
+    if stat["n"] == 1 and boot:
+        stat.update(ci=boot, interval="paired bootstrap of the run")
+    return stat
 
 
 def sweep_rows(sweep: Sweep, states: list[tuple[str, str | None]]) -> dict[str, Any]:
