@@ -291,6 +291,34 @@ def test_grpo_length_trains_a_tiny_model_and_changes_it(tmp_path: Path,
 
 
 @pytest.mark.slow
+def test_on_cpu_in_bf16_the_trainer_generates_with_the_cpu_speed_ups(
+        tmp_path: Path, stopping_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TRL generates under accelerate's bf16 autocast on CPU: the frozen weights' bf16
+    copies and the 2-D head are installed on the model it trains (benchmarks/grpo_generate.py
+    measured 2.2x), and the run still trains the trainable layers."""
+    import torch
+
+    from o1pruner.specio import spec_from_dict
+    from o1pruner.training import cpu_speed
+    from o1pruner.training.stage import run_train
+
+    installed: list[tuple] = []
+    real_install = cpu_speed.CpuSpeedups.install
+
+    def install(self) -> None:
+        real_install(self)
+        installed.append((self.dtype, len(self._patched)))
+
+    monkeypatch.setattr(cpu_speed.CpuSpeedups, "install", install)
+    spec = spec_from_dict(grpo_spec(tmp_path, stopping_model, "grpo_length", "gl-bf16",
+                                    precision="bf16", finetuning="freeze",
+                                    freeze_trainable_layers=1))
+    run = run_train(spec)
+    assert installed and installed[0][0] == torch.bfloat16 and installed[0][1] > 1
+    assert changed(weights(stopping_model), weights(run.root / "train" / "final"))
+
+
+@pytest.mark.slow
 def test_thinkprune_in_round_two_trains_under_the_lowered_cap(tmp_path: Path,
                                                               stopping_model: Path) -> None:
     """Round 2 of a thinkprune run caps completions at 0.75 x 12 = 9 tokens; with no

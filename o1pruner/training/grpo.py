@@ -303,6 +303,7 @@ def _make_trainer(spec: Any, run: RunDir, config: Any, model_path: str, tokenize
     from datasets import Dataset
     from trl import GRPOTrainer
 
+    from o1pruner.training.cpu_speed import CpuSpeedups
     from o1pruner.training.finetuning import load_training_model
     from o1pruner.training.grpo_callbacks import RunCallback, StopFlag, Timer
 
@@ -314,4 +315,8 @@ def _make_trainer(spec: Any, run: RunDir, config: Any, model_path: str, tokenize
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=config,
                           train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                           callbacks=[callback])
+    # On CPU, TRL's generation runs the model under accelerate's bf16 autocast: without
+    # these, every token re-casts the frozen weights and sends the head through `bmm`
+    # (benchmarks/grpo_generate.py).
+    CpuSpeedups.for_training(spec, base, trainer.accelerator.device)
     return trainer, callback
