@@ -25,10 +25,13 @@ logger = logging.getLogger(__name__)
 #: below the probe's speed); the reference pass and the training step at micro-batch 1 with
 #: the frozen prefix (the layers' larger products run above it).
 #: generate_hf: the on-policy methods' sampling inside TRL's GRPO with transformers
-#: `generate` on the training model's float32 weights, G completions at a time, as a share
-#: of the float32 probe (grpo_length on the quickstart, AMD EPYC family 26 model 2 with
-#: AVX512_BF16, 2026-12-07; docs/method.md).
-EFFICIENCY = {"generate": 0.44, "forward": 0.8, "train": 1.1, "generate_hf": 0.18}
+#: `generate` on the training model (the frozen weights' bf16 copies under autocast), G
+#: completions at a time, as a share of the float32 probe: grpo_length on the quickstart,
+#: 2-core Intel Xeon with AMX, 2026-12-07 (31 tok/s; fp32 probe 346 GFLOP/s). Eight
+#: sequences at a time are bound by memory bandwidth more than by the probe's speed, so
+#: this share differs between machines: 0.18 on an AMD EPYC family 26 with AVX512_BF16
+#: before the CPU speed-ups reached this phase (docs/results.md).
+EFFICIENCY = {"generate": 0.44, "forward": 0.8, "train": 1.1, "generate_hf": 0.09}
 #: Seconds to start an engine (model load, vLLM's start-up), per start.
 ENGINE_START_S = 60.0
 #: Seconds to download and convert a packaged model on first use (once per machine).
@@ -158,7 +161,7 @@ def estimate_run(spec: RunSpec, gflops: float | None = None) -> Estimate | None:
                          f"{FILL:.0%} of max_new_tokens")
     step = _step_params(spec, layer_params, head, layers)
     if spec.train.method in GRPO_METHODS:
-        # sampling runs on the training model's float32 weights
+        # sampling is measured against the float32 probe (EFFICIENCY's note)
         fp32 = gflops or (speed if dtype == "float32" else matmul_gflops("float32"))
         _on_policy(est, spec, problems, seconds, step, params / 1e9 / fp32)
     else:
