@@ -83,8 +83,8 @@ def _stop(page, tries: int = 3) -> None:  # noqa: ANN001
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     for _ in range(tries):
-        page.locator("#pg-stop").click()
-        try:
+        try:  # a page streaming tokens under load can hold a click past playwright's 30 s
+            page.locator("#pg-stop").click(timeout=90_000)
             _wait_text(page, "pg-message", "stopped", 30)
             return
         except PlaywrightTimeout:
