@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 #: 2-core Intel Xeon with AMX, 2026-12-07 (31 tok/s; fp32 probe 346 GFLOP/s). Eight
 #: sequences at a time are bound by memory bandwidth more than by the probe's speed, so
 #: this share differs between machines: 0.18 on an AMD EPYC family 26 with AVX512_BF16
-#: before the CPU speed-ups reached this phase (docs/results.md).
+#: before the CPU speed-ups reached this phase (docs/method.md).
 EFFICIENCY = {"generate": 0.44, "forward": 0.8, "train": 1.1, "generate_hf": 0.09}
 #: Seconds to start an engine (model load, vLLM's start-up), per start.
 ENGINE_START_S = 60.0
