@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import gradio as gr
@@ -177,6 +179,18 @@ class _Page:
     def click(self, elem_id: str) -> None:
         self._fire(self.ids[elem_id], "click")
 
+    def open_tab_while(self, tab_id: str, meanwhile: Callable[[], None]) -> None:
+        """The tab opens, and `meanwhile` (a user's pick) happens after its handlers read
+        their inputs and before their answers arrive (a slow server)."""
+        tab = next(i for i, b in self.app.blocks.items() if isinstance(b, gr.Tab)
+                   and b.id == tab_id)
+        fns = [fn for fn in self.app.fns.values() if (tab, "select") in
+               [tuple(t) for t in fn.targets] and fn.fn is not None]
+        answers = [fn.fn(*[self.values.get(c._id) for c in fn.inputs]) for fn in fns]
+        meanwhile()
+        for fn, out in zip(fns, answers, strict=True):
+            self._apply(fn, out, 0)
+
     def _fire(self, block: int, event: str, depth: int = 0) -> None:
         for fn in list(self.app.fns.values()):
             if (block, event) in [tuple(t) for t in fn.targets]:
@@ -185,7 +199,9 @@ class _Page:
     def _run(self, fn: object, depth: int) -> None:
         if fn.fn is None:  # a js-only step
             return
-        out = fn.fn(*[self.values.get(c._id) for c in fn.inputs])
+        self._apply(fn, fn.fn(*[self.values.get(c._id) for c in fn.inputs]), depth)
+
+    def _apply(self, fn: object, out: object, depth: int) -> None:
         outs = [out] if len(fn.outputs) == 1 else list(out or [])
         changed = []
         for component, value in zip(fn.outputs, outs, strict=True):
@@ -349,6 +365,15 @@ def test_every_picker_fills_itself_on_page_load_and_when_its_tab_opens(ws: Works
     page.set("run-pick", "runs/trained")
     page.open_tab("runs")  # the lists fill; the picked run stays
     assert "runs/later" in page.options("run-pick") and page["run-pick"] == "runs/trained"
+    # a pick made while the fill was on its way stays (a slow server after a reload)
+    page.load()
+    page.open_tab_while("export", lambda: page.set("model-export-run", "runs/trained"))
+    assert page["model-export-run"] == "runs/trained"
+    # a picked run that went away is unpicked
+    shutil.rmtree(ws.root / "runs" / "trained")
+    page.open_tab("export")
+    assert page["model-export-run"] is None and page.options("model-export-run") == [
+        "runs/later"]
 
 
 @pytest.mark.skipif(has_gpu(), reason="the CPU first screen")

@@ -85,8 +85,12 @@ def check_exposure(host: str, credentials: tuple[str, str] | None, insecure: boo
 
 
 def keep_choice(choices: list[str], current: str | None) -> Any:
-    """A picker's fresh choices, keeping its value while it is still among them."""
-    return gr.update(choices=choices, value=current if current in choices else None)
+    """A picker's fresh choices, keeping its value while it is still among them. With no
+    value when the fill was asked for, the value is left alone: a run picked while the
+    page was loading (the fill's answer arrives after the pick) stays picked."""
+    if current is None or current in choices:
+        return gr.update(choices=choices)
+    return gr.update(choices=choices, value=None)
 
 
 def build_app(workspace: str | Path, allow_remote_code: bool = False) -> gr.Blocks:
