@@ -132,16 +132,22 @@ def test_auto_is_the_default_of_both_fields():
     assert TrainSpec().precision == "auto"
 
 
-@pytest.mark.parametrize("facts, dtype, engine, says", [
-    (AMX, "bfloat16", "vllm", "measured 3.9x transformers' throughput"),
+EPYC_BF16 = CpuFacts(model="AMD EPYC", capability="AVX512", avx512_bf16=True, amx=False)
+
+
+@pytest.mark.parametrize("facts, dtype, table, engine, says", [
+    (AMX, "bfloat16", None, "vllm", "measured 3.9x transformers' throughput"),
     # native bf16 without AMX is its own class: the AMX figure is not quoted there
-    (CpuFacts(model="AMD EPYC", capability="AVX512", avx512_bf16=True, amx=False), "bfloat16",
-     "vllm", "not yet measured against transformers on this CPU class (AVX512_BF16) in "
-     "bfloat16"),
-    (AVX2, "float32", "vllm", "measured 4.8x"),
+    (EPYC_BF16, "bfloat16", None, "vllm", "measured 2.5x transformers' throughput"),
+    (AVX2, "float32", None, "vllm", "measured 4.8x"),
+    # a class and dtype not measured keeps vLLM and says so; one measured slower takes hf
+    (EPYC_BF16, "bfloat16", {}, "vllm", "not yet measured against transformers on this CPU "
+     "class (AVX512_BF16) in bfloat16"),
+    (EPYC_BF16, "float32", {("AVX512_BF16", "float32"): (0.8, "a slower machine")}, "hf",
+     "measured 0.8x transformers' throughput on this CPU class and dtype (a slower machine)"),
 ])
 def test_engine_auto_quotes_the_measurement_of_this_cpu_class(monkeypatch, tiny_model_dir,
-                                                              facts, dtype, engine, says):
+                                                              facts, dtype, table, engine, says):
     from o1pruner.sampling import engines
 
     if torch.cuda.is_available():
@@ -149,5 +155,7 @@ def test_engine_auto_quotes_the_measurement_of_this_cpu_class(monkeypatch, tiny_
     monkeypatch.setattr(hardware, "cpu_facts", lambda: facts)
     monkeypatch.setattr(engines, "_RESOLVED", {})
     monkeypatch.setattr(engines, "vllm_support", lambda path: (True, "vllm supports it"))
+    if table is not None:
+        monkeypatch.setattr(engines, "VLLM_CPU_SPEEDUP", table)
     chosen, why = engines.resolve_engine("auto", str(tiny_model_dir), dtype)
     assert chosen == engine and says in why

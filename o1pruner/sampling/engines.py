@@ -416,6 +416,10 @@ class VLLMEngine:
 VLLM_CPU_SPEEDUP: dict[tuple[str, str], tuple[float, str]] = {
     ("AMX", "bfloat16"): (3.91, "Xeon with AMX, SmolLM2-135M, K=8, 2026-11-23"),
     ("AMX", "float32"): (1.99, "Xeon with AMX, Qwen2.5-0.5B, 4 problems x K=8, 2026-12-07"),
+    ("AVX512_BF16", "bfloat16"): (2.48, "EPYC with AVX512_BF16, Qwen2.5-0.5B, 4 problems x K=8, "
+                                        "2026-12-07"),
+    ("AVX512_BF16", "float32"): (2.65, "EPYC with AVX512_BF16, Qwen2.5-0.5B, 4 problems x K=8, "
+                                       "2026-12-07"),
     ("no native bf16", "float32"): (4.8, "EPYC with AVX2, Qwen2.5-0.5B, 8 problems x K=8, "
                                          "2026-12-07"),
     ("no native bf16", "bfloat16"): (1.14, "EPYC with AVX2, SmolLM2-135M, 2 problems x K=2, "
