@@ -47,6 +47,8 @@ MAX_PROBLEM_CHARS = 20_000  # a problem typed or pasted in the browser
 MAX_GOLD_CHARS = 1_000
 MAX_GENERATING = 2  # comparisons running at once, every browser session together
 MAX_SESSIONS = 32  # playgrounds kept (one per browser session)
+CHARS_PER_SECOND = 20_000  # of answer text sent to a page per second, at most
+MAX_PAUSE_S = 2.0  # the longest pause between two updates of a page
 
 
 class Busy(UserError):
@@ -59,6 +61,15 @@ class Slots(threading.BoundedSemaphore):
     def __init__(self, size: int):
         super().__init__(size)
         self.size = size
+
+
+def update_pause(interval: float, answers: Sequence[Answer]) -> float:
+    """Seconds until the next update of a page: `interval`, longer as the answers grow
+    (CHARS_PER_SECOND of their text at most, MAX_PAUSE_S at the longest). The page redraws
+    each answer whole at every update; a long answer redrawn ten times a second keeps a
+    loaded machine's browser too busy to take a click, Stop's included."""
+    chars = sum(len(a.text) for a in answers)
+    return min(max(interval, chars / CHARS_PER_SECOND), max(interval, MAX_PAUSE_S))
 
 
 class Playground:
@@ -127,8 +138,9 @@ class Playground:
         return [replace(a) for a in self.answers]
 
     def updates(self, interval: float = 0.1) -> Iterator[list[Answer]]:
-        """Copies of the answers whenever they changed, every `interval` seconds at most,
-        until the comparison ends (the last one is the final state)."""
+        """Copies of the answers whenever they changed, every `interval` seconds at most
+        (less often as they grow: `update_pause`), until the comparison ends (the last one
+        is the final state)."""
         last: list[Answer] | None = None
         while True:
             alive = self._worker is not None and self._worker.is_alive()
@@ -138,7 +150,7 @@ class Playground:
                 last = snapshot
             if not alive:
                 return
-            time.sleep(interval)
+            time.sleep(update_pause(interval, snapshot))
 
     def compare(self, spec: RunSpec, models: Sequence[str], problem: str,
                 gold: str | None = None, settings: Settings | None = None,

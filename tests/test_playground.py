@@ -11,13 +11,17 @@ from typing import Any
 import pytest
 
 from o1pruner.playground import (
+    CHARS_PER_SECOND,
+    MAX_PAUSE_S,
     Busy,
     Playground,
     Settings,
     find_model_dirs,
     problem_sources,
     source_problems,
+    update_pause,
 )
+from o1pruner.playground_answer import Answer
 from o1pruner.specio import spec_from_dict
 from tests.tiny_model import build_tiny_model
 
@@ -176,6 +180,15 @@ def test_closing_the_updates_stops_the_generation(looping: Path) -> None:
     updates.close()  # what Gradio does when an event is cancelled
     (answer,) = playground.wait(timeout=60)
     assert answer.state == "stopped" and not playground.busy
+
+
+def test_a_long_answer_reaches_the_page_less_often() -> None:
+    # each update redraws the answers whole: the pause grows with their text, up to 2 s
+    short, longer = Answer("a", text="x" * 100), Answer("b", text="y" * 10_000)
+    assert update_pause(0.1, [short]) == 0.1
+    assert update_pause(0.1, [short, longer]) == pytest.approx(10_100 / CHARS_PER_SECOND)
+    assert update_pause(0.1, [Answer("a", text="z" * 1_000_000)]) == MAX_PAUSE_S
+    assert update_pause(5.0, [longer]) == 5.0  # a slower interval asked for stays
 
 
 def test_at_most_two_models_stay_loaded(tiny_model_dir: Path, scripted: Path,

@@ -89,7 +89,11 @@ def _stop(page, tries: int = 3) -> None:  # noqa: ANN001
             return
         except PlaywrightTimeout:
             continue
-    raise AssertionError(f"Stop did not stop: {page.locator('#pg-stats-a').inner_text()!r}")
+    try:
+        shown = page.locator("#pg-stats-a").inner_text(timeout=5_000)
+    except PlaywrightTimeout:
+        shown = "(the page did not answer)"
+    raise AssertionError(f"Stop did not stop: {shown!r}")
 
 
 def test_playground_generates_both_answers_and_stops(page, shots: Path) -> None:  # noqa: ANN001
