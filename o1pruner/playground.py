@@ -69,7 +69,7 @@ def update_pause(interval: float, answers: Sequence[Answer]) -> float:
     each answer whole at every update; a long answer redrawn ten times a second keeps a
     loaded machine's browser too busy to take a click, Stop's included."""
     chars = sum(len(a.text) for a in answers)
-    return min(max(interval, chars / CHARS_PER_SECOND), max(interval, MAX_PAUSE_S))
+    return max(interval, min(chars / CHARS_PER_SECOND, MAX_PAUSE_S))
 
 
 class Playground:

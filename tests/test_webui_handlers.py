@@ -162,10 +162,12 @@ class _Page:
         """The page is opened (or reloaded)."""
         self._fire(self.app._id, "load")
 
+    def _tab(self, tab_id: str) -> int:
+        return next(i for i, b in self.app.blocks.items() if isinstance(b, gr.Tab)
+                    and b.id == tab_id)
+
     def open_tab(self, tab_id: str) -> None:
-        tab = next(i for i, b in self.app.blocks.items() if isinstance(b, gr.Tab)
-                   and b.id == tab_id)
-        self._fire(tab, "select")
+        self._fire(self._tab(tab_id), "select")
 
     def leave(self, elem_id: str) -> None:
         """The user leaves a text box (its blur event)."""
@@ -182,8 +184,7 @@ class _Page:
     def open_tab_while(self, tab_id: str, meanwhile: Callable[[], None]) -> None:
         """The tab opens, and `meanwhile` (a user's pick) happens after its handlers read
         their inputs and before their answers arrive (a slow server)."""
-        tab = next(i for i, b in self.app.blocks.items() if isinstance(b, gr.Tab)
-                   and b.id == tab_id)
+        tab = self._tab(tab_id)
         fns = [fn for fn in self.app.fns.values() if (tab, "select") in
                [tuple(t) for t in fn.targets] and fn.fn is not None]
         answers = [fn.fn(*[self.values.get(c._id) for c in fn.inputs]) for fn in fns]
